@@ -1,0 +1,240 @@
+//! The `mediaflow` command line: argument parsing, dispatch to the library, and exit codes
+//! (0 = success, 1 = a job or plugin failed, 2 = usage or configuration error).
+
+use crate::plugin::{
+    self, HostConfig, PluginHost, PluginSpec, World, inspect, manifest::PluginManifest, scaffold,
+};
+use crate::telemetry::{self, LogFormat};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Turn uploads into renditions; extend with WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "mediaflow", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "MEDIAFLOW_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plugin authoring and inspection.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `mediaflow plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a Rust plugin crate that builds as-is.
+    New {
+        /// metadata-extractor, watermarker or notification-rule.
+        kind: String,
+        /// Plugin name (a-z, 0-9, '-').
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Use the SDK at this path instead of the default.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Show a component's world, WIT version, imports, exports, size and sha256.
+    Inspect {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a component into the sandbox and run a smoke call on sample input.
+    Validate {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Its plugin.toml (default config and limits); default: plugin.toml beside the file.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Configuration overrides, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// List the plugins this engine has (bundled first-party plugins).
+    List,
+}
+
+/// Errors at the command line's edge, with the exit code they map to.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) => ExitCode::from(2),
+            CliError::Failed(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// Parse the command line, run it, and map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Plugin(cmd) => run_plugin(cmd),
+    }
+}
+
+fn host() -> Result<PluginHost, CliError> {
+    PluginHost::new(&HostConfig::default()).map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn read_wasm(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::Usage(format!("reading {}: {e}", path.display())))
+}
+
+fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
+    match cmd {
+        PluginCommand::New {
+            kind,
+            name,
+            dir,
+            sdk_path,
+        } => {
+            let world = World::parse(&kind).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "unknown plugin kind {kind:?}: use metadata-extractor, watermarker or notification-rule"
+                ))
+            })?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = match sdk_path {
+                Some(p) => scaffold::SdkSource::Path(
+                    p.canonicalize()
+                        .map_err(|e| CliError::Usage(format!("--sdk-path {}: {e}", p.display())))?,
+                ),
+                None => scaffold::SdkSource::default_for_this_engine(),
+            };
+            let files = scaffold::scaffold(world, &name, &dir, &sdk)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            println!("created {world} plugin `{name}` in {}:", dir.display());
+            for f in files {
+                println!("  {}", f.display());
+            }
+            println!(
+                "\nnext:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin validate target/wasm32-wasip2/release/{}.wasm --manifest plugin.toml",
+                dir.display(),
+                name.replace('-', "_")
+            );
+            Ok(())
+        }
+        PluginCommand::Inspect { file, json } => {
+            let wasm = read_wasm(&file)?;
+            let report =
+                inspect::inspect(&host()?, &wasm).map_err(|e| CliError::Failed(e.to_string()))?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+        PluginCommand::Validate {
+            file,
+            manifest,
+            config,
+        } => {
+            let wasm = read_wasm(&file)?;
+            let manifest_path = manifest.or_else(|| {
+                let beside = file.with_file_name("plugin.toml");
+                beside.exists().then_some(beside)
+            });
+            let mut spec = match &manifest_path {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| CliError::Usage(format!("reading {}: {e}", p.display())))?;
+                    let m = PluginManifest::parse(&text)
+                        .map_err(|e| CliError::Usage(format!("{}: {e}", p.display())))?;
+                    let mut spec = PluginSpec::new(&m.name, m.version.to_string());
+                    spec.config = m.config_strings();
+                    spec.limits = m.limits;
+                    spec.expect = Some(m.world);
+                    spec
+                }
+                None => {
+                    let stem = file
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().replace('_', "-"))
+                        .unwrap_or_default();
+                    PluginSpec::new(stem, "0.0.0")
+                }
+            };
+            for kv in config {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    CliError::Usage(format!("--config {kv:?}: expected KEY=VALUE"))
+                })?;
+                spec.config.insert(k.trim().to_string(), v.to_string());
+            }
+            let host = host()?;
+            let v = inspect::validate(&host, spec, &wasm)
+                .map_err(|e| CliError::Failed(format!("validation failed: {e}")))?;
+            println!(
+                "ok: {}@{} is a {} plugin (mediaflow:plugin@{}), {} bytes, {}",
+                v.plugin.name(),
+                v.plugin.version(),
+                v.plugin.world(),
+                v.plugin.wit_version(),
+                v.plugin.size(),
+                v.plugin.digest()
+            );
+            println!("smoke call ({:.1} ms): {}", v.call_ms, v.summary);
+            Ok(())
+        }
+        PluginCommand::List => {
+            println!(
+                "{:<14} {:<9} {:<20} DESCRIPTION",
+                "NAME", "VERSION", "WORLD"
+            );
+            for p in plugin::bundled::all() {
+                let m = &p.manifest;
+                println!(
+                    "{:<14} {:<9} {:<20} {} (bundled)",
+                    m.name,
+                    m.version,
+                    m.world.name(),
+                    m.description
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! WebAssembly plugins: the sandboxed host ([`PluginHost`]), loaded plugins ([`Plugin`]) and
+//! their per-job instances ([`PluginInstance`]), limits, world detection, the compiled-code
+//! cache, the plugins bundled into the engine, and plugin authoring tools (inspect, scaffold).
+
+mod bindings;
+pub mod bundled;
+mod cache;
+mod error;
+mod host;
+pub mod inspect;
+mod limits;
+pub mod manifest;
+pub mod scaffold;
+mod source;
+mod world;
+
+pub use bindings::types;
+pub use cache::CompileCache;
+pub use error::{PluginError, PluginErrorKind};
+pub use host::{
+    HostConfig, HostError, Plugin, PluginHost, PluginInstance, PluginSpec, default_cache_dir,
+};
+pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, Limits};
+pub use source::SourceHandle;
+pub use world::{HOSTED_WIT_VERSIONS, World};

@@ -1,0 +1,42 @@
+//! The one place the WIT contract becomes Rust on the host side: `bindgen!` for the three
+//! plugin worlds. The shared interfaces (`types`, `host`, `input`) are generated once, with the
+//! metadata-extractor world, and the other two worlds reuse them.
+
+#![allow(missing_docs, clippy::all)]
+
+pub mod extractor {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "mediaflow:plugin/metadata-extractor@0.1.0",
+        with: {
+            "mediaflow:plugin/input.source": crate::plugin::source::SourceHandle,
+        },
+        imports: { default: trappable },
+        additional_derives: [PartialEq],
+    });
+}
+
+pub mod watermarker {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "mediaflow:plugin/watermarker@0.1.0",
+        with: {
+            "mediaflow:plugin/types": super::extractor::mediaflow::plugin::types,
+            "mediaflow:plugin/host": super::extractor::mediaflow::plugin::host,
+        },
+    });
+}
+
+pub mod notifier {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "mediaflow:plugin/notification-rule@0.1.0",
+        with: {
+            "mediaflow:plugin/types": super::extractor::mediaflow::plugin::types,
+            "mediaflow:plugin/host": super::extractor::mediaflow::plugin::host,
+        },
+    });
+}
+
+pub use extractor::mediaflow::plugin::input::ReadError;
+pub use extractor::mediaflow::plugin::types;
