@@ -1,10 +1,10 @@
-//! Write [mediaflow](https://github.com/) plugins in Rust.
+//! Write [mediaflow] plugins in Rust.
 //!
 //! A mediaflow plugin is a WebAssembly component that implements one of three worlds of the
 //! `mediaflow:plugin` WIT package: a **metadata extractor**, a **watermarker** or a
 //! **notification rule**. With this crate a plugin is one function under an attribute:
 //!
-//! ```ignore
+//! ```no_run
 //! use mediaflow_plugin_sdk::{MediaInfo, MetadataEntry, PluginError, Source};
 //!
 //! #[mediaflow_plugin_sdk::metadata_extractor]
@@ -16,6 +16,7 @@
 //!     ])
 //! }
 //! # fn hex(b: &[u8]) -> String { b.iter().map(|x| format!("{x:02x}")).collect() }
+//! # fn main() {}
 //! ```
 //!
 //! # Quick start

@@ -1,7 +1,8 @@
 //! On-disk cache of compiled plugins, keyed by the wasm's sha256 and the engine's
 //! compatibility (mediaflow version + wasmtime version + compiler settings). Only the engine
 //! writes here: files are written to a temporary name and renamed, in a directory only the
-//! engine's user can write.
+//! engine's user can write. Loaded entries are mmapped, so a file is never modified in place:
+//! truncating one under a running engine would fault it.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};

@@ -236,16 +236,16 @@ impl PluginHost {
                     },
                 )
             })?;
-        if let Some(expected) = spec.expect {
-            if expected != world {
-                return Err(PluginError::new(
-                    &label,
-                    PluginErrorKind::WrongWorld {
-                        expected: expected.name(),
-                        found: world.name(),
-                    },
-                ));
-            }
+        if let Some(expected) = spec.expect
+            && expected != world
+        {
+            return Err(PluginError::new(
+                &label,
+                PluginErrorKind::WrongWorld {
+                    expected: expected.name(),
+                    found: world.name(),
+                },
+            ));
         }
         let link =
             |e: wasmtime::Error| PluginError::new(&label, PluginErrorKind::Link(first_line(&e)));
@@ -504,10 +504,10 @@ impl Plugin {
             });
         }
         let trap = e.downcast_ref::<Trap>().copied();
-        if trap == Some(Trap::OutOfFuel) {
-            if let Some(budget) = limits.fuel {
-                return self.err(PluginErrorKind::FuelExhausted { budget });
-            }
+        if trap == Some(Trap::OutOfFuel)
+            && let Some(budget) = limits.fuel
+        {
+            return self.err(PluginErrorKind::FuelExhausted { budget });
         }
         let reason = match trap {
             Some(Trap::StackOverflow) => "stack overflow (call stack exhausted)".to_string(),

@@ -74,6 +74,12 @@ impl PluginManifest {
             })
     }
 
+    /// The manifest as `plugin.toml` text.
+    pub fn to_toml(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
     /// The default configuration flattened to the strings guests see.
     pub fn config_strings(&self) -> BTreeMap<String, String> {
         flatten_config(&self.config)

@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn jpeg_app1_exif_is_found() {
-        let mut jpg = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x0E];
+        let mut jpg = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x10];
         jpg.extend_from_slice(b"Exif\0\0II*\0\x08\0\0\0");
         let raw = find_exif(&mut Cursor::new(jpg), "jpeg").ok().flatten();
         assert_eq!(raw.as_deref(), Some(&b"II*\0\x08\0\0\0"[..]));

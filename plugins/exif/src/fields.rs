@@ -26,38 +26,27 @@ pub fn entries(raw: Vec<u8>, keep_gps: bool) -> Result<Vec<MetadataEntry>, Plugi
     if let Some(v) = field(&exif, Tag::ExposureTime).and_then(|f| urational(&f.value, 0)) {
         out.push(MetadataEntry::rational("exposure.time_s", v.0, v.1));
     }
-    if let Some(v) = field(&exif, Tag::FNumber).and_then(|f| urational(&f.value, 0)) {
-        if v.1 != 0 {
-            out.push(MetadataEntry::float(
-                "exposure.f_number",
-                v.0 as f64 / v.1 as f64,
-            ));
-        }
+    if let Some(f) = field(&exif, Tag::FNumber).and_then(|f| rational_f64(&f.value, 0)) {
+        out.push(MetadataEntry::float("exposure.f_number", f));
     }
     if let Some(iso) = field(&exif, Tag::PhotographicSensitivity).and_then(|f| f.value.get_uint(0))
     {
         out.push(MetadataEntry::integer("exposure.iso", i64::from(iso)));
     }
-    if let Some(v) = field(&exif, Tag::FocalLength).and_then(|f| urational(&f.value, 0)) {
-        if v.1 != 0 {
-            out.push(MetadataEntry::float(
-                "lens.focal_length_mm",
-                v.0 as f64 / v.1 as f64,
-            ));
-        }
+    if let Some(mm) = field(&exif, Tag::FocalLength).and_then(|f| rational_f64(&f.value, 0)) {
+        out.push(MetadataEntry::float("lens.focal_length_mm", mm));
     }
     if let Some(t) = taken_at(&exif) {
         out.push(MetadataEntry::timestamp("taken_at", t));
     }
-    if let Some(o) = field(&exif, Tag::Orientation).and_then(|f| f.value.get_uint(0)) {
-        if (1..=8).contains(&o) {
-            out.push(MetadataEntry::integer("orientation", i64::from(o)));
-        }
+    if let Some(o) = field(&exif, Tag::Orientation)
+        .and_then(|f| f.value.get_uint(0))
+        .filter(|o| (1..=8).contains(o))
+    {
+        out.push(MetadataEntry::integer("orientation", i64::from(o)));
     }
-    if keep_gps {
-        if let Some(p) = gps(&exif) {
-            out.push(MetadataEntry::gps("gps.position", p));
-        }
+    if keep_gps && let Some(p) = gps(&exif) {
+        out.push(MetadataEntry::gps("gps.position", p));
     }
     Ok(out)
 }

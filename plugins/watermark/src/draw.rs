@@ -1,6 +1,9 @@
 //! Rasterising the mark: text with ab_glyph, the logo decoded from PNG and scaled, composed
 //! into one straight-alpha RGBA image.
 
+// Channel loops index several parallel arrays; iterators would obscure them.
+#![allow(clippy::needless_range_loop)]
+
 use crate::settings::Settings;
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use mediaflow_plugin_sdk::{PluginError, RgbaImage, Size};

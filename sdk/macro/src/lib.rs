@@ -155,6 +155,9 @@ fn expand(attr: TokenStream, func: ItemFn, kind: Kind) -> TokenStream {
 
         #sig_check
 
+        // The component exports only exist on wasm32; natively (unit tests, `cargo check` of the
+        // workspace) the function is plain Rust and the signature check above still applies.
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         #[allow(missing_docs, unsafe_code, clippy::all)]
         mod __mediaflow_plugin_export {

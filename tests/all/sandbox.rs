@@ -1,0 +1,347 @@
+//! Hostile guests against the sandbox: every escape attempt and runaway fails with a typed
+//! error naming the plugin and the limit or capability, and the host keeps serving.
+
+use crate::image_info;
+use mediaflow::plugin::types::Size;
+use mediaflow::plugin::{
+    HostConfig, Limits, PluginErrorKind, PluginHost, PluginSpec, SourceHandle, World,
+};
+use mediaflow_tests::{bundled_plugin, guest, host, programs};
+use std::time::{Duration, Instant};
+
+fn spec(name: &str) -> PluginSpec {
+    PluginSpec::new(name, "0.1.0")
+}
+
+fn small_source() -> SourceHandle {
+    SourceHandle::from_bytes(vec![0xFF, 0xD8, 0xFF, 0xD9])
+}
+
+/// After a hostile call, the same host still runs a well-behaved plugin.
+fn host_still_serves(host: &PluginHost) {
+    let exif = bundled_plugin(host, "exif", &[]);
+    let jpeg = mediaflow_tests::encode(
+        &mediaflow_tests::photo_like(16, 16),
+        image::ImageFormat::Jpeg,
+    );
+    let info = image_info("file:///ok.jpg", "jpeg", 16, 16, jpeg.len());
+    exif.extract(&info, &SourceHandle::from_bytes(jpeg))
+        .expect("a good plugin still works after a hostile one");
+}
+
+#[test]
+fn infinite_loop_stops_within_1_1x_its_deadline() {
+    let (host, _dir) = host();
+    let mut s = spec("spin");
+    s.limits = Limits {
+        timeout_ms: 1_000,
+        ..Limits::default()
+    };
+    let plugin = guest(&host, programs::SPIN, s).expect("load");
+    let mut instance = plugin.instantiate().expect("instantiate");
+    let started = Instant::now();
+    let err = instance
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("must be stopped");
+    let took = started.elapsed();
+    assert!(
+        matches!(err.kind, PluginErrorKind::Timeout { limit } if limit == Duration::from_secs(1)),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("spin@0.1.0") && err.to_string().contains("1000 ms"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(1_000),
+        "stopped early: {took:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(1_100),
+        "stopped late: {took:?}"
+    );
+    // The same instance handle recovers with a fresh instance: the next call is stopped again
+    // (not refused with "cannot enter component instance").
+    let again = instance
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("still spins");
+    assert!(
+        matches!(again.kind, PluginErrorKind::Timeout { .. }),
+        "{again}"
+    );
+    host_still_serves(&host);
+}
+
+#[test]
+fn fuel_budget_stops_a_loop_deterministically() {
+    let (host, _dir) = host();
+    let mut s = spec("spin");
+    s.limits = Limits {
+        fuel: Some(5_000_000),
+        ..Limits::default()
+    };
+    let plugin = guest(&host, programs::SPIN, s).expect("load");
+    let err = plugin
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("out of fuel");
+    assert!(
+        matches!(
+            err.kind,
+            PluginErrorKind::FuelExhausted { budget: 5_000_000 }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn unbounded_memory_growth_hits_the_memory_limit() {
+    let (host, _dir) = host();
+    let mut s = spec("memory-bomb");
+    s.limits = Limits {
+        memory_bytes: 64 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let plugin = guest(&host, programs::MEMORY_BOMB, s).expect("load");
+    let err = plugin
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("must be capped");
+    match err.kind {
+        PluginErrorKind::MemoryLimit { limit, requested } => {
+            assert_eq!(limit, 64 * 1024 * 1024);
+            assert!(requested > limit);
+        }
+        ref other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("memory limit of 67108864 bytes"),
+        "{err}"
+    );
+    host_still_serves(&host);
+}
+
+#[test]
+fn deep_recursion_is_a_stack_overflow_trap() {
+    let (host, _dir) = host();
+    let plugin = guest(&host, programs::DEEP_RECURSION, spec("deep-recursion")).expect("load");
+    let err = plugin
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("overflow");
+    assert!(
+        matches!(&err.kind, PluginErrorKind::Trap { reason, .. } if reason.contains("stack overflow")),
+        "{err}"
+    );
+    host_still_serves(&host);
+}
+
+#[test]
+fn a_panic_is_a_trap_carrying_the_panic_message() {
+    let (host, _dir) = host();
+    let plugin = guest(&host, programs::PANIC, spec("panicky")).expect("load");
+    let err = plugin
+        .extract(
+            &image_info("file:///doomed.jpg", "jpeg", 1, 1, 4),
+            &small_source(),
+        )
+        .expect_err("trap");
+    match &err.kind {
+        PluginErrorKind::Trap { stderr, .. } => {
+            assert!(
+                stderr.contains("deliberate panic while reading file:///doomed.jpg"),
+                "stderr: {stderr}"
+            )
+        }
+        other => panic!("expected Trap, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("plugin `panicky@0.1.0` trapped"),
+        "{err}"
+    );
+    host_still_serves(&host);
+}
+
+#[test]
+fn no_filesystem_reading_etc_passwd_is_denied() {
+    let (host, _dir) = host();
+    let plugin = guest(&host, programs::FS_ESCAPE, spec("fs-escape")).expect("load");
+    let err = plugin
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("no filesystem");
+    let text = err.to_string();
+    assert!(
+        text.contains("fs-escape@0.1.0")
+            && text.contains("filesystem capability denied: open /etc/passwd"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_environment_host_variables_are_invisible() {
+    let (host, _dir) = host();
+    let plugin = guest(&host, programs::ENV_PEEK, spec("env-peek")).expect("load");
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the host process has an environment to leak"
+    );
+    let err = plugin
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("no env");
+    let text = err.to_string();
+    assert!(
+        text.contains("env-peek@0.1.0") && text.contains("environment capability denied"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_network_connecting_is_denied() {
+    let (host, _dir) = host();
+    // A listener the guest would reach if the sandbox let it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let plugin = guest(&host, programs::NET_CONNECT, spec("net-connect")).expect("load");
+    let info = image_info(&format!("tcp://{addr}"), "jpeg", 1, 1, 4);
+    let err = plugin
+        .extract(&info, &small_source())
+        .expect_err("no network");
+    let text = err.to_string();
+    assert!(
+        text.contains("net-connect@0.1.0") && text.contains("network capability denied"),
+        "{text}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the listener"
+    );
+}
+
+#[test]
+fn a_command_component_is_refused_as_no_known_world() {
+    let (host, _dir) = host();
+    let err = guest(&host, programs::WRONG_WORLD, spec("wrong-world")).expect_err("refused");
+    assert!(
+        matches!(&err.kind, PluginErrorKind::UnknownWorld { exports, .. } if exports.contains("wasi:cli/run")),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("implements no known mediaflow world"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_of_another_world_is_refused_when_a_kind_is_expected() {
+    let (host, _dir) = host();
+    let mut s = spec("panicky");
+    s.expect = Some(World::Watermarker);
+    let err = guest(&host, programs::PANIC, s).expect_err("refused");
+    assert!(
+        matches!(
+            err.kind,
+            PluginErrorKind::WrongWorld {
+                expected: "watermarker",
+                found: "metadata-extractor"
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_malformed_overlay_is_refused() {
+    let (host, _dir) = host();
+    let plugin = guest(&host, programs::BAD_OVERLAY, spec("bad-overlay")).expect("load");
+    let err = plugin
+        .draw(
+            &image_info("file:///x", "jpeg", 100, 100, 4),
+            Size {
+                width: 100,
+                height: 100,
+            },
+        )
+        .expect_err("bad output");
+    assert!(
+        matches!(&err.kind, PluginErrorKind::BadOutput(m) if m.contains("expected 67108864")),
+        "{err}"
+    );
+}
+
+#[test]
+fn not_a_component_and_oversized_binaries_are_refused_before_running() {
+    let (host, _dir) = host();
+    let err = host
+        .load(spec("garbage"), b"\0asm\x01\0\0\0")
+        .expect_err("core module, not a component");
+    assert!(matches!(err.kind, PluginErrorKind::Invalid(_)), "{err}");
+    let err = host
+        .load(spec("noise"), b"definitely not wasm")
+        .expect_err("not wasm");
+    assert!(matches!(err.kind, PluginErrorKind::Invalid(_)), "{err}");
+
+    let tiny = PluginHost::new(&HostConfig {
+        cache_dir: None,
+        max_wasm_bytes: 1024,
+        ..HostConfig::default()
+    })
+    .expect("host");
+    let err = tiny
+        .load_file(spec("big"), std::path::Path::new(programs::PANIC))
+        .expect_err("too large");
+    assert!(
+        matches!(err.kind, PluginErrorKind::TooLarge { cap: 1024, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn compiled_plugins_are_cached_on_disk_and_a_corrupt_entry_is_recompiled() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache_dir = dir.path().join("cache");
+    let config = HostConfig {
+        cache_dir: Some(cache_dir.clone()),
+        ..HostConfig::default()
+    };
+    let wasm = std::fs::read(programs::PANIC).expect("wasm");
+
+    let first = PluginHost::new(&config)
+        .expect("host")
+        .load(spec("p"), &wasm)
+        .expect("load");
+    assert!(!first.from_cache());
+    let entries: Vec<_> = std::fs::read_dir(&cache_dir)
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(entries.len(), 1, "one compiled artifact");
+    let name = entries[0].file_name().to_string_lossy().to_string();
+    assert!(
+        name.starts_with(first.digest().trim_start_matches("sha256:")),
+        "keyed by digest: {name}"
+    );
+
+    // A second engine process (a new host) loads from the cache.
+    let second = PluginHost::new(&config)
+        .expect("host")
+        .load(spec("p"), &wasm)
+        .expect("load");
+    assert!(second.from_cache());
+
+    // Corrupt the entry: it is dropped and the plugin recompiled, not trusted. (Replaced by
+    // rename, as the engine itself writes: compiled code is mmapped, so a file must never be
+    // truncated in place under a live plugin.)
+    drop(second);
+    let garbage = cache_dir.join("garbage.tmp");
+    std::fs::write(&garbage, b"garbage").expect("write");
+    std::fs::rename(&garbage, entries[0].path()).expect("corrupt");
+    let third = PluginHost::new(&config)
+        .expect("host")
+        .load(spec("p"), &wasm)
+        .expect("load");
+    assert!(!third.from_cache());
+    let err = third
+        .extract(&image_info("file:///x", "jpeg", 1, 1, 4), &small_source())
+        .expect_err("still the same plugin");
+    assert!(matches!(err.kind, PluginErrorKind::Trap { .. }));
+}
