@@ -30,6 +30,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Bytes of stdout/stderr one instance may write; past that its writes fail.
 const OUTPUT_CAP: usize = 1024 * 1024;
+/// Linear memory kept resident per pooled slot between instances.
+const KEEP_RESIDENT_BYTES: usize = 4 * 1024 * 1024;
+/// Idle pooled slots kept warm (resident) for reuse.
+const WARM_SLOTS: u32 = 16;
 /// Log lines (host `log` calls) one instance may emit; the rest are counted and dropped.
 const MAX_LOG_LINES: u32 = 1_000;
 /// Longest log line kept, in bytes.
@@ -145,7 +149,14 @@ impl PluginHost {
             .max_core_instances_per_component(64)
             .table_elements(100_000)
             .max_core_instance_size(4 * 1024 * 1024)
-            .max_component_instance_size(4 * 1024 * 1024);
+            .max_component_instance_size(4 * 1024 * 1024)
+            // Reuse warm slots without page faults: reset only the pages a guest dirtied
+            // (PAGEMAP_SCAN on Linux ≥ 6.7) instead of decommitting them.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            // …which bounds what idle slots keep resident to WARM_SLOTS × KEEP_RESIDENT_BYTES.
+            .max_unused_warm_slots(WARM_SLOTS)
+            .table_keep_resident(64 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(setup)?;
 
