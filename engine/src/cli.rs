@@ -32,6 +32,25 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the pipeline on local files (no queue, no AWS): renditions, manifest.json per
+    /// file and an HTML report in --out.
+    Process {
+        /// Source files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Profile (default: the config's `default_profile`).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+        /// Files processed at once (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Plugin authoring and inspection.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -110,6 +129,36 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Plugin(cmd) => run_plugin(cmd),
+        Command::Process {
+            files,
+            out,
+            profile,
+            config,
+            jobs,
+        } => {
+            let opts = crate::process::Options {
+                files,
+                out,
+                profile,
+                config,
+                jobs,
+            };
+            let summary = crate::process::run(&opts).map_err(|e| CliError::Usage(e.to_string()))?;
+            println!(
+                "{} succeeded, {} failed; open {}",
+                summary.succeeded,
+                summary.failed,
+                summary.report.display()
+            );
+            if summary.failed > 0 {
+                return Err(CliError::Failed(format!(
+                    "{} of {} files failed (see their manifest.json)",
+                    summary.failed,
+                    summary.failed + summary.succeeded
+                )));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -3,13 +3,28 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `mediaflow` command line (parsing, dispatch, exit codes).
+//! - [`cli`]: the `mediaflow` command line (parsing, dispatch, exit codes); [`process`] runs
+//!   jobs on local files.
+//! - [`config`]: the typed configuration (TOML + `MEDIAFLOW_*`), profiles and routes.
+//! - [`pipeline`]: one job start to finish — probe, metadata plugins, decode, renditions.
+//! - [`media`]: probing, decoding, resizing, overlay blending, encoding.
 //! - [`plugin`]: the WebAssembly plugin host — wasmtime engine, limits, world detection,
-//!   compiled-code cache, bundled first-party plugins, inspect/validate/scaffold.
+//!   compiled-code cache, bundled first-party plugins, catalog, inspect/validate/scaffold.
+//! - [`storage`]: the object store trait and its filesystem backend.
+//! - [`manifest`], [`report`]: what a job records, and the HTML report of a run.
+//! - [`error`]: why a job failed, classed permanent or transient.
 //! - [`telemetry`]: logging setup (human-readable on a terminal, JSON otherwise).
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
 
 pub mod cli;
+pub mod config;
+pub mod error;
+pub mod manifest;
+pub mod media;
+pub mod pipeline;
 pub mod plugin;
+pub mod process;
+pub mod report;
+pub mod storage;
 pub mod telemetry;

@@ -5,6 +5,7 @@
 mod bindings;
 pub mod bundled;
 mod cache;
+pub mod catalog;
 mod error;
 mod host;
 pub mod inspect;

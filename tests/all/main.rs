@@ -3,6 +3,7 @@
 
 mod cli;
 mod first_party;
+mod process;
 mod sandbox;
 
 /// Media info for an image source.

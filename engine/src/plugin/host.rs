@@ -284,7 +284,7 @@ impl PluginHost {
                 cached,
                 compile_ms,
                 engine: self.engine.clone(),
-                pre,
+                pre: Arc::new(pre),
             }),
         })
     }
@@ -365,7 +365,7 @@ struct PluginInner {
     cached: bool,
     compile_ms: f64,
     engine: Engine,
-    pre: Pre,
+    pre: Arc<Pre>,
 }
 
 /// A loaded plugin: compiled, linked, ready to instantiate. Cheap to clone; a job keeps the
@@ -421,6 +421,36 @@ impl Plugin {
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.inner.spec.limits
+    }
+
+    /// The same compiled plugin with `config` laid over its configuration and, if given,
+    /// other limits (a profile's settings). Cheap: the compiled code is shared.
+    pub fn with_overrides(
+        &self,
+        config: &BTreeMap<String, String>,
+        limits: Option<Limits>,
+    ) -> Plugin {
+        let mut spec = self.inner.spec.clone();
+        spec.config
+            .extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(l) = limits {
+            spec.limits = l;
+        }
+        let i = &self.inner;
+        Plugin {
+            inner: Arc::new(PluginInner {
+                label: i.label.clone(),
+                spec,
+                digest: i.digest.clone(),
+                world: i.world,
+                wit_version: i.wit_version.clone(),
+                size: i.size,
+                cached: i.cached,
+                compile_ms: i.compile_ms,
+                engine: i.engine.clone(),
+                pre: i.pre.clone(),
+            }),
+        }
     }
 
     fn err(&self, kind: PluginErrorKind) -> PluginError {
@@ -490,7 +520,7 @@ impl Plugin {
 
     fn instantiate_in(&self, store: &mut Store<HostState>) -> Result<Bindings, PluginError> {
         self.arm(store);
-        let result = match &self.inner.pre {
+        let result = match &*self.inner.pre {
             Pre::Extractor(p) => p.instantiate(&mut *store).map(Bindings::Extractor),
             Pre::Watermarker(p) => p.instantiate(&mut *store).map(Bindings::Watermarker),
             Pre::Notifier(p) => p.instantiate(&mut *store).map(Bindings::Notifier),

@@ -49,9 +49,9 @@ pub fn find_exif<R: Read + Seek>(r: &mut R, format: &str) -> Result<Option<Vec<u
         r.seek(SeekFrom::Start(0)).map_err(io_err)?;
         read_vec(r, len, MAX_TIFF, "TIFF file").map(Some)
     } else {
-        Err(PluginError::Unsupported(format!(
-            "no EXIF support for format `{format}`"
-        )))
+        // GIF, video containers…: there is no EXIF to find, which is not an error.
+        mediaflow_plugin_sdk::debug!("no EXIF in a `{format}` source");
+        Ok(None)
     }
 }
 

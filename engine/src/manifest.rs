@@ -1,0 +1,161 @@
+//! `manifest.json`: one per job, written last, marking completion (schema 1, DESIGN §9).
+//! Fields are only ever added, never renamed.
+
+use crate::error::{ErrorClass, JobError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Current schema version.
+pub const SCHEMA: u32 = 1;
+
+/// A job's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`SCHEMA`].
+    pub schema: u32,
+    /// Job id.
+    pub job_id: String,
+    /// Outcome.
+    pub status: Status,
+    /// The source.
+    pub source: Source,
+    /// Profile used.
+    pub profile: String,
+    /// Files produced.
+    pub outputs: Vec<Output>,
+    /// Metadata by plugin name, then key.
+    pub metadata: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Plugins that took part.
+    pub plugins: Vec<PluginRecord>,
+    /// Why it failed (status `failed`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorRecord>,
+    /// Milliseconds per stage.
+    pub timings_ms: BTreeMap<String, f64>,
+    /// Things a reader should know that are not errors (e.g. "animated GIF: first frame used",
+    /// "metadata plugin exif failed: …").
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub notes: Vec<String>,
+}
+
+/// `succeeded` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every output was written.
+    Succeeded,
+    /// The job failed; see `error`.
+    Failed,
+}
+
+/// The source file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Where it came from.
+    pub uri: String,
+    /// Its ETag (storage version), if known.
+    pub etag: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of its bytes (hex).
+    pub sha256: String,
+    /// What probing found (absent when probing failed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub media: Option<Media>,
+}
+
+/// Probed media facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    /// `image` or `video`.
+    pub kind: String,
+    /// Container/image format.
+    pub format: String,
+    /// Video codec.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub codec: Option<String>,
+    /// Display width (orientation applied).
+    pub width: u32,
+    /// Display height (orientation applied).
+    pub height: u32,
+    /// Seconds (video).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_s: Option<f64>,
+    /// Frames per second (video).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fps: Option<f64>,
+    /// Whether there is audio.
+    pub has_audio: bool,
+    /// Frames in the source (animated images, video).
+    pub frames: u64,
+    /// EXIF orientation as stored (1 = upright).
+    pub orientation: u8,
+}
+
+/// One output file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// Rendition name.
+    pub name: String,
+    /// Where it was written.
+    pub uri: String,
+    /// `image`, `video`, `playlist`, `poster`, `sprite`, `vtt`.
+    pub kind: String,
+    /// `jpeg`, `png`, `webp`, `mp4`, `m3u8`, `m4s`.
+    pub format: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 (hex).
+    pub sha256: String,
+    /// Bitrate (video).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bitrate_bps: Option<u64>,
+}
+
+/// A plugin that took part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// `sha256:<hex>` of its wasm.
+    pub digest: String,
+    /// Its world.
+    pub world: String,
+    /// Time spent in its calls.
+    pub duration_ms: f64,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// Permanent or transient.
+    pub class: ErrorClass,
+    /// Stable code (see [`JobError::code`]).
+    pub code: String,
+    /// Plain words.
+    pub message: String,
+}
+
+impl From<&JobError> for ErrorRecord {
+    fn from(e: &JobError) -> Self {
+        ErrorRecord {
+            class: e.class(),
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Serialise as pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Plain data with string keys and finite floats; serialisation cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,444 @@
+//! One job, start to finish, independent of where the source came from or where outputs go:
+//! hash → probe (limits) → metadata plugins → decode once → for each rendition: resize →
+//! watermark (plugin draws once per size, host blends) → encode. The result is the output
+//! bytes plus a manifest; a failure at any stage is a `failed` manifest, never a panic.
+
+use crate::config::{Config, Profile, Rendition};
+use crate::error::JobError;
+use crate::manifest::{self, Manifest, Status};
+use crate::media::decode::{self, Decoded};
+use crate::media::overlay::{self, Overlay};
+use crate::media::probe::{self, Format, Probe};
+use crate::media::{Pixels, encode, resize};
+use crate::plugin::catalog::Catalog;
+use crate::plugin::{Plugin, PluginErrorKind, SourceHandle, types};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A source to process.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    /// Job id (goes into the manifest).
+    pub id: String,
+    /// Where the source came from (`file://…`, `s3://…`).
+    pub source_uri: String,
+    /// The source's bytes on local disk.
+    pub path: &'a Path,
+    /// The source's storage version.
+    pub etag: String,
+    /// Profile name.
+    pub profile: String,
+}
+
+/// One produced file, before it is stored.
+#[derive(Debug, Clone)]
+pub struct OutputFile {
+    /// File name relative to the job's output prefix (`large.jpg`).
+    pub key: String,
+    /// MIME type.
+    pub content_type: &'static str,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// Its manifest entry (the caller fills in `uri`).
+    pub record: manifest::Output,
+}
+
+/// What a job produced: files to store, then the manifest (written last).
+#[derive(Debug)]
+pub struct JobResult {
+    /// The manifest, `succeeded` or `failed`.
+    pub manifest: Manifest,
+    /// Output files (empty when failed).
+    pub files: Vec<OutputFile>,
+}
+
+/// Runs jobs against a configuration and a plugin catalog. Cheap to share across threads.
+#[derive(Debug, Clone)]
+pub struct Processor {
+    config: Arc<Config>,
+    catalog: Arc<Catalog>,
+}
+
+/// Accumulates per-stage timings.
+#[derive(Default)]
+struct Timings(BTreeMap<String, f64>);
+
+impl Timings {
+    fn time<T>(&mut self, stage: &str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        *self.0.entry(stage.to_string()).or_default() += t.elapsed().as_secs_f64() * 1e3;
+        out
+    }
+}
+
+/// Mutable state of one running job, so a failure can still report what was learned.
+struct Run {
+    timings: Timings,
+    source: manifest::Source,
+    metadata: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    plugins: Vec<manifest::PluginRecord>,
+    notes: Vec<String>,
+}
+
+impl Processor {
+    /// A processor for `config`, resolving plugins from `catalog`.
+    pub fn new(config: Arc<Config>, catalog: Arc<Catalog>) -> Self {
+        Self { config, catalog }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Check that every plugin `profile` names can be resolved; the error names the first
+    /// that cannot.
+    pub fn check_profile(&self, name: &str) -> Result<(), JobError> {
+        let profile = self
+            .config
+            .profile(name)
+            .ok_or_else(|| JobError::UnknownProfile(name.to_string()))?;
+        for u in profile.metadata.iter().chain(profile.watermark.iter()) {
+            if self.catalog.resolve_use(u).is_none() {
+                return Err(JobError::PluginNotFound(u.plugin.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `job`. Never panics on bad input; failures become a `failed` manifest.
+    pub fn run(&self, job: &Job<'_>) -> JobResult {
+        let started = Instant::now();
+        let mut run = Run {
+            timings: Timings::default(),
+            source: manifest::Source {
+                uri: job.source_uri.clone(),
+                etag: job.etag.clone(),
+                bytes: 0,
+                sha256: String::new(),
+                media: None,
+            },
+            metadata: BTreeMap::new(),
+            plugins: Vec::new(),
+            notes: Vec::new(),
+        };
+        let outcome = self.run_stages(job, &mut run);
+        run.timings
+            .0
+            .insert("total".into(), started.elapsed().as_secs_f64() * 1e3);
+        let (status, error, files) = match outcome {
+            Ok(files) => (Status::Succeeded, None, files),
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, source = %job.source_uri, code = e.code(), error = %e, "job failed");
+                (
+                    Status::Failed,
+                    Some(manifest::ErrorRecord::from(&e)),
+                    Vec::new(),
+                )
+            }
+        };
+        let manifest = Manifest {
+            schema: manifest::SCHEMA,
+            job_id: job.id.clone(),
+            status,
+            source: run.source,
+            profile: job.profile.clone(),
+            outputs: files.iter().map(|f| f.record.clone()).collect(),
+            metadata: run.metadata,
+            plugins: run.plugins,
+            error,
+            timings_ms: run.timings.0,
+            notes: run.notes,
+        };
+        JobResult { manifest, files }
+    }
+
+    fn run_stages(&self, job: &Job<'_>, run: &mut Run) -> Result<Vec<OutputFile>, JobError> {
+        let profile = self
+            .config
+            .profile(&job.profile)
+            .ok_or_else(|| JobError::UnknownProfile(job.profile.clone()))?;
+        let limits = self.config.limits;
+        let (bytes, sha) = run.timings.time("hash", || hash_file(job.path))?;
+        run.source.bytes = bytes;
+        run.source.sha256 = sha;
+        let probe = run
+            .timings
+            .time("probe", || probe::probe_file(job.path, &limits))?;
+        let (dw, dh) = probe.display_size();
+        if !probe.format.is_image() {
+            return Err(JobError::UnsupportedFormat(format!(
+                "{} video: this engine build processes images only",
+                probe.format.name()
+            )));
+        }
+        run.source.media = Some(manifest::Media {
+            kind: "image".into(),
+            format: probe.format.name().into(),
+            codec: None,
+            width: dw,
+            height: dh,
+            duration_s: None,
+            fps: None,
+            has_audio: false,
+            frames: probe.frames,
+            orientation: probe.orientation,
+        });
+        if probe.animated() {
+            run.notes.push(format!(
+                "animated {} with {} frames: the first frame was used",
+                probe.format.name(),
+                probe.frames
+            ));
+        }
+        let info = media_info(&job.source_uri, &probe);
+
+        // Metadata plugins read the source lazily through the host.
+        for u in &profile.metadata {
+            let plugin = self
+                .catalog
+                .resolve_use(u)
+                .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
+            let source = SourceHandle::open(job.path).map_err(|e| JobError::Storage {
+                message: format!("reopening source: {e}"),
+                class: crate::error::ErrorClass::Permanent,
+            })?;
+            let t = Instant::now();
+            let result = plugin.extract(&info, &source);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            *run.timings.0.entry("metadata".into()).or_default() += ms;
+            run.plugins.push(plugin_record(&plugin, ms));
+            match result {
+                Ok(entries) => {
+                    run.metadata.insert(
+                        plugin.name().to_string(),
+                        entries
+                            .into_iter()
+                            .map(|e| (e.key, metadata_json(e.value)))
+                            .collect(),
+                    );
+                }
+                Err(e)
+                    if matches!(e.kind, PluginErrorKind::Guest { .. })
+                        && !profile.strict_metadata =>
+                {
+                    run.notes.push(format!("metadata: {e}"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        let need = largest_need(dw, dh, &profile.renditions);
+        let decoded = run
+            .timings
+            .time("decode", || decode::decode(job.path, &probe, &limits, need))?;
+        let files = self.renditions(job, run, profile, &info, &probe, &decoded)?;
+        Ok(files)
+    }
+
+    fn renditions(
+        &self,
+        job: &Job<'_>,
+        run: &mut Run,
+        profile: &Profile,
+        info: &types::MediaInfo,
+        probe: &Probe,
+        decoded: &Decoded,
+    ) -> Result<Vec<OutputFile>, JobError> {
+        let (dw, dh) = probe.display_size();
+        let src = &decoded.pixels;
+        // Crop coordinates are planned on the display size and scaled to the decoded size.
+        let (sx, sy) = (
+            f64::from(src.width) / f64::from(dw),
+            f64::from(src.height) / f64::from(dh),
+        );
+        let mut watermark = match &profile.watermark {
+            Some(u) if profile.renditions.iter().any(|r| r.watermark) => {
+                let plugin = self
+                    .catalog
+                    .resolve_use(u)
+                    .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
+                let t = Instant::now();
+                let instance = plugin.instantiate()?;
+                Some((
+                    plugin,
+                    instance,
+                    t.elapsed().as_secs_f64() * 1e3,
+                    HashMap::<(u32, u32), Option<Overlay>>::new(),
+                ))
+            }
+            _ => None,
+        };
+        let mut resizer = fast_image_resize::Resizer::new();
+        let embed = encode::Embed {
+            icc: decoded.icc.as_deref(),
+            exif: if profile.keep_metadata {
+                decoded.exif.as_deref()
+            } else {
+                None
+            },
+        };
+        let mut files = Vec::new();
+        for r in &profile.renditions {
+            let p = resize::plan(dw, dh, r);
+            let scaled = resize::Plan {
+                crop: (p.crop.0 * sx, p.crop.1 * sy, p.crop.2 * sx, p.crop.3 * sy),
+                ..p
+            };
+            let mut img: Pixels = run
+                .timings
+                .time("resize", || resize::resize(&mut resizer, src, &scaled))
+                .map_err(|e| JobError::Encode {
+                    format: r.format.name(),
+                    message: format!("resize: {e}"),
+                })?;
+            if r.watermark
+                && let Some((_, instance, ms, cache)) = watermark.as_mut()
+            {
+                let t = Instant::now();
+                // The plugin draws once per rendition size; the host blends natively.
+                let overlay = match cache.entry((img.width, img.height)) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let size = types::Size {
+                            width: img.width,
+                            height: img.height,
+                        };
+                        e.insert(instance.draw(info, size)?.map(Overlay::from))
+                    }
+                };
+                if let Some(o) = overlay {
+                    overlay::blend(&mut img, o);
+                }
+                let elapsed = t.elapsed().as_secs_f64() * 1e3;
+                *ms += elapsed;
+                *run.timings.0.entry("watermark".into()).or_default() += elapsed;
+            }
+            let data = run
+                .timings
+                .time("encode", || encode::encode(&img, r, &embed))?;
+            files.push(output_file(r, &img, data));
+        }
+        if let Some((plugin, _, ms, _)) = watermark {
+            run.plugins.push(plugin_record(&plugin, ms));
+        }
+        tracing::debug!(job_id = %job.id, outputs = files.len(), shrink = decoded.shrink, "renditions done");
+        Ok(files)
+    }
+}
+
+/// The largest decoded size any rendition needs, in display orientation (for shrink-on-load).
+fn largest_need(dw: u32, dh: u32, renditions: &[Rendition]) -> Option<(u32, u32)> {
+    let mut need: Option<(u32, u32)> = None;
+    for r in renditions {
+        let p = resize::plan(dw, dh, r);
+        let nw = (f64::from(p.width) * f64::from(dw) / p.crop.2.max(1.0)).ceil() as u32;
+        let nh = (f64::from(p.height) * f64::from(dh) / p.crop.3.max(1.0)).ceil() as u32;
+        let (w, h) = need.unwrap_or((0, 0));
+        need = Some((w.max(nw), h.max(nh)));
+    }
+    need
+}
+
+fn output_file(r: &Rendition, img: &Pixels, data: Vec<u8>) -> OutputFile {
+    let content_type = match r.format {
+        crate::config::ImageFormat::Jpeg => "image/jpeg",
+        crate::config::ImageFormat::Png => "image/png",
+        crate::config::ImageFormat::Webp => "image/webp",
+    };
+    let record = manifest::Output {
+        name: r.name.clone(),
+        uri: String::new(),
+        kind: "image".into(),
+        format: r.format.name().into(),
+        width: img.width,
+        height: img.height,
+        bytes: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(&data)),
+        bitrate_bps: None,
+    };
+    OutputFile {
+        key: format!("{}.{}", r.name, r.format.extension()),
+        content_type,
+        data,
+        record,
+    }
+}
+
+fn plugin_record(p: &Plugin, ms: f64) -> manifest::PluginRecord {
+    manifest::PluginRecord {
+        name: p.name().into(),
+        version: p.version().into(),
+        digest: p.digest(),
+        world: p.world().name().into(),
+        duration_ms: ms,
+    }
+}
+
+fn hash_file(path: &Path) -> Result<(u64, String), JobError> {
+    let mut f = std::fs::File::open(path).map_err(|e| JobError::Storage {
+        message: format!("opening source: {e}"),
+        class: crate::error::ErrorClass::Permanent,
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| JobError::Storage {
+            message: format!("reading source: {e}"),
+            class: crate::error::ErrorClass::Permanent,
+        })?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((total, hex::encode(h.finalize())))
+}
+
+/// The WIT media info for a probed image.
+pub fn media_info(uri: &str, p: &Probe) -> types::MediaInfo {
+    let (w, h) = p.display_size();
+    types::MediaInfo {
+        uri: uri.into(),
+        kind: if p.format == Format::Mp4 {
+            types::MediaKind::Video
+        } else {
+            types::MediaKind::Image
+        },
+        format: p.format.name().into(),
+        codec: None,
+        width: w,
+        height: h,
+        orientation: p.orientation,
+        duration_s: None,
+        fps: None,
+        has_audio: false,
+        bytes: p.bytes,
+    }
+}
+
+/// A metadata value as manifest JSON: scalars as JSON scalars, structured values as objects.
+pub fn metadata_json(v: types::MetadataValue) -> serde_json::Value {
+    use types::MetadataValue as V;
+    match v {
+        V::Text(s) => json!(s),
+        V::Integer(i) => json!(i),
+        V::Float(f) => json!(f),
+        V::Boolean(b) => json!(b),
+        V::Rational(r) => json!({ "numerator": r.numerator, "denominator": r.denominator }),
+        V::Timestamp(t) => {
+            json!({ "unix_seconds": t.seconds, "nanoseconds": t.nanoseconds, "utc_offset_minutes": t.utc_offset_minutes })
+        }
+        V::Gps(g) => {
+            json!({ "latitude": g.latitude, "longitude": g.longitude, "altitude_m": g.altitude_m })
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `index.html`: a visual report of a `process` run — each source with its renditions as
+//! images, the metadata plugins found, plugin timings, and errors in plain words.
+
+use crate::manifest::{Manifest, Status};
+use std::fmt::Write as _;
+
+/// One processed source for the report: its output folder (relative to the report) and manifest.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    /// The source file name as given.
+    pub name: String,
+    /// Folder of its outputs, relative to `index.html`.
+    pub dir: String,
+    /// Its manifest.
+    pub manifest: &'a Manifest,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A sentence a person can act on, for an error code.
+pub fn plain_words(code: &str) -> &'static str {
+    match code {
+        "corrupt_input" => "The file is damaged or incomplete, so it could not be read.",
+        "unsupported_format" => "This is not a kind of file mediaflow can read.",
+        "unsupported_codec" => "The file uses an encoding mediaflow does not support.",
+        "limit_exceeded" => "The file is larger than this engine is configured to accept.",
+        "plugin_failed" => "A plugin failed while working on this file.",
+        "plugin_not_found" => "The profile asks for a plugin this engine does not have.",
+        "encode_failed" => "Writing an output image failed.",
+        "storage" => "Reading or writing storage failed.",
+        _ => "The job failed.",
+    }
+}
+
+/// Render the report.
+pub fn render(entries: &[Entry<'_>]) -> String {
+    let ok = entries
+        .iter()
+        .filter(|e| e.manifest.status == Status::Succeeded)
+        .count();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mediaflow report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font:15px/1.45 system-ui,sans-serif;margin:2rem;color:#1d2430;background:#f6f7f9}}
+h1{{margin:0 0 .2rem}} .sum{{color:#555;margin-bottom:1.5rem}}
+section{{background:#fff;border-radius:10px;padding:1rem 1.25rem;margin:0 0 1.25rem;box-shadow:0 1px 3px #0002}}
+section.failed{{border-left:6px solid #c0392b}} section.succeeded{{border-left:6px solid #27ae60}}
+.badge{{display:inline-block;padding:.1rem .5rem;border-radius:4px;font-size:.8rem;color:#fff}}
+.succeeded .badge{{background:#27ae60}} .failed .badge{{background:#c0392b}}
+.renditions{{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-end;margin:.75rem 0}}
+figure{{margin:0}} figure img{{max-width:360px;max-height:280px;border:1px solid #ddd;background:
+repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 50%/16px 16px}} figcaption{{font-size:.8rem;color:#555}}
+table{{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}} td,th{{border:1px solid #e2e4e8;padding:.2rem .5rem;text-align:left}}
+.err{{background:#fdecea;padding:.6rem .8rem;border-radius:6px}} .muted{{color:#777;font-size:.85rem}}
+</style></head><body><h1>mediaflow report</h1><div class="sum">{} sources: {} succeeded, {} failed</div>"#,
+        entries.len(),
+        ok,
+        entries.len() - ok
+    );
+    for e in entries {
+        let m = e.manifest;
+        let status = match m.status {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        };
+        let _ = write!(
+            h,
+            r#"<section class="{status}"><h2>{} <span class="badge">{status}</span></h2>"#,
+            esc(&e.name)
+        );
+        if let Some(media) = &m.source.media {
+            let _ = write!(
+                h,
+                r#"<div class="muted">{} {}×{}, {} bytes, profile <b>{}</b>{}</div>"#,
+                esc(&media.format),
+                media.width,
+                media.height,
+                m.source.bytes,
+                esc(&m.profile),
+                if media.frames > 1 {
+                    format!(", {} frames", media.frames)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(err) = &m.error {
+            let _ = write!(
+                h,
+                r#"<p class="err"><b>{}</b><br>{} <span class="muted">(code <code>{}</code>, {:?})</span></p>"#,
+                plain_words(&err.code),
+                esc(&err.message),
+                esc(&err.code),
+                err.class
+            );
+        }
+        if !m.outputs.is_empty() {
+            h.push_str(r#"<div class="renditions">"#);
+            for o in &m.outputs {
+                let file = o.uri.rsplit('/').next().unwrap_or("");
+                let _ = write!(
+                    h,
+                    r#"<figure><a href="{dir}/{file}"><img src="{dir}/{file}" alt="{name}" loading="lazy"></a><figcaption>{name}: {fmt} {w}×{hh}, {kb:.1} KB</figcaption></figure>"#,
+                    dir = esc(&e.dir),
+                    file = esc(file),
+                    name = esc(&o.name),
+                    fmt = esc(&o.format),
+                    w = o.width,
+                    hh = o.height,
+                    kb = o.bytes as f64 / 1024.0
+                );
+            }
+            h.push_str("</div>");
+        }
+        for (plugin, entries) in &m.metadata {
+            if entries.is_empty() {
+                continue;
+            }
+            let _ = write!(
+                h,
+                "<table><tr><th colspan=2>metadata from <b>{}</b></th></tr>",
+                esc(plugin)
+            );
+            for (k, v) in entries {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
+            }
+            h.push_str("</table>");
+        }
+        if !m.plugins.is_empty() {
+            h.push_str(
+                "<table><tr><th>plugin</th><th>version</th><th>world</th><th>time</th></tr>",
+            );
+            for p in &m.plugins {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} ms</td></tr>",
+                    esc(&p.name),
+                    esc(&p.version),
+                    esc(&p.world),
+                    p.duration_ms
+                );
+            }
+            h.push_str("</table>");
+        }
+        for n in &m.notes {
+            let _ = write!(h, r#"<p class="muted">Note: {}</p>"#, esc(n));
+        }
+        let timings: Vec<String> = m
+            .timings_ms
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1} ms"))
+            .collect();
+        let _ = write!(
+            h,
+            r#"<p class="muted">{} · <a href="{}/manifest.json">manifest.json</a></p></section>"#,
+            esc(&timings.join(" · ")),
+            esc(&e.dir)
+        );
+    }
+    h.push_str("</body></html>\n");
+    h
+}

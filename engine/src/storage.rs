@@ -1,0 +1,136 @@
+//! Where sources come from and outputs go: a key–value object store. The filesystem backend
+//! (`file://DIR`) is the local default; S3 is the other backend. Keys are `/`-separated
+//! relative paths and can never escape the store's root.
+
+pub mod fs;
+
+pub use fs::FsStorage;
+
+use crate::error::ErrorClass;
+
+/// What a store knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Version tag: changes whenever the object does.
+    pub etag: String,
+}
+
+/// A storage failure, classed for retry decisions.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The key is not acceptable (empty, absolute, `..`, control characters…).
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// No such object.
+    #[error("no object at {0}")]
+    NotFound(String),
+    /// Anything else (I/O, network), with its class.
+    #[error("{message}")]
+    Failed {
+        /// What failed.
+        message: String,
+        /// Permanent or transient.
+        class: ErrorClass,
+    },
+}
+
+impl StorageError {
+    /// Permanent or transient.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StorageError::Failed { class, .. } => *class,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl From<StorageError> for crate::error::JobError {
+    fn from(e: StorageError) -> Self {
+        crate::error::JobError::Storage {
+            class: e.class(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An object store.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Write `data` at `key`, replacing any object there (atomically: readers see the old or
+    /// the new object, never a mix).
+    fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<ObjectInfo, StorageError>;
+    /// Write `data` at `key` only if nothing is there; `Ok(None)` if something was.
+    fn put_if_absent(
+        &self,
+        key: &str,
+        data: &[u8],
+        content_type: &str,
+    ) -> Result<Option<ObjectInfo>, StorageError>;
+    /// Read the whole object.
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
+    /// The object's info, or `None`.
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+    /// A URI naming the object (`file:///…`, `s3://bucket/key`).
+    fn uri(&self, key: &str) -> String;
+}
+
+/// Check a key: non-empty, relative, no `.`/`..`/empty segments, no backslashes or control
+/// characters, at most 1024 bytes.
+pub fn validate_key(key: &str) -> Result<(), StorageError> {
+    let bad = |reason| {
+        Err(StorageError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return bad("absolute path");
+    }
+    if key.chars().any(|c| c.is_control() || c == '\\') {
+        return bad("control character or backslash");
+    }
+    if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return bad("empty, '.' or '..' path segment");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_key;
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a\0b",
+            "a/",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["a", "photos/2024/cat.jpg", "x..y/z", ".hidden/f"] {
+            assert!(validate_key(good).is_ok(), "{good:?} is fine");
+        }
+    }
+}
