@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
-# The README's first command: set up, build mediaflow, and show the bundled plugins working
-# in the sandbox (inspect + validate each one).
+# The README's first command: set up a fresh machine, build mediaflow, and run the whole image
+# pipeline on the bundled example images (no AWS): renditions, manifest.json per image and an
+# HTML report. The `watermarked` profile adds the bundled watermark plugin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup
-cargo build --release -p mediaflow
-bin=target/release/mediaflow
-guests=target/wasm-guests/wasm32-wasip2/wasm-guest
-$bin plugin list
-for p in exif watermark notify-rules; do
-    wasm="$guests/mediaflow_plugin_${p//-/_}.wasm"
-    echo
-    echo "== $p"
-    $bin plugin inspect "$wasm" | head -4
-    $bin plugin validate "$wasm" --manifest "plugins/$p/plugin.toml"
-done
+cargo build --release -q -p mediaflow
+out=${1:-out}
+status=0
+target/release/mediaflow process examples/images/* --out "$out" --profile watermarked || status=$?
+echo
+echo "Open $(cd "$out" && pwd)/index.html in a browser to see the report."
+exit $status

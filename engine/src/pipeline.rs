@@ -284,20 +284,61 @@ impl Processor {
                 None
             },
         };
-        let mut files = Vec::new();
-        for r in &profile.renditions {
-            let p = resize::plan(dw, dh, r);
-            let scaled = resize::Plan {
-                crop: (p.crop.0 * sx, p.crop.1 * sy, p.crop.2 * sx, p.crop.3 * sy),
-                ..p
+        // Largest first, so smaller full-frame renditions can be cut from a larger one.
+        let mut order: Vec<usize> = (0..profile.renditions.len()).collect();
+        let plans: Vec<resize::Plan> = profile
+            .renditions
+            .iter()
+            .map(|r| resize::plan(dw, dh, r))
+            .collect();
+        order.sort_by_key(|&i| {
+            std::cmp::Reverse(u64::from(plans[i].width) * u64::from(plans[i].height))
+        });
+        let full_frame = (0.0, 0.0, f64::from(dw), f64::from(dh));
+        let mut frames: Vec<Pixels> = Vec::new();
+        let mut files: Vec<(usize, OutputFile)> = Vec::new();
+        for i in order {
+            let (r, p) = (&profile.renditions[i], plans[i]);
+            // A full-frame rendition at most half the size of an earlier one is resized from
+            // that (already Lanczos-filtered) image: same quality, a fraction of the work.
+            let cascade = (p.crop == full_frame)
+                .then(|| {
+                    frames
+                        .iter()
+                        .filter(|f| f.width >= 2 * p.width && f.height >= 2 * p.height)
+                        .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
+                })
+                .flatten();
+            let (from, plan) = match cascade {
+                Some(f) => (
+                    f,
+                    resize::Plan {
+                        crop: (0.0, 0.0, f64::from(f.width), f64::from(f.height)),
+                        ..p
+                    },
+                ),
+                None => (
+                    src,
+                    resize::Plan {
+                        crop: (p.crop.0 * sx, p.crop.1 * sy, p.crop.2 * sx, p.crop.3 * sy),
+                        ..p
+                    },
+                ),
             };
             let mut img: Pixels = run
                 .timings
-                .time("resize", || resize::resize(&mut resizer, src, &scaled))
+                .time("resize", || resize::resize(&mut resizer, from, &plan))
                 .map_err(|e| JobError::Encode {
                     format: r.format.name(),
                     message: format!("resize: {e}"),
                 })?;
+            if p.crop == full_frame
+                && plans
+                    .iter()
+                    .any(|q| q.width * 2 <= img.width && q.height * 2 <= img.height)
+            {
+                frames.push(img.clone());
+            }
             if r.watermark
                 && let Some((_, instance, ms, cache)) = watermark.as_mut()
             {
@@ -323,8 +364,10 @@ impl Processor {
             let data = run
                 .timings
                 .time("encode", || encode::encode(&img, r, &embed))?;
-            files.push(output_file(r, &img, data));
+            files.push((i, output_file(r, &img, data)));
         }
+        files.sort_by_key(|(i, _)| *i);
+        let files: Vec<OutputFile> = files.into_iter().map(|(_, f)| f).collect();
         if let Some((plugin, _, ms, _)) = watermark {
             run.plugins.push(plugin_record(&plugin, ms));
         }

@@ -1,7 +1,8 @@
-//! Decoding a probed image to 8-bit RGB(A) with the EXIF orientation applied. Decoders run
-//! under `image::Limits` derived from the configured limits. When every rendition is at most
-//! half the source's size, JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8:
-//! "shrink-on-load"), which skips most of the IDCT and memory.
+//! Decoding a probed image to 8-bit RGB(A) with the EXIF orientation applied. JPEGs go through
+//! libjpeg-turbo, at the smallest DCT scale (M/8) that still covers every rendition
+//! ("shrink-on-load": most of the IDCT and memory is skipped); CMYK JPEGs and every other
+//! format go through the `image` decoders under `image::Limits` derived from the configured
+//! limits.
 
 use super::Pixels;
 use super::probe::{Format, Probe};
@@ -11,6 +12,9 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
+
+/// Read size for decoders: big reads, few syscalls.
+const READ_BUFFER: usize = 1 << 20;
 
 /// A decoded source.
 #[derive(Debug)]
@@ -39,26 +43,15 @@ fn map_image_error(e: image::ImageError) -> JobError {
 }
 
 /// Decode `path` (already probed as `probe`). `need` is the largest display size any rendition
-/// needs; a smaller DCT scale is used for JPEG when it still covers `need`.
+/// needs; JPEGs are decoded at the smallest DCT scale (M/8) that still covers it.
 pub fn decode(
     path: &Path,
     probe: &Probe,
     limits: &Limits,
     need: Option<(u32, u32)>,
 ) -> Result<Decoded, JobError> {
-    if probe.format == Format::Jpeg
-        && !probe.cmyk
-        && let Some(need) = need
-    {
-        // The requirement in stored orientation.
-        let (nw, nh) = if (5..=8).contains(&probe.orientation) {
-            (need.1, need.0)
-        } else {
-            need
-        };
-        if nw.saturating_mul(2) <= probe.width && nh.saturating_mul(2) <= probe.height {
-            return decode_jpeg_scaled(path, probe, nw, nh);
-        }
+    if probe.format == Format::Jpeg && !probe.cmyk {
+        return decode_jpeg(path, probe, need);
     }
     decode_full(path, probe, limits)
 }
@@ -74,7 +67,7 @@ fn decode_full(path: &Path, probe: &Probe, limits: &Limits) -> Result<Decoded, J
         Format::Tiff => image::ImageFormat::Tiff,
         Format::Mp4 => return Err(JobError::UnsupportedFormat("video is not an image".into())),
     };
-    let mut reader = ImageReader::with_format(BufReader::new(file), format);
+    let mut reader = ImageReader::with_format(BufReader::with_capacity(READ_BUFFER, file), format);
     let mut l = image::Limits::default();
     let side = limits.max_dimension;
     l.max_image_width = Some(side);
@@ -114,51 +107,42 @@ fn decode_full(path: &Path, probe: &Probe, limits: &Limits) -> Result<Decoded, J
     })
 }
 
-fn decode_jpeg_scaled(
-    path: &Path,
-    probe: &Probe,
-    need_w: u32,
-    need_h: u32,
-) -> Result<Decoded, JobError> {
-    let file =
-        File::open(path).map_err(|e| JobError::CorruptInput(format!("opening source: {e}")))?;
-    let mut d = jpeg_decoder::Decoder::new(BufReader::new(file));
-    let corrupt = |e: jpeg_decoder::Error| match e {
-        jpeg_decoder::Error::Unsupported(u) => JobError::UnsupportedCodec(format!("JPEG: {u:?}")),
-        other => JobError::CorruptInput(format!("JPEG: {other}")),
+/// JPEG with libjpeg-turbo: SIMD Huffman decoding and IDCT scaling by M/8.
+fn decode_jpeg(path: &Path, probe: &Probe, need: Option<(u32, u32)>) -> Result<Decoded, JobError> {
+    let data =
+        std::fs::read(path).map_err(|e| JobError::CorruptInput(format!("reading source: {e}")))?;
+    let corrupt = |e: turbojpeg::Error| JobError::CorruptInput(format!("JPEG: {e}"));
+    let mut d = turbojpeg::Decompressor::new().map_err(corrupt)?;
+    let header = d.read_header(&data).map_err(corrupt)?;
+    // The requirement in stored orientation.
+    let (nw, nh) = match need {
+        Some((w, h)) if (5..=8).contains(&probe.orientation) => (h as usize, w as usize),
+        Some((w, h)) => (w as usize, h as usize),
+        None => (header.width, header.height),
     };
-    d.read_info().map_err(corrupt)?;
-    let clamp16 = |v: u32| v.clamp(1, u32::from(u16::MAX)) as u16;
-    let (w, h) = d.scale(clamp16(need_w), clamp16(need_h)).map_err(corrupt)?;
-    let info = d
-        .info()
-        .ok_or_else(|| JobError::CorruptInput("JPEG header unreadable".into()))?;
-    let icc = d.icc_profile();
-    let exif = d.exif_data().map(<[u8]>::to_vec);
-    let data = d.decode().map_err(corrupt)?;
-    let (w, h) = (u32::from(w), u32::from(h));
-    let rgb = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => data,
-        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&g| [g, g, g]).collect(),
-        other => {
-            return Err(JobError::UnsupportedCodec(format!(
-                "JPEG pixel format {other:?}"
-            )));
-        }
+    let factor = (1..=8)
+        .map(|m| turbojpeg::ScalingFactor::new(m, 8))
+        .find(|f| f.scale(header.width) >= nw && f.scale(header.height) >= nh)
+        .unwrap_or(turbojpeg::ScalingFactor::ONE);
+    d.set_scaling_factor(factor).map_err(corrupt)?;
+    let scaled = header.scaled(factor);
+    let mut image = turbojpeg::Image {
+        pixels: vec![0u8; scaled.width * scaled.height * 3],
+        width: scaled.width,
+        pitch: scaled.width * 3,
+        height: scaled.height,
+        format: turbojpeg::PixelFormat::RGB,
     };
-    if rgb.len() < (w as usize) * (h as usize) * 3 {
-        return Err(JobError::CorruptInput(
-            "JPEG decoded to fewer pixels than its header says".into(),
-        ));
-    }
-    let buf = image::RgbImage::from_raw(w, h, rgb)
+    d.decompress(&data, image.as_deref_mut()).map_err(corrupt)?;
+    let (w, h) = (scaled.width as u32, scaled.height as u32);
+    let buf = image::RgbImage::from_raw(w, h, image.pixels)
         .ok_or_else(|| JobError::CorruptInput("JPEG buffer size mismatch".into()))?;
     let mut img = DynamicImage::ImageRgb8(buf);
     if let Some(o) = image::metadata::Orientation::from_exif(probe.orientation) {
         img.apply_orientation(o);
     }
     let rgb = img.into_rgb8();
-    let shrink = (probe.width / w.max(1)).max(1);
+    let (icc, exif) = jpeg_app_segments(&data);
     Ok(Decoded {
         pixels: Pixels {
             width: rgb.width(),
@@ -168,6 +152,41 @@ fn decode_jpeg_scaled(
         },
         icc,
         exif,
-        shrink,
+        shrink: (header.width / scaled.width.max(1)).max(1) as u32,
     })
+}
+
+/// The ICC profile (APP2 `ICC_PROFILE` chunks, reassembled in order) and EXIF (APP1) of a JPEG.
+fn jpeg_app_segments(data: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
+    let mut exif = None;
+    let mut i = 2;
+    while i + 4 <= data.len() && data[i] == 0xFF {
+        let code = data[i + 1];
+        if code == 0xDA || code == 0xD9 {
+            break;
+        }
+        if code == 0x01 || (0xD0..=0xD7).contains(&code) || code == 0xFF {
+            i += if code == 0xFF { 1 } else { 2 };
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        let Some(seg) = data.get(i + 4..i + 2 + len) else {
+            break;
+        };
+        if code == 0xE2 && seg.len() > 14 && seg.starts_with(b"ICC_PROFILE\0") {
+            icc_chunks.push((seg[12], &seg[14..]));
+        } else if code == 0xE1 && exif.is_none() && seg.starts_with(b"Exif\0\0") {
+            exif = Some(seg[6..].to_vec());
+        }
+        i += 2 + len;
+    }
+    icc_chunks.sort_by_key(|c| c.0);
+    let icc = (!icc_chunks.is_empty()).then(|| {
+        icc_chunks
+            .iter()
+            .flat_map(|c| c.1.iter().copied())
+            .collect()
+    });
+    (icc, exif)
 }
