@@ -534,3 +534,87 @@ fn reprocessing_gives_byte_identical_outputs() {
     assert_eq!(hashes(&ma), hashes(&mb));
     assert_eq!(ma["plugins"][1]["name"], "watermark", "{ma}");
 }
+
+#[test]
+fn icc_is_kept_and_exif_only_when_the_profile_keeps_metadata() {
+    use image::ImageDecoder;
+    let dir = tempfile::tempdir().expect("tmp");
+    // A JPEG carrying an ICC profile (APP2) and EXIF with orientation 6.
+    let icc: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let img = photo_like(300, 200);
+    let mut src = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut src, 90);
+    enc.add_icc_profile(&icc).expect("icc");
+    enc.add_exif_metadata(&exif_block(&CANON)).expect("exif");
+    enc.encode(img.as_raw(), 300, 200, jpeg_encoder::ColorType::Rgb)
+        .expect("jpeg");
+    let input = write(dir.path(), "icc.jpg", &src);
+    let config = write(
+        dir.path(),
+        "keep.toml",
+        br#"
+[profiles.keep]
+keep_metadata = true
+renditions = [{ name = "j", width = 100, format = "jpeg" }, { name = "p", width = 100, format = "png" }]
+[profiles.strip]
+renditions = [{ name = "j", width = 100, format = "jpeg" }, { name = "p", width = 100, format = "png" }]
+"#,
+    );
+    let input_s = input.display().to_string();
+    let config_s = config.display().to_string();
+    for profile in ["keep", "strip"] {
+        let out = dir.path().join(profile);
+        let out_s = out.display().to_string();
+        let (code, text, _) = run_measured(
+            &[
+                "process",
+                &input_s,
+                "--out",
+                &out_s,
+                "--config",
+                &config_s,
+                "--profile",
+                profile,
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{text}");
+        for file in ["icc/j.jpg", "icc/p.png"] {
+            let path = out.join(file);
+            let reader = image::ImageReader::open(&path)
+                .expect("open")
+                .with_guessed_format()
+                .expect("format");
+            let mut decoder = reader.into_decoder().expect("decoder");
+            assert_eq!(
+                decoder.icc_profile().ok().flatten().as_deref(),
+                Some(&icc[..]),
+                "{profile}/{file}: ICC kept byte for byte"
+            );
+            let exif = decoder.exif_metadata().ok().flatten();
+            if profile == "keep" {
+                let exif = exif.unwrap_or_else(|| panic!("{profile}/{file}: EXIF kept"));
+                let parsed = exif::Reader::new().read_raw(exif).expect("EXIF parses");
+                let orientation = parsed
+                    .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+                    .and_then(|f| f.value.get_uint(0));
+                assert_eq!(
+                    orientation,
+                    Some(1),
+                    "{profile}/{file}: pixels are upright, so the tag says so"
+                );
+                let model = parsed
+                    .get_field(exif::Tag::Model, exif::In::PRIMARY)
+                    .map(|f| f.display_value().to_string());
+                assert_eq!(model.as_deref(), Some("\"Canon EOS R5\""));
+            } else {
+                assert!(exif.is_none(), "{profile}/{file}: EXIF stripped");
+            }
+        }
+        // Upright: 300x200 stored with orientation 6 is 200x300 displayed → 100x150.
+        assert_eq!(
+            image::image_dimensions(out.join("icc/j.jpg")).expect("dims"),
+            (100, 150)
+        );
+    }
+}
