@@ -11,8 +11,10 @@
 //! - [`plugin`]: the WebAssembly plugin host — wasmtime engine, limits, world detection,
 //!   compiled-code cache, bundled first-party plugins, catalog, inspect/validate/scaffold.
 //! - [`storage`]: the object store trait and its filesystem backend.
+//! - [`queue`]: job queues; the embedded local queue with SQS semantics.
 //! - [`manifest`], [`report`]: what a job records, and the HTML report of a run.
 //! - [`error`]: why a job failed, classed permanent or transient.
+//! - [`job`]: what a queue message asks for (S3 events, SNS, EventBridge, explicit jobs).
 //! - [`telemetry`]: logging setup (human-readable on a terminal, JSON otherwise).
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
@@ -20,11 +22,13 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod job;
 pub mod manifest;
 pub mod media;
 pub mod pipeline;
 pub mod plugin;
 pub mod process;
+pub mod queue;
 pub mod report;
 pub mod storage;
 pub mod telemetry;

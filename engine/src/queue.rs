@@ -1,0 +1,31 @@
+//! Job queues. The embedded local queue ([`local::LocalQueue`]) gives one machine the same
+//! semantics SQS gives a fleet: a received message is hidden for a visibility timeout and
+//! reappears if not deleted (a crashed worker loses nothing), receipts go stale on redelivery,
+//! and a message received more than `max_receive_count` times moves to the dead-letter queue.
+
+pub mod local;
+
+/// A message handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Stable message id.
+    pub id: String,
+    /// The body.
+    pub body: String,
+    /// Proof of this receive; deleting or extending needs it, and it goes stale on redelivery.
+    pub receipt: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Queue failures, classed for retry decisions.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The receipt no longer names a live receive (the message was redelivered or deleted).
+    /// Never to be taken as a successful delete.
+    #[error("stale receipt {0}: the message was redelivered or already deleted")]
+    StaleReceipt(String),
+    /// The queue could not be used (I/O, database, network).
+    #[error("queue: {0}")]
+    Failed(String),
+}
