@@ -51,6 +51,22 @@ pub enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Consume the job queue until SIGTERM/SIGINT (local mode: the embedded queue and
+    /// filesystem buckets under `worker.data_dir`).
+    Worker {
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Put files into the source bucket and enqueue an S3-style event for each (local mode).
+    Submit {
+        /// Files to submit.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Plugin authoring and inspection.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -129,6 +145,23 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Plugin(cmd) => run_plugin(cmd),
+        Command::Worker { config } => crate::worker::run(config.as_deref()).map_err(|e| match e {
+            crate::worker::WorkerError::Setup(e) => CliError::Usage(e.to_string()),
+            other => CliError::Failed(other.to_string()),
+        }),
+        Command::Submit { files, config } => {
+            let config = crate::config::Config::load(config.as_deref())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let submitted = crate::worker::submit(&config, &files)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            for (key, id) in submitted {
+                println!(
+                    "submitted s3://{}/{key} (message {id})",
+                    config.worker.source_bucket
+                );
+            }
+            Ok(())
+        }
         Command::Process {
             files,
             out,

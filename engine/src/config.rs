@@ -29,6 +29,50 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Profile used when no route matches and none is named.
     pub default_profile: String,
+    /// The queue worker (`mediaflow worker`, `mediaflow submit`).
+    pub worker: WorkerConfig,
+}
+
+/// Queue worker settings. With no AWS configured, the worker uses an embedded local queue and
+/// filesystem buckets under `data_dir`, with the same semantics as SQS and S3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Root of local mode: `queue.db` and `buckets/<bucket>/<key>`.
+    pub data_dir: PathBuf,
+    /// Bucket that `mediaflow submit` uploads sources to.
+    pub source_bucket: String,
+    /// Bucket outputs and manifests are written to.
+    pub output_bucket: String,
+    /// Prefix of every output key (empty, or ending in `/`).
+    pub output_prefix: String,
+    /// Jobs in flight per process; 0 = one per core.
+    pub concurrency: usize,
+    /// How long a received message stays hidden; a heartbeat extends it every third of this
+    /// while its job runs.
+    pub visibility_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight jobs may run before they are released.
+    pub drain_timeout_secs: u64,
+    /// Receives before a message is moved to the dead-letter queue.
+    pub max_receive_count: u32,
+    /// How often an idle worker polls the local queue.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("mediaflow-data"),
+            source_bucket: "uploads".into(),
+            output_bucket: "renditions".into(),
+            output_prefix: String::new(),
+            concurrency: 0,
+            visibility_timeout_secs: 120,
+            drain_timeout_secs: 90,
+            max_receive_count: 5,
+            poll_interval_ms: 100,
+        }
+    }
 }
 
 impl Default for Config {
@@ -39,6 +83,7 @@ impl Default for Config {
             profiles: BTreeMap::new(),
             routes: Vec::new(),
             default_profile: "default".into(),
+            worker: WorkerConfig::default(),
         }
     }
 }
@@ -156,9 +201,14 @@ impl Config {
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
         let parse = |origin: &str, text: &str| -> Result<toml::Table, ConfigError> {
+            // The full TOML error names the line and shows it; fold it onto one line.
             text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
                 origin: origin.into(),
-                message: e.message().trim().to_string(),
+                message: e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             })
         };
         let mut merged = parse("embedded defaults", DEFAULT_CONFIG)?;
@@ -239,6 +289,39 @@ impl Config {
             profile
                 .validate()
                 .map_err(|(field, problem)| invalid(format!("profiles.{name}.{field}"), problem))?;
+        }
+        let w = &self.worker;
+        if w.visibility_timeout_secs < 3 || w.visibility_timeout_secs > 43_200 {
+            return Err(invalid(
+                "worker.visibility_timeout_secs".into(),
+                format!(
+                    "{} must be 3..=43200 (SQS's range, heartbeat needs ≥ 3)",
+                    w.visibility_timeout_secs
+                ),
+            ));
+        }
+        if w.max_receive_count == 0 {
+            return Err(invalid(
+                "worker.max_receive_count".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(w.output_prefix.is_empty() || w.output_prefix.ends_with('/')) {
+            return Err(invalid(
+                "worker.output_prefix".into(),
+                format!("{:?} must be empty or end with '/'", w.output_prefix),
+            ));
+        }
+        for (name, bucket) in [
+            ("worker.source_bucket", &w.source_bucket),
+            ("worker.output_bucket", &w.output_bucket),
+        ] {
+            if crate::storage::validate_key(bucket).is_err() || bucket.contains('/') {
+                return Err(invalid(
+                    name.into(),
+                    format!("{bucket:?} is not a bucket name"),
+                ));
+            }
         }
         for (i, route) in self.routes.iter().enumerate() {
             if !self.profiles.contains_key(&route.profile) {
@@ -370,6 +453,15 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_bad_values_are_named() {
+        let e = Config::from_sources(
+            Some(("f.toml", "[limits]\nmax_pixels = 3\nmax_pixels = 4\n")),
+            &[],
+        )
+        .expect_err("duplicate");
+        assert!(
+            e.to_string().contains("line 3") && e.to_string().contains("duplicate key"),
+            "{e}"
+        );
         let e = Config::from_sources(Some(("f.toml", "[limits]\nmax_pixel = 3\n")), &[])
             .expect_err("typo");
         assert!(

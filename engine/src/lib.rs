@@ -15,6 +15,7 @@
 //! - [`manifest`], [`report`]: what a job records, and the HTML report of a run.
 //! - [`error`]: why a job failed, classed permanent or transient.
 //! - [`job`]: what a queue message asks for (S3 events, SNS, EventBridge, explicit jobs).
+//! - [`worker`]: `mediaflow worker` (queue consumer) and `mediaflow submit`.
 //! - [`telemetry`]: logging setup (human-readable on a terminal, JSON otherwise).
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
@@ -32,3 +33,4 @@ pub mod queue;
 pub mod report;
 pub mod storage;
 pub mod telemetry;
+pub mod worker;

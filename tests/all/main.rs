@@ -5,6 +5,7 @@ mod cli;
 mod first_party;
 mod process;
 mod sandbox;
+mod worker;
 
 /// Media info for an image source.
 pub fn image_info(
@@ -14,18 +15,5 @@ pub fn image_info(
     h: u32,
     bytes: usize,
 ) -> mediaflow::plugin::types::MediaInfo {
-    use mediaflow::plugin::types::{MediaInfo, MediaKind};
-    MediaInfo {
-        uri: uri.into(),
-        kind: MediaKind::Image,
-        format: format.into(),
-        codec: None,
-        width: w,
-        height: h,
-        orientation: 1,
-        duration_s: None,
-        fps: None,
-        has_audio: false,
-        bytes: bytes as u64,
-    }
+    mediaflow::plugin::types::MediaInfo::image(uri, format, w, h, bytes as u64)
 }

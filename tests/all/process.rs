@@ -270,6 +270,16 @@ fn every_input_kind_becomes_correct_renditions_and_hostile_ones_fail_cleanly() {
             3000,
             2000,
         ),
+        // Regression: a Motion Photo carries an MP4 after the JPEG's end marker; not truncation.
+        (
+            write(
+                &input,
+                "motion.jpg",
+                &motion_photo(&encode(&photo_like(640, 480), image::ImageFormat::Jpeg)),
+            ),
+            640,
+            480,
+        ),
     ];
     let full = jpeg_with_exif(&photo_like(600, 400), &exif_block(&CANON));
     let full_png = encode(&photo_like(300, 200), image::ImageFormat::Png);
@@ -424,9 +434,24 @@ fn every_input_kind_becomes_correct_renditions_and_hostile_ones_fail_cleanly() {
         }
     }
     let report = std::fs::read_to_string(out.join("index.html")).expect("index.html");
-    assert!(report.contains("8 succeeded, 7 failed"));
+    assert!(
+        report.contains("9 succeeded, 7 failed"),
+        "{}",
+        report
+            .lines()
+            .find(|l| l.contains("class=\"sum\""))
+            .unwrap_or_default()
+    );
     assert!(report.contains("The file is damaged or incomplete"));
     assert!(report.contains(r#"<img src="rotated/w400.jpg""#));
+}
+
+/// A JPEG followed by 200 KB of "video" (an MP4 header, then bytes with no FF D9 in them).
+fn motion_photo(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg.to_vec();
+    out.extend_from_slice(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom");
+    out.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x7F));
+    out
 }
 
 /// Output folder of a hostile input: stems repeat (cut.jpg, cut.png), so the second is `-2`.

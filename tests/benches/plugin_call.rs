@@ -61,19 +61,7 @@ fn main() {
         s
     };
     let jpeg = jpeg_with_exif(&photo_like(64, 48), &exif_block(&CANON));
-    let info = types::MediaInfo {
-        uri: "file:///bench.jpg".into(),
-        kind: types::MediaKind::Image,
-        format: "jpeg".into(),
-        codec: None,
-        width: 64,
-        height: 48,
-        orientation: 1,
-        duration_s: None,
-        fps: None,
-        has_audio: false,
-        bytes: jpeg.len() as u64,
-    };
+    let info = types::MediaInfo::image("file:///bench.jpg", "jpeg", 64, 48, jpeg.len() as u64);
     let source = SourceHandle::from_bytes(jpeg.clone());
     println!(
         "exif plugin: {} bytes of wasm; input JPEG {} bytes\n",

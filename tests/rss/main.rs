@@ -5,19 +5,7 @@ use mediaflow::plugin::{PluginErrorKind, PluginSpec, SourceHandle, types};
 use mediaflow_tests::{guest, host, programs, rss_kib};
 
 fn info() -> types::MediaInfo {
-    types::MediaInfo {
-        uri: "file:///trap.jpg".into(),
-        kind: types::MediaKind::Image,
-        format: "jpeg".into(),
-        codec: None,
-        width: 1,
-        height: 1,
-        orientation: 1,
-        duration_s: None,
-        fps: None,
-        has_audio: false,
-        bytes: 4,
-    }
+    types::MediaInfo::image("file:///trap.jpg", "jpeg", 1, 1, 4)
 }
 
 #[test]

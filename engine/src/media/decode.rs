@@ -50,15 +50,29 @@ pub fn decode(
     limits: &Limits,
     need: Option<(u32, u32)>,
 ) -> Result<Decoded, JobError> {
-    if probe.format == Format::Jpeg && !probe.cmyk {
-        return decode_jpeg(path, probe, need);
+    if probe.format == Format::Jpeg {
+        let data = std::fs::read(path)
+            .map_err(|e| JobError::CorruptInput(format!("reading source: {e}")))?;
+        if !super::probe::jpeg_is_complete(&data) {
+            return Err(JobError::CorruptInput(
+                "JPEG is truncated: its image data has no end-of-image marker".into(),
+            ));
+        }
+        if !probe.cmyk {
+            return decode_jpeg(&data, probe, need);
+        }
+        return decode_with_image(std::io::Cursor::new(data), probe, limits);
     }
-    decode_full(path, probe, limits)
-}
-
-fn decode_full(path: &Path, probe: &Probe, limits: &Limits) -> Result<Decoded, JobError> {
     let file =
         File::open(path).map_err(|e| JobError::CorruptInput(format!("opening source: {e}")))?;
+    decode_with_image(BufReader::with_capacity(READ_BUFFER, file), probe, limits)
+}
+
+fn decode_with_image<R: std::io::BufRead + std::io::Seek>(
+    input: R,
+    probe: &Probe,
+    limits: &Limits,
+) -> Result<Decoded, JobError> {
     let format = match probe.format {
         Format::Jpeg => image::ImageFormat::Jpeg,
         Format::Png => image::ImageFormat::Png,
@@ -67,7 +81,7 @@ fn decode_full(path: &Path, probe: &Probe, limits: &Limits) -> Result<Decoded, J
         Format::Tiff => image::ImageFormat::Tiff,
         Format::Mp4 => return Err(JobError::UnsupportedFormat("video is not an image".into())),
     };
-    let mut reader = ImageReader::with_format(BufReader::with_capacity(READ_BUFFER, file), format);
+    let mut reader = ImageReader::with_format(input, format);
     let mut l = image::Limits::default();
     let side = limits.max_dimension;
     l.max_image_width = Some(side);
@@ -108,12 +122,10 @@ fn decode_full(path: &Path, probe: &Probe, limits: &Limits) -> Result<Decoded, J
 }
 
 /// JPEG with libjpeg-turbo: SIMD Huffman decoding and IDCT scaling by M/8.
-fn decode_jpeg(path: &Path, probe: &Probe, need: Option<(u32, u32)>) -> Result<Decoded, JobError> {
-    let data =
-        std::fs::read(path).map_err(|e| JobError::CorruptInput(format!("reading source: {e}")))?;
+fn decode_jpeg(data: &[u8], probe: &Probe, need: Option<(u32, u32)>) -> Result<Decoded, JobError> {
     let corrupt = |e: turbojpeg::Error| JobError::CorruptInput(format!("JPEG: {e}"));
     let mut d = turbojpeg::Decompressor::new().map_err(corrupt)?;
-    let header = d.read_header(&data).map_err(corrupt)?;
+    let header = d.read_header(data).map_err(corrupt)?;
     // The requirement in stored orientation.
     let (nw, nh) = match need {
         Some((w, h)) if (5..=8).contains(&probe.orientation) => (h as usize, w as usize),
@@ -133,7 +145,7 @@ fn decode_jpeg(path: &Path, probe: &Probe, need: Option<(u32, u32)>) -> Result<D
         height: scaled.height,
         format: turbojpeg::PixelFormat::RGB,
     };
-    d.decompress(&data, image.as_deref_mut()).map_err(corrupt)?;
+    d.decompress(data, image.as_deref_mut()).map_err(corrupt)?;
     let (w, h) = (scaled.width as u32, scaled.height as u32);
     let buf = image::RgbImage::from_raw(w, h, image.pixels)
         .ok_or_else(|| JobError::CorruptInput("JPEG buffer size mismatch".into()))?;
@@ -142,7 +154,7 @@ fn decode_jpeg(path: &Path, probe: &Probe, need: Option<(u32, u32)>) -> Result<D
         img.apply_orientation(o);
     }
     let rgb = img.into_rgb8();
-    let (icc, exif) = jpeg_app_segments(&data);
+    let (icc, exif) = jpeg_app_segments(data);
     Ok(Decoded {
         pixels: Pixels {
             width: rgb.width(),

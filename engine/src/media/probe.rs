@@ -247,12 +247,9 @@ fn jpeg<R: Read + Seek>(r: &mut R, p: &mut Probe, limits: &Limits) -> Result<(),
             0xDA if !have_frame => {
                 return Err(corrupt("JPEG has no frame header before its image data"));
             }
-            0xDA => {
-                // Image data starts here; a complete file ends it with EOI (FF D9). Lenient
-                // decoders fill a cut-off image with grey, so check rather than trust them.
-                let scan = r.stream_position().map_err(|e| io(e, "JPEG"))?;
-                return check_jpeg_end(r, scan, p.bytes);
-            }
+            // Image data starts: the header is fully read. (Whether the data is complete is
+            // checked at decode time, see `jpeg_is_complete`.)
+            0xDA => return Ok(()),
             _ => {}
         }
         let len = u16::from_be_bytes(bytes_n::<R, 2>(r, "JPEG")?);
@@ -296,22 +293,62 @@ fn jpeg<R: Read + Seek>(r: &mut R, p: &mut Probe, limits: &Limits) -> Result<(),
     }
 }
 
-/// The last end-of-image marker must come after the first scan starts (an embedded EXIF
-/// thumbnail has its own EOI, earlier). Looks at the file's last 64 KiB.
-fn check_jpeg_end<R: Read + Seek>(r: &mut R, scan: u64, len: u64) -> Result<(), JobError> {
-    let tail_start = len.saturating_sub(64 * 1024).max(scan);
-    r.seek(SeekFrom::Start(tail_start))
-        .map_err(|e| io(e, "JPEG"))?;
-    let mut tail = Vec::new();
-    r.take(64 * 1024)
-        .read_to_end(&mut tail)
-        .map_err(|e| io(e, "JPEG"))?;
-    if tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
-        Ok(())
-    } else {
-        Err(corrupt(
-            "JPEG is truncated: its image data has no end-of-image marker",
-        ))
+/// Whether a JPEG's image data runs to its end-of-image marker. Walks the entropy-coded data
+/// (skipping stuffed `FF 00`, restart markers and fill bytes) and the segments between the
+/// scans of a progressive JPEG, so data appended after EOI (a Motion Photo's video, an MPO's
+/// second picture) does not confuse it. Lenient decoders fill a cut-off image with grey; this
+/// is how a truncated upload is refused instead.
+pub fn jpeg_is_complete(data: &[u8]) -> bool {
+    let mut i = 2;
+    // Segments before the first scan.
+    loop {
+        let Some(&[0xFF, code]) = data.get(i..i + 2) else {
+            return false;
+        };
+        match code {
+            0xFF => i += 1,
+            0xD8 | 0x01 | 0xD0..=0xD7 => i += 2,
+            0xD9 => return false,
+            _ => {
+                let Some(len) = data
+                    .get(i + 2..i + 4)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                else {
+                    return false;
+                };
+                i += 2 + len;
+                if code == 0xDA {
+                    break;
+                }
+            }
+        }
+    }
+    // Entropy-coded data, with further scans and tables in between.
+    loop {
+        let Some(off) = data
+            .get(i..)
+            .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
+        else {
+            return false;
+        };
+        i += off;
+        let Some(&code) = data.get(i + 1) else {
+            return false;
+        };
+        match code {
+            0x00 | 0xD0..=0xD7 => i += 2,
+            0xFF => i += 1,
+            0xD9 => return true,
+            _ => {
+                let Some(len) = data
+                    .get(i + 2..i + 4)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                else {
+                    return false;
+                };
+                i += 2 + len;
+            }
+        }
     }
 }
 
@@ -553,6 +590,22 @@ mod tests {
         assert_eq!(e.code(), "corrupt_input", "{e}");
         let e = probe(b"\x89PNG\r\n\x1a\n\0\0").expect_err("cut png");
         assert_eq!(e.code(), "corrupt_input", "{e}");
+    }
+
+    #[test]
+    fn jpeg_completeness_finds_eoi_past_scans_and_ignores_trailers() {
+        // SOI, SOS (len 8), data with a stuffed FF00 and a restart marker, EOI.
+        let mut jpg = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 0x3F, 0];
+        jpg.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56]);
+        assert!(!jpeg_is_complete(&jpg), "no EOI yet: truncated");
+        // A second scan (progressive) before the end.
+        jpg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 0x3F, 0, 0x78]);
+        assert!(!jpeg_is_complete(&jpg));
+        jpg.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(jpeg_is_complete(&jpg));
+        // A Motion Photo: an MP4 (with no FF D9 in its last bytes) appended after EOI.
+        jpg.extend_from_slice(b"\0\0\0\x18ftypmp42 trailing video bytes");
+        assert!(jpeg_is_complete(&jpg));
     }
 
     #[test]

@@ -40,3 +40,22 @@ pub mod notifier {
 
 pub use extractor::mediaflow::plugin::input::ReadError;
 pub use extractor::mediaflow::plugin::types;
+
+impl types::MediaInfo {
+    /// Media info for a still image of `width` × `height` (display size) and `bytes` bytes.
+    pub fn image(uri: &str, format: &str, width: u32, height: u32, bytes: u64) -> Self {
+        Self {
+            uri: uri.into(),
+            kind: types::MediaKind::Image,
+            format: format.into(),
+            codec: None,
+            width,
+            height,
+            orientation: 1,
+            duration_s: None,
+            fps: None,
+            has_audio: false,
+            bytes,
+        }
+    }
+}

@@ -143,19 +143,7 @@ fn sample_image() -> (types::MediaInfo, Vec<u8>) {
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Jpeg,
     );
-    let info = types::MediaInfo {
-        uri: "sample://validate.jpg".into(),
-        kind: types::MediaKind::Image,
-        format: "jpeg".into(),
-        codec: None,
-        width: 64,
-        height: 48,
-        orientation: 1,
-        duration_s: None,
-        fps: None,
-        has_audio: false,
-        bytes: bytes.len() as u64,
-    };
+    let info = types::MediaInfo::image("sample://validate.jpg", "jpeg", 64, 48, bytes.len() as u64);
     (info, bytes)
 }
 

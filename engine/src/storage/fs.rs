@@ -84,6 +84,21 @@ impl FsStorage {
     }
 }
 
+impl FsStorage {
+    /// Copy the object at `key` to the file `dest` (never held whole in memory).
+    pub fn get_to_file(&self, key: &str, dest: &Path) -> Result<ObjectInfo, StorageError> {
+        let path = self.path(key)?;
+        let info = match Self::info(&path) {
+            Ok(i) => i,
+            Err(_) if !path.exists() => return Err(StorageError::NotFound(self.uri(key))),
+            Err(e) => return Err(e),
+        };
+        std::fs::copy(&path, dest)
+            .map_err(|e| failed(&format!("copying {}", path.display()), e))?;
+        Ok(info)
+    }
+}
+
 impl Storage for FsStorage {
     fn put(&self, key: &str, data: &[u8], _content_type: &str) -> Result<ObjectInfo, StorageError> {
         let path = self.path(key)?;

@@ -1,0 +1,624 @@
+//! `mediaflow worker`: consume the job queue until SIGTERM/SIGINT. K jobs in flight; CPU work
+//! on blocking threads; a heartbeat extends each message's visibility every third of the
+//! timeout while its job runs; a message is deleted only after its job is recorded
+//! (succeeded, or failed permanently with a failure manifest); transient failures are left to
+//! reappear with backoff, and unparseable messages to reach the dead-letter queue. On a signal
+//! the worker stops receiving at once, lets in-flight jobs finish within the drain deadline,
+//! releases the rest (visibility 0) and exits 0.
+//!
+//! Local mode (this module's backend today): the embedded queue and filesystem buckets under
+//! `worker.data_dir`, with SQS/S3 semantics. Output keys are a pure function of (source key,
+//! ETag, profile): `<output_prefix><profile>/<source key>/<etag>/…`, the manifest written last
+//! with create-if-absent, so redelivery repeats no work and two workers never both win.
+
+use crate::config::{Config, WorkerConfig};
+use crate::error::{ErrorClass, JobError};
+use crate::job::{self, JobSpec, ObjectRef, Parsed};
+use crate::manifest::{self, Manifest, Status};
+use crate::pipeline::{Job, Processor};
+use crate::process::Engine;
+use crate::queue::local::LocalQueue;
+use crate::queue::{QueueError, Received};
+use crate::storage::{FsStorage, Storage};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+/// Problems that stop the worker from starting or running (exit code 2 or 1).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Setting up (config, plugins).
+    #[error(transparent)]
+    Setup(#[from] crate::process::SetupError),
+    /// The queue cannot be used.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Storage cannot be used.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Filesystem buckets under `data_dir/buckets/`.
+#[derive(Debug)]
+pub struct Buckets {
+    root: PathBuf,
+    open: Mutex<HashMap<String, FsStorage>>,
+}
+
+impl Buckets {
+    /// Buckets under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("buckets"),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store for `bucket`.
+    pub fn bucket(&self, bucket: &str) -> Result<FsStorage, JobError> {
+        if crate::storage::validate_key(bucket).is_err() || bucket.contains('/') {
+            return Err(JobError::Storage {
+                message: format!("invalid bucket name {bucket:?}"),
+                class: ErrorClass::Permanent,
+            });
+        }
+        let mut open = self.open.lock().map_err(|_| JobError::Storage {
+            message: "bucket table poisoned".into(),
+            class: ErrorClass::Transient,
+        })?;
+        if let Some(s) = open.get(bucket) {
+            return Ok(s.clone());
+        }
+        let s = FsStorage::new(self.root.join(bucket))?;
+        open.insert(bucket.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+/// Open the local queue of `w`.
+pub fn local_queue(w: &WorkerConfig) -> Result<LocalQueue, QueueError> {
+    LocalQueue::open(&w.data_dir.join("queue.db"), w.max_receive_count)
+}
+
+/// `mediaflow submit`: put each file into the source bucket and enqueue an S3-style
+/// `ObjectCreated:Put` event for it. Returns (key, message id) per file.
+pub fn submit(config: &Config, files: &[PathBuf]) -> Result<Vec<(String, String)>, WorkerError> {
+    let w = &config.worker;
+    let queue = local_queue(w)?;
+    let buckets = Buckets::new(&w.data_dir);
+    let store = buckets
+        .bucket(&w.source_bucket)
+        .map_err(|e| WorkerError::Storage(e.to_string()))?;
+    let mut out = Vec::new();
+    for file in files {
+        let data = std::fs::read(file)
+            .map_err(|e| WorkerError::Storage(format!("reading {}: {e}", file.display())))?;
+        let key = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let info = store
+            .put(&key, &data, "application/octet-stream")
+            .map_err(|e| WorkerError::Storage(e.to_string()))?;
+        let event = s3_event(&w.source_bucket, &key, info.bytes, &info.etag);
+        let id = queue.send(&event)?;
+        out.push((key, id));
+    }
+    Ok(out)
+}
+
+/// An S3 `ObjectCreated:Put` notification, key URL-encoded as S3 encodes it.
+pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> String {
+    serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": { "name": bucket },
+                "object": { "key": url_encode_key(key), "size": size, "eTag": etag }
+            }
+        }]
+    })
+    .to_string()
+}
+
+/// Encode a key as S3 event notifications do: space as `+`, reserved bytes as `%XX`.
+pub fn url_encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// How one message ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Recorded (succeeded, or failed permanently with a manifest), or nothing to do: delete.
+    Done,
+    /// A passing failure: leave it to reappear after a backoff.
+    Retry(String),
+    /// Not a message we accept: leave it for the dead-letter queue.
+    Poison(String),
+}
+
+/// Run the worker until SIGTERM/SIGINT.
+pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
+    let engine = Engine::start(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| WorkerError::Storage(format!("starting runtime: {e}")))?;
+    runtime.block_on(run_async(engine))
+}
+
+async fn run_async(engine: Engine) -> Result<(), WorkerError> {
+    let processor = engine.processor.clone();
+    let w = processor.config().worker.clone();
+    let queue = Arc::new(local_queue(&w)?);
+    let buckets = Arc::new(Buckets::new(&w.data_dir));
+    let k = if w.concurrency == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        w.concurrency
+    };
+    let visibility = Duration::from_secs(w.visibility_timeout_secs);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new receives; draining in-flight jobs");
+        let _ = stop_tx.send(true);
+    });
+    let slots = Arc::new(Semaphore::new(k));
+    let in_flight: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(data_dir = %w.data_dir.display(), concurrency = k, visibility_s = w.visibility_timeout_secs, "worker started (local queue)");
+    let mut stop = stop_rx.clone();
+    'receive: loop {
+        if *stop.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break 'receive,
+        };
+        let want = slots.available_permits() + 1;
+        let q = queue.clone();
+        let got = tokio::task::spawn_blocking(move || q.receive(want, visibility)).await;
+        let messages = match got {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "receive failed; retrying");
+                drop(permit);
+                sleep_or_stop(&mut stop, Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "receive task failed");
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            drop(permit);
+            sleep_or_stop(&mut stop, Duration::from_millis(w.poll_interval_ms)).await;
+            continue;
+        }
+        let mut permit = Some(permit);
+        for msg in messages {
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // More than we have room for (should not happen): release it at once.
+                    Err(_) => {
+                        let _ = queue.change_visibility(&msg.receipt, Duration::ZERO);
+                        continue;
+                    }
+                },
+            };
+            if let Ok(mut f) = in_flight.lock() {
+                f.insert(msg.id.clone(), msg.receipt.clone());
+            }
+            let ctx = (
+                processor.clone(),
+                queue.clone(),
+                buckets.clone(),
+                in_flight.clone(),
+            );
+            let span = tracing::info_span!("message", message_id = %msg.id, receive_count = msg.receive_count);
+            tasks.spawn(async move {
+                let (processor, queue, buckets, in_flight) = ctx;
+                handle(&processor, &queue, &buckets, msg.clone(), visibility)
+                    .instrument(span)
+                    .await;
+                if let Ok(mut f) = in_flight.lock() {
+                    f.remove(&msg.id);
+                }
+                drop(permit);
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+
+    // Drain: let in-flight jobs finish within the deadline, then release the rest.
+    let deadline = Duration::from_secs(w.drain_timeout_secs);
+    let drained = tokio::time::timeout(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let left: Vec<(String, String)> = in_flight
+            .lock()
+            .map(|f| f.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+            .unwrap_or_default();
+        for (id, receipt) in &left {
+            match queue.change_visibility(receipt, Duration::ZERO) {
+                Ok(()) => {
+                    tracing::warn!(message_id = %id, "drain deadline passed: released for another worker")
+                }
+                Err(e) => tracing::warn!(message_id = %id, error = %e, "could not release"),
+            }
+        }
+        tasks.abort_all();
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Process one message with a heartbeat, then delete, back off, or leave it.
+async fn handle(
+    processor: &Processor,
+    queue: &Arc<LocalQueue>,
+    buckets: &Arc<Buckets>,
+    msg: Received,
+    visibility: Duration,
+) {
+    let heartbeat = {
+        let queue = queue.clone();
+        let receipt = msg.receipt.clone();
+        tokio::spawn(async move {
+            let every = visibility / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let q = queue.clone();
+                let r = receipt.clone();
+                match tokio::task::spawn_blocking(move || q.change_visibility(&r, visibility)).await
+                {
+                    Ok(Ok(())) => tracing::debug!("visibility extended"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    let work = {
+        let (processor, buckets, body) = (processor.clone(), buckets.clone(), msg.body.clone());
+        tokio::task::spawn_blocking(move || handle_body(&processor, &buckets, &body))
+    };
+    let outcome = work
+        .await
+        .unwrap_or_else(|e| Outcome::Retry(format!("job task failed: {e}")));
+    heartbeat.abort();
+    let q = queue.clone();
+    let receipt = msg.receipt.clone();
+    let result = match outcome {
+        Outcome::Done => tokio::task::spawn_blocking(move || q.delete(&receipt)).await,
+        Outcome::Retry(reason) => {
+            let backoff = backoff(msg.receive_count, visibility);
+            tracing::warn!(%reason, backoff_s = backoff.as_secs(), "transient failure: will be retried");
+            tokio::task::spawn_blocking(move || q.change_visibility(&receipt, backoff)).await
+        }
+        Outcome::Poison(reason) => {
+            let backoff = backoff(msg.receive_count, visibility);
+            tracing::error!(%reason, body = %truncate(&msg.body, 200), "bad message: left for the dead-letter queue");
+            tokio::task::spawn_blocking(move || q.change_visibility(&receipt, backoff)).await
+        }
+    };
+    match result {
+        Ok(Ok(())) => {}
+        // A stale receipt means another worker now owns the message: not our success.
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not settle message"),
+        Err(e) => tracing::error!(error = %e, "settle task failed"),
+    }
+}
+
+/// Exponential backoff by receive count: 1 s, 2 s, 4 s… capped at the visibility timeout.
+fn backoff(receive_count: u32, visibility: Duration) -> Duration {
+    Duration::from_secs(1u64 << receive_count.saturating_sub(1).min(16)).min(visibility)
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    let mut end = s.len().min(n);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn handle_body(processor: &Processor, buckets: &Buckets, body: &str) -> Outcome {
+    let jobs = match job::parse(body) {
+        Ok(Parsed::Ignore(why)) => {
+            tracing::info!(reason = %why, "nothing to do: acknowledged");
+            return Outcome::Done;
+        }
+        Ok(Parsed::Jobs(jobs)) => jobs,
+        Err(e) => return Outcome::Poison(e.to_string()),
+    };
+    let mut retry = None;
+    for spec in &jobs {
+        if let Err(e) = run_spec(processor, buckets, spec) {
+            retry = Some(e.to_string());
+        }
+    }
+    match retry {
+        Some(reason) => Outcome::Retry(reason),
+        None => Outcome::Done,
+    }
+}
+
+/// Run one job spec; `Err` only for transient failures (the message should be retried).
+fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<(), JobError> {
+    let config = processor.config();
+    let w = &config.worker;
+    let Some(source) = spec.sources.first() else {
+        return Ok(());
+    };
+    if spec.sources.len() > 1 {
+        tracing::warn!(
+            sources = spec.sources.len(),
+            "several sources (images to video) are not supported by this build; using the first"
+        );
+    }
+    let profile = spec
+        .profile
+        .clone()
+        .unwrap_or_else(|| config.route(&source.bucket, &source.key).to_string());
+    let (out_bucket, out_prefix) = spec
+        .output
+        .clone()
+        .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
+    let out = buckets.bucket(&out_bucket);
+    let src_store = buckets.bucket(&source.bucket);
+    let (out, src_store) = match (out, src_store) {
+        (Ok(o), Ok(s)) => (o, s),
+        (Err(e), _) | (_, Err(e)) => return settle_error(e),
+    };
+    let started = Instant::now();
+    // Pin to the event's version: a replaced object is a stale event, not a wrong output.
+    let current = match src_store.head(&source.key) {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            return record_failure(
+                &out,
+                &out_prefix,
+                spec,
+                source,
+                &profile,
+                JobError::Storage {
+                    message: format!("source {} does not exist", source.uri()),
+                    class: ErrorClass::Permanent,
+                },
+            );
+        }
+        Err(e) => return settle_error(e.into()),
+    };
+    let etag = source.etag.clone().unwrap_or_else(|| current.etag.clone());
+    let prefix = format!(
+        "{out_prefix}{profile}/{}/{}/",
+        source.key,
+        sanitize_etag(&etag)
+    );
+    let manifest_key = format!("{prefix}manifest.json");
+    match out.head(&manifest_key) {
+        Ok(Some(_)) => {
+            tracing::info!(source = %source.uri(), %profile, "already processed (manifest exists): acknowledged without work");
+            return Ok(());
+        }
+        Ok(None) => {}
+        Err(e) => return settle_error(e.into()),
+    }
+    if current.etag != etag {
+        return record_failure(
+            &out,
+            &out_prefix,
+            spec,
+            source,
+            &profile,
+            JobError::Storage {
+                message: format!(
+                    "stale event: {} was replaced (event ETag {etag}, now {})",
+                    source.uri(),
+                    current.etag
+                ),
+                class: ErrorClass::Permanent,
+            },
+        );
+    }
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| JobError::Storage {
+        message: format!("temp file: {e}"),
+        class: ErrorClass::Transient,
+    })?;
+    if let Err(e) = src_store.get_to_file(&source.key, tmp.path()) {
+        return settle_error(e.into());
+    }
+    let id = spec.id.clone().unwrap_or_else(|| {
+        job::derive_id(
+            &ObjectRef {
+                etag: Some(etag.clone()),
+                ..source.clone()
+            },
+            &profile,
+        )
+    });
+    let job = Job {
+        id,
+        source_uri: source.uri(),
+        path: tmp.path(),
+        etag: etag.clone(),
+        profile: profile.clone(),
+    };
+    let mut result = processor.run(&job);
+    if let Some(err) = &result.manifest.error
+        && err.class == ErrorClass::Transient
+    {
+        return Err(JobError::Storage {
+            message: err.message.clone(),
+            class: ErrorClass::Transient,
+        });
+    }
+    if let Some(fetch) = result.manifest.timings_ms.get_mut("total") {
+        *fetch = started.elapsed().as_secs_f64() * 1e3;
+    }
+    for f in &mut result.files {
+        let key = format!("{prefix}{}", f.key);
+        match out.put(&key, &f.data, f.content_type) {
+            Ok(_) => f.record.uri = out.uri(&key),
+            Err(e) => return settle_error(e.into()),
+        }
+    }
+    result.manifest.outputs = result.files.iter().map(|f| f.record.clone()).collect();
+    write_manifest(&out, &manifest_key, &result.manifest)
+}
+
+fn sanitize_etag(etag: &str) -> String {
+    etag.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A permanent error becomes a failure manifest (and the message is deleted); a transient one
+/// is returned for retry.
+fn settle_error(e: JobError) -> Result<(), JobError> {
+    match e.class() {
+        ErrorClass::Transient => Err(e),
+        ErrorClass::Permanent => {
+            tracing::error!(code = e.code(), error = %e, "permanent failure before processing");
+            Ok(())
+        }
+    }
+}
+
+fn record_failure(
+    out: &FsStorage,
+    out_prefix: &str,
+    spec: &JobSpec,
+    source: &ObjectRef,
+    profile: &str,
+    e: JobError,
+) -> Result<(), JobError> {
+    let etag = source.etag.clone().unwrap_or_default();
+    let key = format!(
+        "{out_prefix}{profile}/{}/{}/manifest.json",
+        source.key,
+        sanitize_etag(&etag)
+    );
+    let manifest = Manifest {
+        schema: manifest::SCHEMA,
+        job_id: spec
+            .id
+            .clone()
+            .unwrap_or_else(|| job::derive_id(source, profile)),
+        status: Status::Failed,
+        source: manifest::Source {
+            uri: source.uri(),
+            etag,
+            bytes: source.size.unwrap_or(0),
+            sha256: String::new(),
+            media: None,
+        },
+        profile: profile.to_string(),
+        outputs: Vec::new(),
+        metadata: Default::default(),
+        plugins: Vec::new(),
+        error: Some((&e).into()),
+        timings_ms: Default::default(),
+        notes: Vec::new(),
+    };
+    tracing::error!(source = %source.uri(), code = e.code(), error = %e, "job failed permanently");
+    write_manifest(out, &key, &manifest)
+}
+
+/// The manifest goes last, create-if-absent: exactly one writer wins.
+fn write_manifest(out: &FsStorage, key: &str, m: &Manifest) -> Result<(), JobError> {
+    match out.put_if_absent(key, &m.to_json(), "application/json") {
+        Ok(Some(_)) => {
+            tracing::info!(job_id = %m.job_id, status = ?m.status, manifest = %out.uri(key), "job recorded");
+            Ok(())
+        }
+        Ok(None) => {
+            tracing::info!(job_id = %m.job_id, "another worker recorded this job first");
+            Ok(())
+        }
+        Err(e) => settle_error(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_s3_event_encoding() {
+        for key in ["a.jpg", "my photo (1).jpg", "dir/sub dir/naïve+plus%.png"] {
+            let body = s3_event("uploads", key, 10, "e1");
+            let Ok(Parsed::Jobs(jobs)) = job::parse(&body) else {
+                panic!("parses")
+            };
+            assert_eq!(jobs[0].sources[0].key, key);
+            assert_eq!(jobs[0].sources[0].etag.as_deref(), Some("e1"));
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let v = Duration::from_secs(30);
+        assert_eq!(backoff(1, v), Duration::from_secs(1));
+        assert_eq!(backoff(3, v), Duration::from_secs(4));
+        assert_eq!(backoff(9, v), v);
+    }
+}

@@ -1,0 +1,344 @@
+//! `mediaflow worker` and `submit` in local mode (embedded queue, filesystem buckets), as real
+//! processes: upload → outputs + manifest; duplicate delivery → one set of outputs; a poison
+//! message reaches the dead-letter queue; corrupt media gets a failure manifest on its first
+//! attempt; SIGTERM drains and exits 0; `kill -9` loses nothing; two workers share 200 jobs
+//! with no duplicates.
+
+use mediaflow::queue::local::LocalQueue;
+use mediaflow_tests::{encode, photo_like};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = dir.path().join("mediaflow.toml");
+        let text = format!(
+            r#"
+default_profile = "small"
+[profiles.small]
+renditions = [{{ name = "s", width = 48, format = "png" }}]
+[worker]
+data_dir = "{}"
+concurrency = 2
+visibility_timeout_secs = 4
+max_receive_count = 3
+poll_interval_ms = 50
+{extra}
+"#,
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).expect("config");
+        Setup { dir, config }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env(
+                "XDG_CACHE_HOME",
+                std::env::temp_dir().join("mediaflow-cli-test-cache"),
+            )
+            .env("MEDIAFLOW_LOG", "info");
+        c
+    }
+
+    fn worker(&self) -> Child {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("worker-{}.log", N.fetch_add(1, Ordering::Relaxed))),
+        )
+        .expect("log");
+        self.cmd(&["worker"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn worker")
+    }
+
+    fn submit(&self, files: &[PathBuf]) {
+        let mut args = vec!["submit".to_string()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.cmd(&argv).output().expect("submit");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn image(&self, name: &str, seed: u32) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(
+            &p,
+            encode(&photo_like(64 + seed % 7, 48), image::ImageFormat::Png),
+        )
+        .expect("write");
+        p
+    }
+
+    fn queue(&self) -> LocalQueue {
+        LocalQueue::open(&self.data().join("queue.db"), 3).expect("queue")
+    }
+
+    /// Every manifest under the output bucket.
+    fn manifests(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.data().join("buckets/renditions")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name().is_some_and(|n| n == "manifest.json") {
+                    let text = std::fs::read_to_string(&p).expect("read manifest");
+                    out.push(serde_json::from_str(&text).expect("manifest JSON"));
+                }
+            }
+        }
+        out
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut ok: impl FnMut(&Setup) -> bool) {
+        let t = Instant::now();
+        while !ok(self) {
+            assert!(
+                t.elapsed() < timeout,
+                "timed out waiting for {what}; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("worker-") {
+                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        s
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(r, 0, "kill");
+}
+
+/// Wait for exit; panics after `timeout`.
+fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "worker did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn submitted_uploads_are_processed_then_sigterm_exits_0_promptly() {
+    let s = Setup::new("");
+    let files: Vec<PathBuf> = (0..3).map(|i| s.image(&format!("in {i}.png"), i)).collect();
+    s.submit(&files);
+    let mut w = s.worker();
+    s.wait_for("3 manifests", Duration::from_secs(60), |s| {
+        s.manifests().len() == 3
+    });
+    for m in s.manifests() {
+        assert_eq!(m["status"], "succeeded", "{m}");
+        let out = m["outputs"][0]["uri"]
+            .as_str()
+            .expect("uri")
+            .trim_start_matches("file://")
+            .to_string();
+        let img = image::open(&out).expect("output decodes");
+        assert_eq!(img.width(), 48);
+        assert!(
+            m["source"]["uri"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("s3://uploads/in ")),
+            "{m}"
+        );
+    }
+    s.wait_for("queue empty", Duration::from_secs(10), |s| {
+        s.queue().depth().expect("depth") == (0, 0)
+    });
+    let t = Instant::now();
+    signal(&w, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "idle worker stops within 1 s of SIGTERM (took {:?})",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn duplicate_delivery_produces_one_set_of_identical_outputs() {
+    let s = Setup::new("");
+    let file = s.image("dup.png", 1);
+    s.submit(&[file]);
+    // The same event again, as SQS's at-least-once delivery may do.
+    let q = s.queue();
+    let body = {
+        let m = q.receive(1, Duration::ZERO).expect("peek").remove(0);
+        q.change_visibility(&m.receipt, Duration::ZERO)
+            .expect("release");
+        m.body
+    };
+    q.send(&body).expect("duplicate");
+    let mut w = s.worker();
+    s.wait_for("both messages settled", Duration::from_secs(60), |s| {
+        s.queue().depth().expect("depth") == (0, 0)
+    });
+    signal(&w, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    let manifests = s.manifests();
+    assert_eq!(manifests.len(), 1, "one manifest for two deliveries");
+    assert!(
+        s.logs().contains("already processed") || s.logs().contains("another worker recorded"),
+        "{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn poison_messages_reach_the_dead_letter_queue_and_corrupt_media_fails_on_the_first_attempt() {
+    let s = Setup::new("");
+    let corrupt = s.dir.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not really a png").expect("write");
+    s.submit(&[corrupt]);
+    s.queue()
+        .send("{\"hello\": \"not a job\"}")
+        .expect("poison");
+    s.queue().send("definitely not json").expect("poison");
+    let mut w = s.worker();
+    s.wait_for("failure manifest", Duration::from_secs(30), |s| {
+        !s.manifests().is_empty()
+    });
+    let m = &s.manifests()[0];
+    assert_eq!(m["status"], "failed");
+    assert_eq!(m["error"]["code"], "corrupt_input");
+    // Backoff 1 s then 2 s: the third receive is the last (max_receive_count = 3).
+    s.wait_for("two dead letters", Duration::from_secs(30), |s| {
+        s.queue().depth().expect("depth") == (0, 2)
+    });
+    let dead = s.queue().dead_letters().expect("dlq");
+    assert!(
+        dead.iter().any(|b| b.contains("not a job")) && dead.iter().any(|b| b.contains("not json")),
+        "{dead:?}"
+    );
+    // The worker is still serving.
+    s.submit(&[s.image("after.png", 2)]);
+    s.wait_for("the next job", Duration::from_secs(30), |s| {
+        s.manifests().iter().any(|m| m["status"] == "succeeded")
+    });
+    signal(&w, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    assert!(
+        s.logs().contains("left for the dead-letter queue"),
+        "the reason is logged"
+    );
+}
+
+#[test]
+fn kill_9_loses_nothing_and_two_workers_share_200_jobs_without_duplicates() {
+    let s = Setup::new("");
+    let files: Vec<PathBuf> = (0..200)
+        .map(|i| s.image(&format!("j{i:03}.png"), i))
+        .collect();
+    s.submit(&files);
+    // A worker killed mid-run: its in-flight messages reappear after the visibility timeout.
+    let mut first = s.worker();
+    s.wait_for("some progress", Duration::from_secs(60), |s| {
+        s.manifests().len() >= 5
+    });
+    signal(&first, libc::SIGKILL);
+    let _ = wait_exit(&mut first, Duration::from_secs(10));
+    let mut a = s.worker();
+    let mut b = s.worker();
+    s.wait_for("200 manifests", Duration::from_secs(180), |s| {
+        s.manifests().len() >= 200
+    });
+    s.wait_for("queue drained", Duration::from_secs(30), |s| {
+        s.queue().depth().expect("depth") == (0, 0)
+    });
+    for w in [&a, &b] {
+        signal(w, libc::SIGTERM);
+    }
+    assert_eq!(wait_exit(&mut a, Duration::from_secs(20)), 0);
+    assert_eq!(wait_exit(&mut b, Duration::from_secs(20)), 0);
+    let manifests = s.manifests();
+    assert_eq!(manifests.len(), 200, "every job exactly once");
+    let mut sources: Vec<String> = manifests
+        .iter()
+        .map(|m| m["source"]["uri"].as_str().unwrap_or_default().to_string())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    assert_eq!(sources.len(), 200, "no source recorded twice");
+    assert!(manifests.iter().all(|m| m["status"] == "succeeded"));
+}
+
+#[test]
+fn sigterm_releases_jobs_still_running_at_the_drain_deadline() {
+    // A large source keeps the job busy past a 1 s drain deadline.
+    let s = Setup::new("drain_timeout_secs = 1");
+    let big = s.dir.path().join("big.png");
+    std::fs::write(
+        &big,
+        encode(&photo_like(2400, 1800), image::ImageFormat::Png),
+    )
+    .expect("write");
+    s.submit(&[big]);
+    let mut w = s.worker();
+    s.wait_for("the job to start", Duration::from_secs(30), |s| {
+        s.queue().receive_count("1").expect("count") == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&w, libc::SIGTERM);
+    let code = wait_exit(&mut w, Duration::from_secs(10));
+    assert_eq!(code, 0);
+    if s.manifests().is_empty() {
+        // Released: visible again at once for another worker, not after the visibility timeout.
+        let again = s
+            .queue()
+            .receive(1, Duration::from_secs(30))
+            .expect("receive");
+        assert_eq!(again.len(), 1, "released message is visible immediately");
+        assert!(
+            s.logs().contains("released for another worker"),
+            "{}",
+            s.logs()
+        );
+    }
+}
