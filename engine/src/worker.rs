@@ -425,28 +425,15 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
     let started = Instant::now();
     // Pin to the event's version: a replaced object is a stale event, not a wrong output.
     let current = match src_store.head(&source.key) {
-        Ok(Some(info)) => info,
-        Ok(None) => {
-            return record_failure(
-                &out,
-                &out_prefix,
-                spec,
-                source,
-                &profile,
-                JobError::Storage {
-                    message: format!("source {} does not exist", source.uri()),
-                    class: ErrorClass::Permanent,
-                },
-            );
-        }
+        Ok(c) => c,
         Err(e) => return settle_error(e.into()),
     };
-    let etag = source.etag.clone().unwrap_or_else(|| current.etag.clone());
-    let prefix = format!(
-        "{out_prefix}{profile}/{}/{}/",
-        source.key,
-        sanitize_etag(&etag)
-    );
+    let etag = source
+        .etag
+        .clone()
+        .or_else(|| current.as_ref().map(|c| c.etag.clone()))
+        .unwrap_or_else(|| "unknown".into());
+    let prefix = output_prefix(&out_prefix, &profile, &source.key, &etag);
     let manifest_key = format!("{prefix}manifest.json");
     match out.head(&manifest_key) {
         Ok(Some(_)) => {
@@ -456,22 +443,21 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         Ok(None) => {}
         Err(e) => return settle_error(e.into()),
     }
-    if current.etag != etag {
-        return record_failure(
-            &out,
-            &out_prefix,
-            spec,
-            source,
-            &profile,
-            JobError::Storage {
-                message: format!(
-                    "stale event: {} was replaced (event ETag {etag}, now {})",
-                    source.uri(),
-                    current.etag
-                ),
-                class: ErrorClass::Permanent,
-            },
-        );
+    let stale = match &current {
+        None => Some(format!("source {} does not exist", source.uri())),
+        Some(c) if c.etag != etag => Some(format!(
+            "stale event: {} was replaced (event ETag {etag}, now {})",
+            source.uri(),
+            c.etag
+        )),
+        Some(_) => None,
+    };
+    if let Some(message) = stale {
+        let e = JobError::Storage {
+            message,
+            class: ErrorClass::Permanent,
+        };
+        return record_failure(&out, &manifest_key, spec, source, &etag, &profile, e);
     }
     let tmp = tempfile::NamedTempFile::new().map_err(|e| JobError::Storage {
         message: format!("temp file: {e}"),
@@ -519,8 +505,10 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
     write_manifest(&out, &manifest_key, &result.manifest)
 }
 
-fn sanitize_etag(etag: &str) -> String {
-    etag.chars()
+/// Where a job's outputs go: a pure function of (source key, ETag, profile).
+fn output_prefix(out_prefix: &str, profile: &str, key: &str, etag: &str) -> String {
+    let etag: String = etag
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
                 c
@@ -528,7 +516,8 @@ fn sanitize_etag(etag: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    format!("{out_prefix}{profile}/{key}/{etag}/")
 }
 
 /// A permanent error becomes a failure manifest (and the message is deleted); a transient one
@@ -545,18 +534,13 @@ fn settle_error(e: JobError) -> Result<(), JobError> {
 
 fn record_failure(
     out: &FsStorage,
-    out_prefix: &str,
+    manifest_key: &str,
     spec: &JobSpec,
     source: &ObjectRef,
+    etag: &str,
     profile: &str,
     e: JobError,
 ) -> Result<(), JobError> {
-    let etag = source.etag.clone().unwrap_or_default();
-    let key = format!(
-        "{out_prefix}{profile}/{}/{}/manifest.json",
-        source.key,
-        sanitize_etag(&etag)
-    );
     let manifest = Manifest {
         schema: manifest::SCHEMA,
         job_id: spec
@@ -566,7 +550,7 @@ fn record_failure(
         status: Status::Failed,
         source: manifest::Source {
             uri: source.uri(),
-            etag,
+            etag: etag.to_string(),
             bytes: source.size.unwrap_or(0),
             sha256: String::new(),
             media: None,
@@ -580,7 +564,7 @@ fn record_failure(
         notes: Vec::new(),
     };
     tracing::error!(source = %source.uri(), code = e.code(), error = %e, "job failed permanently");
-    write_manifest(out, &key, &manifest)
+    write_manifest(out, manifest_key, &manifest)
 }
 
 /// The manifest goes last, create-if-absent: exactly one writer wins.

@@ -342,3 +342,59 @@ fn sigterm_releases_jobs_still_running_at_the_drain_deadline() {
         );
     }
 }
+
+#[test]
+fn stale_events_and_missing_sources_are_recorded_as_failures() {
+    let s = Setup::new("");
+    let file = s.image("replaced.png", 3);
+    s.submit(&[file]);
+    // The object is replaced after its event was sent: the event is stale.
+    std::thread::sleep(Duration::from_millis(20));
+    let stored = s.data().join("buckets/uploads/replaced.png");
+    std::fs::write(
+        &stored,
+        encode(&photo_like(30, 30), image::ImageFormat::Png),
+    )
+    .expect("replace");
+    // And an event for an object that does not exist.
+    s.queue()
+        .send(&mediaflow::worker::s3_event(
+            "uploads",
+            "ghost.png",
+            10,
+            "e-ghost",
+        ))
+        .expect("send");
+    let mut w = s.worker();
+    s.wait_for("two failure manifests", Duration::from_secs(30), |s| {
+        s.manifests().len() == 2
+    });
+    s.wait_for("queue drained", Duration::from_secs(10), |s| {
+        s.queue().depth().expect("depth") == (0, 0)
+    });
+    signal(&w, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    let messages: Vec<String> = s
+        .manifests()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["status"], "failed", "{m}");
+            m["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("stale event") && m.contains("replaced")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("ghost.png does not exist")),
+        "{messages:?}"
+    );
+}

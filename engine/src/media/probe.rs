@@ -293,6 +293,12 @@ fn jpeg<R: Read + Seek>(r: &mut R, p: &mut Probe, limits: &Limits) -> Result<(),
     }
 }
 
+/// The length field of the marker segment starting at `i` (the `FF xx` bytes).
+fn segment_len(data: &[u8], i: usize) -> Option<usize> {
+    data.get(i + 2..i + 4)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+}
+
 /// Whether a JPEG's image data runs to its end-of-image marker. Walks the entropy-coded data
 /// (skipping stuffed `FF 00`, restart markers and fill bytes) and the segments between the
 /// scans of a progressive JPEG, so data appended after EOI (a Motion Photo's video, an MPO's
@@ -310,10 +316,7 @@ pub fn jpeg_is_complete(data: &[u8]) -> bool {
             0xD8 | 0x01 | 0xD0..=0xD7 => i += 2,
             0xD9 => return false,
             _ => {
-                let Some(len) = data
-                    .get(i + 2..i + 4)
-                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                else {
+                let Some(len) = segment_len(data, i) else {
                     return false;
                 };
                 i += 2 + len;
@@ -340,10 +343,7 @@ pub fn jpeg_is_complete(data: &[u8]) -> bool {
             0xFF => i += 1,
             0xD9 => return true,
             _ => {
-                let Some(len) = data
-                    .get(i + 2..i + 4)
-                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                else {
+                let Some(len) = segment_len(data, i) else {
                     return false;
                 };
                 i += 2 + len;
