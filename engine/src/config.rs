@@ -121,6 +121,9 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
     /// Largest plugin binary accepted, in bytes (checked before compiling).
     pub max_wasm_bytes: u64,
+    /// Extra plugins from local directories, each holding `plugin.toml` and `plugin.wasm`
+    /// (the registry's layout), added to the bundled ones.
+    pub local: Vec<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -128,6 +131,7 @@ impl Default for PluginsConfig {
         Self {
             cache_dir: None,
             max_wasm_bytes: 64 * 1024 * 1024,
+            local: Vec::new(),
         }
     }
 }

@@ -78,7 +78,13 @@ impl Engine {
             ..HostConfig::default()
         })
         .map_err(|e| SetupError::Plugins(e.to_string()))?;
-        let catalog = Catalog::bundled(&host).map_err(|e| SetupError::Plugins(e.to_string()))?;
+        let mut catalog =
+            Catalog::bundled(&host).map_err(|e| SetupError::Plugins(e.to_string()))?;
+        for dir in &config.plugins.local {
+            catalog
+                .load_dir(&host, dir)
+                .map_err(|e| SetupError::Plugins(e.to_string()))?;
+        }
         Ok(Engine {
             processor: Processor::new(Arc::new(config), Arc::new(catalog)),
             _host: host,

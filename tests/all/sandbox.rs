@@ -345,3 +345,54 @@ fn compiled_plugins_are_cached_on_disk_and_a_corrupt_entry_is_recompiled() {
         .expect_err("still the same plugin");
     assert!(matches!(err.kind, PluginErrorKind::Trap { .. }));
 }
+
+#[test]
+fn a_local_plugin_directory_is_verified_against_its_stated_digest() {
+    use mediaflow::plugin::catalog::Catalog;
+    let (host, dir) = host();
+    let plugin = dir.path().join("slow");
+    std::fs::create_dir_all(&plugin).expect("mkdir");
+    std::fs::copy(programs::SLOW, plugin.join("plugin.wasm")).expect("copy");
+    let bytes = std::fs::read(programs::SLOW).expect("read");
+    let digest = mediaflow::plugin::inspect::inspect(&host, &bytes)
+        .expect("inspect")
+        .sha256;
+    let manifest = |sha: &str| {
+        format!(
+            "name = \"slow\"\nversion = \"0.1.0\"\nworld = \"metadata-extractor\"\nsha256 = \"{sha}\"\n"
+        )
+    };
+    std::fs::write(plugin.join("plugin.toml"), manifest(&digest)).expect("toml");
+    let mut catalog = Catalog::default();
+    catalog
+        .load_dir(&host, &plugin)
+        .expect("matching digest loads");
+    assert!(
+        catalog
+            .resolve("slow", &semver::VersionReq::parse("^0.1").expect("req"))
+            .is_some()
+    );
+    // Tampered: the manifest's digest no longer matches the wasm.
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        manifest(&format!("sha256:{}", "0".repeat(64))),
+    )
+    .expect("toml");
+    let err = Catalog::default()
+        .load_dir(&host, &plugin)
+        .expect_err("refused");
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    // A manifest naming another world is refused at load.
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        "name = \"slow\"\nversion = \"0.1.0\"\nworld = \"watermarker\"\n",
+    )
+    .expect("toml");
+    let err = Catalog::default()
+        .load_dir(&host, &plugin)
+        .expect_err("wrong world");
+    assert!(
+        matches!(err.kind, PluginErrorKind::WrongWorld { .. }),
+        "{err}"
+    );
+}

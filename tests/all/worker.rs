@@ -398,3 +398,67 @@ fn stale_events_and_missing_sources_are_recorded_as_failures() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn a_job_longer_than_3x_the_visibility_timeout_is_processed_once() {
+    // A plugin that takes 13 s on a queue whose visibility timeout is 4 s: only the heartbeat
+    // keeps the message from being handed to the second worker.
+    let plugin_dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        mediaflow_tests::programs::SLOW,
+        plugin_dir.path().join("plugin.wasm"),
+    )
+    .expect("copy wasm");
+    std::fs::write(
+        plugin_dir.path().join("plugin.toml"),
+        "name = \"slow\"\nversion = \"0.1.0\"\nworld = \"metadata-extractor\"\n[config]\nmillis = 13000\n[limits]\ntimeout_ms = 30000\n",
+    )
+    .expect("plugin.toml");
+    let s = Setup::new(&format!(
+        "[plugins]\nlocal = [\"{}\"]\n[profiles.slow]\nrenditions = [{{ name = \"s\", width = 48, format = \"png\" }}]\nmetadata = [{{ plugin = \"slow@0.1\" }}]\n",
+        plugin_dir.path().display()
+    ));
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .expect("read")
+            .replace("default_profile = \"small\"", "default_profile = \"slow\""),
+    )
+    .expect("profile");
+    s.submit(&[s.image("long.png", 4)]);
+    let t = Instant::now();
+    let mut a = s.worker();
+    let mut b = s.worker();
+    s.wait_for("the long job", Duration::from_secs(60), |s| {
+        !s.manifests().is_empty()
+    });
+    assert!(
+        t.elapsed() >= Duration::from_secs(12),
+        "the job really was long: {:?}",
+        t.elapsed()
+    );
+    s.wait_for("queue drained", Duration::from_secs(10), |s| {
+        s.queue().depth().expect("depth") == (0, 0)
+    });
+    // Give the other worker a chance to (wrongly) pick it up again before stopping.
+    std::thread::sleep(Duration::from_secs(2));
+    for w in [&a, &b] {
+        signal(w, libc::SIGTERM);
+    }
+    assert_eq!(wait_exit(&mut a, Duration::from_secs(20)), 0);
+    assert_eq!(wait_exit(&mut b, Duration::from_secs(20)), 0);
+    let manifests = s.manifests();
+    assert_eq!(manifests.len(), 1);
+    assert_eq!(manifests[0]["status"], "succeeded", "{}", manifests[0]);
+    assert_eq!(manifests[0]["metadata"]["slow"]["slept_ms"], 13000);
+    let logs = s.logs();
+    assert_eq!(
+        logs.matches("job recorded").count(),
+        1,
+        "processed by exactly one worker:\n{logs}"
+    );
+    assert!(
+        !logs.contains("already processed") && !logs.contains("another worker recorded"),
+        "never redelivered:\n{logs}"
+    );
+}

@@ -24,6 +24,37 @@ impl Catalog {
         Ok(c)
     }
 
+    /// Add the plugin in `dir` (`plugin.toml` + `plugin.wasm`): validated (manifest, digest if
+    /// the manifest states one, declared world) before it is added.
+    pub fn load_dir(
+        &mut self,
+        host: &PluginHost,
+        dir: &std::path::Path,
+    ) -> Result<(), PluginError> {
+        let label = dir.display().to_string();
+        let io = |e: String| PluginError::new(&label, super::PluginErrorKind::Io(e));
+        let text = std::fs::read_to_string(dir.join("plugin.toml"))
+            .map_err(|e| io(format!("plugin.toml: {e}")))?;
+        let manifest = PluginManifest::parse(&text).map_err(|e| io(e.to_string()))?;
+        let wasm =
+            std::fs::read(dir.join("plugin.wasm")).map_err(|e| io(format!("plugin.wasm: {e}")))?;
+        if let Some(expected) = &manifest.sha256 {
+            use sha2::Digest;
+            let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&wasm)));
+            if *expected != actual {
+                return Err(PluginError::new(
+                    format!("{}@{}", manifest.name, manifest.version),
+                    super::PluginErrorKind::Invalid(format!(
+                        "digest mismatch: plugin.toml says {expected}, plugin.wasm is {actual}"
+                    )),
+                ));
+            }
+        }
+        let plugin = host.load(spec_for(&manifest), &wasm)?;
+        self.insert(manifest.version.clone(), plugin);
+        Ok(())
+    }
+
     /// Add (or replace) a version of a plugin.
     pub fn insert(&mut self, version: semver::Version, plugin: Plugin) {
         let versions = self.plugins.entry(plugin.name().to_string()).or_default();

@@ -105,7 +105,8 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl PluginError {
-    pub(crate) fn new(plugin: impl Into<String>, kind: PluginErrorKind) -> Self {
+    /// An error about `plugin` (`name@version`, or a path when the name is not known yet).
+    pub fn new(plugin: impl Into<String>, kind: PluginErrorKind) -> Self {
         Self {
             plugin: plugin.into(),
             kind,
