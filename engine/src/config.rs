@@ -57,6 +57,12 @@ pub struct WorkerConfig {
     pub max_receive_count: u32,
     /// How often an idle worker polls the local queue.
     pub poll_interval_ms: u64,
+    /// SQS queue URL. Set, the worker consumes SQS and reads and writes S3 (AWS settings come
+    /// from the SDK's standard environment: `AWS_REGION`, `AWS_ENDPOINT_URL`, the credential
+    /// chain including the ECS task role). Unset, it runs in local mode.
+    pub queue_url: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible endpoints.
+    pub s3_path_style: bool,
 }
 
 impl Default for WorkerConfig {
@@ -71,6 +77,8 @@ impl Default for WorkerConfig {
             drain_timeout_secs: 90,
             max_receive_count: 5,
             poll_interval_ms: 100,
+            queue_url: None,
+            s3_path_style: false,
         }
     }
 }

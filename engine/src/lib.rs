@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`aws`]: AWS clients from the standard environment.
 //! - [`cli`]: the `mediaflow` command line (parsing, dispatch, exit codes); [`process`] runs
 //!   jobs on local files.
 //! - [`config`]: the typed configuration (TOML + `MEDIAFLOW_*`), profiles and routes.
@@ -20,6 +21,7 @@
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -4,6 +4,36 @@
 //! and a message received more than `max_receive_count` times moves to the dead-letter queue.
 
 pub mod local;
+pub mod sqs;
+
+use std::time::Duration;
+
+/// A job queue with SQS semantics. Calls block: the worker makes them from blocking threads.
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    /// Receive up to `max` messages, hiding each for `visibility`.
+    fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError>;
+    /// Delete a received message; a stale receipt is an error, never a success.
+    fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Hide a received message for `visibility` from now (heartbeat); zero releases it.
+    fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
+    /// The largest `max` one receive accepts.
+    fn max_batch(&self) -> usize;
+}
+
+impl Queue for local::LocalQueue {
+    fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
+        local::LocalQueue::receive(self, max, visibility)
+    }
+    fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        local::LocalQueue::delete(self, receipt)
+    }
+    fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
+        local::LocalQueue::change_visibility(self, receipt, visibility)
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+}
 
 /// A message handed to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]

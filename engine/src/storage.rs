@@ -3,8 +3,10 @@
 //! relative paths and can never escape the store's root.
 
 pub mod fs;
+pub mod s3;
 
 pub use fs::FsStorage;
+pub use s3::S3Storage;
 
 use crate::error::ErrorClass;
 
@@ -31,6 +33,16 @@ pub enum StorageError {
     /// No such object.
     #[error("no object at {0}")]
     NotFound(String),
+    /// The object was replaced since the event that named it.
+    #[error("stale event: {uri} was replaced (event ETag {expected}, now {found})")]
+    Stale {
+        /// The object.
+        uri: String,
+        /// The ETag the event named.
+        expected: String,
+        /// The ETag it has now.
+        found: String,
+    },
     /// Anything else (I/O, network), with its class.
     #[error("{message}")]
     Failed {
@@ -74,6 +86,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<ObjectInfo>, StorageError>;
     /// Read the whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
+    /// Stream the object to the file `dest` (never held whole in memory). With `etag`, only
+    /// that version: a replaced object is an error, not different bytes.
+    fn get_to_file(
+        &self,
+        key: &str,
+        dest: &std::path::Path,
+        etag: Option<&str>,
+    ) -> Result<ObjectInfo, StorageError>;
     /// The object's info, or `None`.
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
     /// A URI naming the object (`file:///…`, `s3://bucket/key`).

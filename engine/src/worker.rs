@@ -17,9 +17,11 @@ use crate::job::{self, JobSpec, ObjectRef, Parsed};
 use crate::manifest::{self, Manifest, Status};
 use crate::pipeline::{Job, Processor};
 use crate::process::Engine;
+use crate::queue::Queue;
 use crate::queue::local::LocalQueue;
+use crate::queue::sqs::SqsQueue;
 use crate::queue::{QueueError, Received};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{FsStorage, S3Storage, Storage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -41,40 +43,61 @@ pub enum WorkerError {
     Storage(String),
 }
 
-/// Filesystem buckets under `data_dir/buckets/`.
+/// Where buckets live: directories under `data_dir/buckets/` (local mode) or S3.
 #[derive(Debug)]
-pub struct Buckets {
-    root: PathBuf,
-    open: Mutex<HashMap<String, FsStorage>>,
+pub enum Buckets {
+    /// Filesystem buckets.
+    Local {
+        /// `data_dir/buckets`.
+        root: PathBuf,
+        /// Opened buckets.
+        open: Mutex<HashMap<String, Arc<dyn Storage>>>,
+    },
+    /// S3 buckets.
+    S3 {
+        /// The client.
+        client: aws_sdk_s3::Client,
+        /// The runtime SDK calls block on.
+        runtime: tokio::runtime::Handle,
+    },
 }
 
 impl Buckets {
-    /// Buckets under `data_dir`.
-    pub fn new(data_dir: &Path) -> Self {
-        Self {
+    /// Filesystem buckets under `data_dir`.
+    pub fn local(data_dir: &Path) -> Self {
+        Buckets::Local {
             root: data_dir.join("buckets"),
             open: Mutex::new(HashMap::new()),
         }
     }
 
     /// The store for `bucket`.
-    pub fn bucket(&self, bucket: &str) -> Result<FsStorage, JobError> {
+    pub fn bucket(&self, bucket: &str) -> Result<Arc<dyn Storage>, JobError> {
         if crate::storage::validate_key(bucket).is_err() || bucket.contains('/') {
             return Err(JobError::Storage {
                 message: format!("invalid bucket name {bucket:?}"),
                 class: ErrorClass::Permanent,
             });
         }
-        let mut open = self.open.lock().map_err(|_| JobError::Storage {
-            message: "bucket table poisoned".into(),
-            class: ErrorClass::Transient,
-        })?;
-        if let Some(s) = open.get(bucket) {
-            return Ok(s.clone());
+        match self {
+            Buckets::S3 { client, runtime } => Ok(Arc::new(S3Storage::new(
+                client.clone(),
+                bucket,
+                runtime.clone(),
+            ))),
+            Buckets::Local { root, open } => {
+                let mut open = open.lock().map_err(|_| JobError::Storage {
+                    message: "bucket table poisoned".into(),
+                    class: ErrorClass::Transient,
+                })?;
+                if let Some(s) = open.get(bucket) {
+                    return Ok(s.clone());
+                }
+                let s: Arc<dyn Storage> = Arc::new(FsStorage::new(root.join(bucket))?);
+                open.insert(bucket.to_string(), s.clone());
+                Ok(s)
+            }
         }
-        let s = FsStorage::new(self.root.join(bucket))?;
-        open.insert(bucket.to_string(), s.clone());
-        Ok(s)
     }
 }
 
@@ -88,7 +111,7 @@ pub fn local_queue(w: &WorkerConfig) -> Result<LocalQueue, QueueError> {
 pub fn submit(config: &Config, files: &[PathBuf]) -> Result<Vec<(String, String)>, WorkerError> {
     let w = &config.worker;
     let queue = local_queue(w)?;
-    let buckets = Buckets::new(&w.data_dir);
+    let buckets = Buckets::local(&w.data_dir);
     let store = buckets
         .bucket(&w.source_bucket)
         .map_err(|e| WorkerError::Storage(e.to_string()))?;
@@ -167,8 +190,26 @@ pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
 async fn run_async(engine: Engine) -> Result<(), WorkerError> {
     let processor = engine.processor.clone();
     let w = processor.config().worker.clone();
-    let queue = Arc::new(local_queue(&w)?);
-    let buckets = Arc::new(Buckets::new(&w.data_dir));
+    let (queue, buckets, mode): (Arc<dyn Queue>, Arc<Buckets>, &str) = match &w.queue_url {
+        Some(url) => {
+            let aws = crate::aws::Clients::load(w.s3_path_style).await;
+            let runtime = tokio::runtime::Handle::current();
+            let queue = SqsQueue::new(aws.sqs, url.clone(), runtime.clone());
+            (
+                Arc::new(queue),
+                Arc::new(Buckets::S3 {
+                    client: aws.s3,
+                    runtime,
+                }),
+                "sqs",
+            )
+        }
+        None => (
+            Arc::new(local_queue(&w)?),
+            Arc::new(Buckets::local(&w.data_dir)),
+            "local",
+        ),
+    };
     let k = if w.concurrency == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -186,7 +227,12 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
     let slots = Arc::new(Semaphore::new(k));
     let in_flight: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut tasks = tokio::task::JoinSet::new();
-    tracing::info!(data_dir = %w.data_dir.display(), concurrency = k, visibility_s = w.visibility_timeout_secs, "worker started (local queue)");
+    tracing::info!(
+        queue = mode,
+        concurrency = k,
+        visibility_s = w.visibility_timeout_secs,
+        "worker started"
+    );
     let mut stop = stop_rx.clone();
     'receive: loop {
         if *stop.borrow() {
@@ -196,9 +242,25 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => break 'receive,
         };
-        let want = slots.available_permits() + 1;
+        let want = (slots.available_permits() + 1).min(queue.max_batch());
         let q = queue.clone();
-        let got = tokio::task::spawn_blocking(move || q.receive(want, visibility)).await;
+        let mut receive = tokio::task::spawn_blocking(move || q.receive(want, visibility));
+        let got = tokio::select! {
+            got = &mut receive => got,
+            _ = stop.changed() => {
+                // A long poll may still deliver: hand anything it returns straight back.
+                let q = queue.clone();
+                tasks.spawn(async move {
+                    if let Ok(Ok(late)) = receive.await {
+                        for m in late {
+                            let q = q.clone();
+                            let _ = tokio::task::spawn_blocking(move || q.change_visibility(&m.receipt, Duration::ZERO)).await;
+                        }
+                    }
+                });
+                break 'receive;
+            }
+        };
         let messages = match got {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
@@ -307,7 +369,7 @@ async fn wait_for_signal() {
 /// Process one message with a heartbeat, then delete, back off, or leave it.
 async fn handle(
     processor: &Processor,
-    queue: &Arc<LocalQueue>,
+    queue: &Arc<dyn Queue>,
     buckets: &Arc<Buckets>,
     msg: Received,
     visibility: Duration,
@@ -457,14 +519,26 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
             message,
             class: ErrorClass::Permanent,
         };
-        return record_failure(&out, &manifest_key, spec, source, &etag, &profile, e);
+        return record_failure(&*out, &manifest_key, spec, source, &etag, &profile, e);
     }
     let tmp = tempfile::NamedTempFile::new().map_err(|e| JobError::Storage {
         message: format!("temp file: {e}"),
         class: ErrorClass::Transient,
     })?;
-    if let Err(e) = src_store.get_to_file(&source.key, tmp.path()) {
-        return settle_error(e.into());
+    match src_store.get_to_file(&source.key, tmp.path(), Some(&etag)) {
+        Ok(_) => {}
+        Err(e @ crate::storage::StorageError::Stale { .. }) => {
+            return record_failure(
+                &*out,
+                &manifest_key,
+                spec,
+                source,
+                &etag,
+                &profile,
+                e.into(),
+            );
+        }
+        Err(e) => return settle_error(e.into()),
     }
     let id = spec.id.clone().unwrap_or_else(|| {
         job::derive_id(
@@ -502,7 +576,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         }
     }
     result.manifest.outputs = result.files.iter().map(|f| f.record.clone()).collect();
-    write_manifest(&out, &manifest_key, &result.manifest)
+    write_manifest(&*out, &manifest_key, &result.manifest)
 }
 
 /// Where a job's outputs go: a pure function of (source key, ETag, profile).
@@ -533,7 +607,7 @@ fn settle_error(e: JobError) -> Result<(), JobError> {
 }
 
 fn record_failure(
-    out: &FsStorage,
+    out: &dyn Storage,
     manifest_key: &str,
     spec: &JobSpec,
     source: &ObjectRef,
@@ -568,7 +642,7 @@ fn record_failure(
 }
 
 /// The manifest goes last, create-if-absent: exactly one writer wins.
-fn write_manifest(out: &FsStorage, key: &str, m: &Manifest) -> Result<(), JobError> {
+fn write_manifest(out: &dyn Storage, key: &str, m: &Manifest) -> Result<(), JobError> {
     match out.put_if_absent(key, &m.to_json(), "application/json") {
         Ok(Some(_)) => {
             tracing::info!(job_id = %m.job_id, status = ?m.status, manifest = %out.uri(key), "job recorded");

@@ -1,6 +1,7 @@
 //! mediaflow integration tests, one binary: real plugins compiled to wasm32-wasip2, hostile
 //! guests, and the CLI as a user runs it.
 
+mod aws;
 mod cli;
 mod first_party;
 mod process;

@@ -257,3 +257,72 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A real S3/SQS endpoint for tests: `moto_server` (PyPI `moto[server]`, installed by
+/// `.ci/setup`) on 127.0.0.1 and a free port, stopped when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Start moto and wait until it answers.
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server on PATH (bash .ci/setup installs moto[server])");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Moto { child, endpoint }
+    }
+
+    /// The environment that points the AWS SDK (and so the engine) at this endpoint.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// S3 (path-style) and SQS clients for this endpoint.
+    pub async fn clients(&self) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+        let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto");
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(true)
+                .build(),
+        );
+        (s3, aws_sdk_sqs::Client::new(&shared))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -84,21 +84,6 @@ impl FsStorage {
     }
 }
 
-impl FsStorage {
-    /// Copy the object at `key` to the file `dest` (never held whole in memory).
-    pub fn get_to_file(&self, key: &str, dest: &Path) -> Result<ObjectInfo, StorageError> {
-        let path = self.path(key)?;
-        let info = match Self::info(&path) {
-            Ok(i) => i,
-            Err(_) if !path.exists() => return Err(StorageError::NotFound(self.uri(key))),
-            Err(e) => return Err(e),
-        };
-        std::fs::copy(&path, dest)
-            .map_err(|e| failed(&format!("copying {}", path.display()), e))?;
-        Ok(info)
-    }
-}
-
 impl Storage for FsStorage {
     fn put(&self, key: &str, data: &[u8], _content_type: &str) -> Result<ObjectInfo, StorageError> {
         let path = self.path(key)?;
@@ -130,6 +115,31 @@ impl Storage for FsStorage {
             std::io::ErrorKind::NotFound => StorageError::NotFound(self.uri(key)),
             _ => failed(&format!("reading {}", path.display()), e),
         })
+    }
+
+    fn get_to_file(
+        &self,
+        key: &str,
+        dest: &Path,
+        etag: Option<&str>,
+    ) -> Result<ObjectInfo, StorageError> {
+        let path = self.path(key)?;
+        if !path.is_file() {
+            return Err(StorageError::NotFound(self.uri(key)));
+        }
+        let info = Self::info(&path)?;
+        if let Some(expected) = etag
+            && expected != info.etag
+        {
+            return Err(StorageError::Stale {
+                uri: self.uri(key),
+                expected: expected.to_string(),
+                found: info.etag,
+            });
+        }
+        std::fs::copy(&path, dest)
+            .map_err(|e| failed(&format!("copying {}", path.display()), e))?;
+        Ok(info)
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
