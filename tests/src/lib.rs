@@ -258,7 +258,7 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// A real S3/SQS endpoint for tests: `moto_server` (PyPI `moto[server]`, installed by
+/// A real S3/SQS endpoint for tests: moto's server (PyPI `moto[server]`, installed by
 /// `.ci/setup`) on 127.0.0.1 and a free port, stopped when dropped.
 pub struct Moto {
     child: std::process::Child,
@@ -273,12 +273,20 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python3 -m moto.server` rather than the `moto_server` script: no PATH/shim surprises.
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("moto_server on PATH (bash .ci/setup installs moto[server])");
+            .expect("python3 with moto[server] (bash .ci/setup installs it)");
         let endpoint = format!("http://127.0.0.1:{port}");
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
