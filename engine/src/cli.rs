@@ -152,8 +152,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Submit { files, config } => {
             let config = crate::config::Config::load(config.as_deref())
                 .map_err(|e| CliError::Usage(e.to_string()))?;
-            let submitted = crate::worker::submit(&config, &files)
-                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let submitted = crate::worker::submit(&config, &files).map_err(|e| match e {
+                crate::worker::WorkerError::Usage(m) => CliError::Usage(m),
+                other => CliError::Failed(other.to_string()),
+            })?;
             for (key, id) in submitted {
                 println!(
                     "submitted s3://{}/{key} (message {id})",

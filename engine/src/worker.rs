@@ -41,6 +41,9 @@ pub enum WorkerError {
     /// Storage cannot be used.
     #[error("storage: {0}")]
     Storage(String),
+    /// The command does not apply to this configuration.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Where buckets live: directories under `data_dir/buckets/` (local mode) or S3.
@@ -110,6 +113,12 @@ pub fn local_queue(w: &WorkerConfig) -> Result<LocalQueue, QueueError> {
 /// `ObjectCreated:Put` event for it. Returns (key, message id) per file.
 pub fn submit(config: &Config, files: &[PathBuf]) -> Result<Vec<(String, String)>, WorkerError> {
     let w = &config.worker;
+    if let Some(url) = &w.queue_url {
+        return Err(WorkerError::Usage(format!(
+            "submit is for local mode; this configuration consumes {url}: upload to the source bucket instead \
+             (its S3 notification enqueues the job)"
+        )));
+    }
     let queue = local_queue(w)?;
     let buckets = Buckets::local(&w.data_dir);
     let store = buckets

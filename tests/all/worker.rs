@@ -462,3 +462,23 @@ fn a_job_longer_than_3x_the_visibility_timeout_is_processed_once() {
         "never redelivered:\n{logs}"
     );
 }
+
+#[test]
+fn submit_refuses_when_the_worker_is_configured_for_sqs() {
+    let s = Setup::new("queue_url = \"https://sqs.example.invalid/1/jobs\"");
+    let file = s.image("x.png", 1);
+    let out = s
+        .cmd(&["submit", &file.display().to_string()])
+        .output()
+        .expect("submit");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("submit is for local mode") && err.contains("upload to the source bucket"),
+        "{err}"
+    );
+    assert!(
+        !s.data().join("queue.db").exists(),
+        "nothing was enqueued locally"
+    );
+}
