@@ -70,6 +70,18 @@ fn is_stale<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
         || code.contains("InvalidParameterValue")
 }
 
+/// A failed delete or visibility change: a stale receipt is its own error, never a success.
+fn settle_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+    receipt: &str,
+) -> QueueError {
+    if is_stale(e) {
+        QueueError::StaleReceipt(receipt.to_string())
+    } else {
+        QueueError::Failed(describe(e))
+    }
+}
+
 impl Queue for SqsQueue {
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let max = max.clamp(1, 10) as i32;
@@ -117,13 +129,7 @@ impl Queue for SqsQueue {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| {
-                if is_stale(&e) {
-                    QueueError::StaleReceipt(receipt.to_string())
-                } else {
-                    QueueError::Failed(describe(&e))
-                }
-            })
+            .map_err(|e| settle_error(&e, receipt))
     }
 
     fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
@@ -137,13 +143,7 @@ impl Queue for SqsQueue {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| {
-                if is_stale(&e) {
-                    QueueError::StaleReceipt(receipt.to_string())
-                } else {
-                    QueueError::Failed(describe(&e))
-                }
-            })
+            .map_err(|e| settle_error(&e, receipt))
     }
 
     fn max_batch(&self) -> usize {

@@ -81,21 +81,30 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// A PUT of `data` at `key` with a CRC32 checksum.
+    fn put_request(
+        &self,
+        key: &str,
+        data: &[u8],
+        content_type: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(data.to_vec()))
+            .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+    }
+}
+
 impl Storage for S3Storage {
     fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<ObjectInfo, StorageError> {
         validate_key(key)?;
         let out = self
             .runtime
-            .block_on(
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .body(ByteStream::from(data.to_vec()))
-                    .content_type(content_type)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .send(),
-            )
+            .block_on(self.put_request(key, data, content_type).send())
             .map_err(|e| classify(&format!("PUT {}", self.uri(key)), &e))?;
         Ok(ObjectInfo {
             bytes: data.len() as u64,
@@ -111,13 +120,7 @@ impl Storage for S3Storage {
     ) -> Result<Option<ObjectInfo>, StorageError> {
         validate_key(key)?;
         let result = self.runtime.block_on(
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .body(ByteStream::from(data.to_vec()))
-                .content_type(content_type)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            self.put_request(key, data, content_type)
                 .if_none_match("*")
                 .send(),
         );
