@@ -1,7 +1,9 @@
 //! The S3 object store (`aws-sdk-s3`, one HTTP stack, checksums on): GETs stream to a temp file
 //! pinned to the event's ETag (`If-Match`), outputs are PUT with a CRC32 checksum, and the
-//! manifest is written with `If-None-Match: *` so exactly one writer wins. The SDK is async;
-//! these calls block on the runtime from the worker's blocking threads.
+//! manifest is written with `If-None-Match: *` so exactly one writer wins. Objects from
+//! [`Multipart::threshold_bytes`] up go as a multipart upload (parts sent a few at a time, each
+//! with its CRC32), and any failure aborts the upload so no parts are left behind. The SDK is
+//! async; these calls block on the runtime from the worker's blocking threads.
 
 use super::{ObjectInfo, Storage, StorageError, validate_key};
 use crate::error::ErrorClass;
@@ -9,10 +11,47 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumAlgorithm;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Handle;
+
+/// S3's smallest part (all but the last part of a multipart upload).
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's most parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Parts in flight at once for one object.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// When and how objects are uploaded in parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multipart {
+    /// Objects at least this large go up as a multipart upload.
+    pub threshold_bytes: u64,
+    /// Size of every part but the last ([`MIN_PART_BYTES`]..=[`MAX_PART_BYTES`]; raised if the
+    /// object would need more than 10,000 parts).
+    pub part_bytes: u64,
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Self {
+            threshold_bytes: 16 * 1024 * 1024,
+            part_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Multipart {
+    /// The part size for an object of `len` bytes: within S3's limits, ≤ 10,000 parts.
+    fn part_size(&self, len: u64) -> u64 {
+        self.part_bytes
+            .clamp(MIN_PART_BYTES, MAX_PART_BYTES)
+            .max(len.div_ceil(MAX_PARTS))
+    }
+}
 
 /// One S3 bucket.
 #[derive(Debug, Clone)]
@@ -20,6 +59,7 @@ pub struct S3Storage {
     client: Client,
     bucket: String,
     runtime: Handle,
+    multipart: Multipart,
 }
 
 fn etag_of(e: Option<&str>) -> String {
@@ -70,7 +110,14 @@ impl S3Storage {
             client,
             bucket: bucket.into(),
             runtime,
+            multipart: Multipart::default(),
         }
+    }
+
+    /// The same bucket with other multipart settings.
+    pub fn with_multipart(mut self, multipart: Multipart) -> Self {
+        self.multipart = multipart;
+        self
     }
 
     fn status_of<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
@@ -97,11 +144,152 @@ impl S3Storage {
             .content_type(content_type)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
     }
+
+    /// Whether `data` goes up in parts.
+    fn is_multipart(&self, data: &[u8]) -> bool {
+        data.len() as u64 >= self.multipart.threshold_bytes
+    }
+
+    /// Upload `data` in parts (`If-None-Match: *` on completion when `if_absent`); `Ok(None)`
+    /// if the object already existed. Any failure aborts the upload.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        data: &[u8],
+        content_type: &str,
+        if_absent: bool,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        let uri = self.uri(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("starting multipart upload of {uri}"), &e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(StorageError::Failed {
+                message: format!("starting multipart upload of {uri}: no upload id returned"),
+                class: ErrorClass::Transient,
+            });
+        };
+        let result = self
+            .upload_parts_and_complete(key, &upload_id, data, if_absent)
+            .await;
+        if !matches!(result, Ok(Some(_))) {
+            // Failed, or someone else's object won: leave no parts behind.
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            match abort {
+                Ok(_) => tracing::info!(%uri, %upload_id, "multipart upload aborted"),
+                Err(e) => tracing::error!(
+                    %uri,
+                    %upload_id,
+                    error = %classify("aborting", &e),
+                    "could not abort a multipart upload: its parts stay until a lifecycle rule removes them"
+                ),
+            }
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        data: &[u8],
+        if_absent: bool,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        let uri = self.uri(key);
+        let part_size = self.multipart.part_size(data.len() as u64) as usize;
+        let mut chunks = data.chunks(part_size.max(1)).enumerate();
+        let mut uploads = tokio::task::JoinSet::new();
+        let mut parts = Vec::new();
+        loop {
+            while uploads.len() < PARTS_IN_FLIGHT {
+                let Some((i, chunk)) = chunks.next() else {
+                    break;
+                };
+                let number = i as i32 + 1;
+                let request = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32);
+                uploads.spawn(async move { (number, request.send().await) });
+            }
+            let Some(joined) = uploads.join_next().await else {
+                break;
+            };
+            let (number, sent) = joined.map_err(|e| StorageError::Failed {
+                message: format!("uploading a part of {uri}: {e}"),
+                class: ErrorClass::Transient,
+            })?;
+            // On error the JoinSet is dropped here, cancelling the other parts in flight.
+            let out =
+                sent.map_err(|e| classify(&format!("uploading part {number} of {uri}"), &e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                    .build(),
+            );
+        }
+        parts.sort_by_key(|p| p.part_number());
+        let mut complete = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if if_absent {
+            complete = complete.if_none_match("*");
+        }
+        match complete.send().await {
+            Ok(out) => Ok(Some(ObjectInfo {
+                bytes: data.len() as u64,
+                etag: etag_of(out.e_tag()),
+            })),
+            Err(e) if if_absent && matches!(Self::status_of(&e), Some(412 | 409)) => Ok(None),
+            Err(e) => Err(classify(
+                &format!("completing multipart upload of {uri}"),
+                &e,
+            )),
+        }
+    }
 }
 
 impl Storage for S3Storage {
     fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<ObjectInfo, StorageError> {
         validate_key(key)?;
+        if self.is_multipart(data) {
+            return self
+                .runtime
+                .block_on(self.put_multipart(key, data, content_type, false))?
+                .ok_or_else(|| StorageError::Failed {
+                    message: format!("PUT {}: multipart upload not completed", self.uri(key)),
+                    class: ErrorClass::Transient,
+                });
+        }
         let out = self
             .runtime
             .block_on(self.put_request(key, data, content_type).send())
@@ -119,6 +307,11 @@ impl Storage for S3Storage {
         content_type: &str,
     ) -> Result<Option<ObjectInfo>, StorageError> {
         validate_key(key)?;
+        if self.is_multipart(data) {
+            return self
+                .runtime
+                .block_on(self.put_multipart(key, data, content_type, true));
+        }
         let result = self.runtime.block_on(
             self.put_request(key, data, content_type)
                 .if_none_match("*")
@@ -219,5 +412,26 @@ impl Storage for S3Storage {
 
     fn uri(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_stay_within_s3_limits() {
+        let m = Multipart {
+            threshold_bytes: 1,
+            part_bytes: 1024,
+        };
+        assert_eq!(m.part_size(10), MIN_PART_BYTES, "raised to S3's minimum");
+        let m = Multipart::default();
+        assert_eq!(m.part_size(100 << 20), 8 << 20);
+        let huge: u64 = 200 * 1024 * 1024 * 1024;
+        assert!(
+            huge.div_ceil(m.part_size(huge)) <= MAX_PARTS,
+            "at most 10,000 parts"
+        );
     }
 }
