@@ -61,8 +61,16 @@ pub struct WorkerConfig {
     /// from the SDK's standard environment: `AWS_REGION`, `AWS_ENDPOINT_URL`, the credential
     /// chain including the ECS task role). Unset, it runs in local mode.
     pub queue_url: Option<String>,
+    /// How long an SQS receive waits for messages (long polling; 0..=20, 0 = short polling).
+    /// On SIGTERM the worker waits for an open receive to end, so that anything it returns is
+    /// released at once: this also bounds how long an idle worker takes to exit.
+    pub receive_wait_secs: u64,
     /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible endpoints.
     pub s3_path_style: bool,
+    /// Outputs at least this large are uploaded to S3 in parts (multipart upload).
+    pub s3_multipart_threshold_bytes: u64,
+    /// Size of each part of a multipart upload but the last (S3: 5 MiB..=5 GiB).
+    pub s3_part_bytes: u64,
 }
 
 impl Default for WorkerConfig {
@@ -78,7 +86,10 @@ impl Default for WorkerConfig {
             max_receive_count: 5,
             poll_interval_ms: 100,
             queue_url: None,
+            receive_wait_secs: 20,
             s3_path_style: false,
+            s3_multipart_threshold_bytes: crate::storage::s3::Multipart::default().threshold_bytes,
+            s3_part_bytes: crate::storage::s3::Multipart::default().part_bytes,
         }
     }
 }
@@ -309,6 +320,33 @@ impl Config {
                 format!(
                     "{} must be 3..=43200 (SQS's range, heartbeat needs ≥ 3)",
                     w.visibility_timeout_secs
+                ),
+            ));
+        }
+        if w.receive_wait_secs > 20 {
+            return Err(invalid(
+                "worker.receive_wait_secs".into(),
+                format!("{} must be 0..=20 (SQS's range)", w.receive_wait_secs),
+            ));
+        }
+        let parts = crate::storage::s3::MIN_PART_BYTES..=crate::storage::s3::MAX_PART_BYTES;
+        if !parts.contains(&w.s3_part_bytes) {
+            return Err(invalid(
+                "worker.s3_part_bytes".into(),
+                format!(
+                    "{} must be {}..={} (S3's part sizes)",
+                    w.s3_part_bytes,
+                    parts.start(),
+                    parts.end()
+                ),
+            ));
+        }
+        if w.s3_multipart_threshold_bytes < w.s3_part_bytes {
+            return Err(invalid(
+                "worker.s3_multipart_threshold_bytes".into(),
+                format!(
+                    "{} must be at least worker.s3_part_bytes ({})",
+                    w.s3_multipart_threshold_bytes, w.s3_part_bytes
                 ),
             ));
         }

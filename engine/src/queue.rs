@@ -2,18 +2,24 @@
 //! semantics SQS gives a fleet: a received message is hidden for a visibility timeout and
 //! reappears if not deleted (a crashed worker loses nothing), receipts go stale on redelivery,
 //! and a message received more than `max_receive_count` times moves to the dead-letter queue.
+//! Completed messages are deleted in small batches ([`batch::BatchDeleter`]).
 
+pub mod batch;
 pub mod local;
 pub mod sqs;
 
 use std::time::Duration;
 
+/// Most deletes in one batch (SQS's `DeleteMessageBatch` limit).
+pub const MAX_DELETE_BATCH: usize = 10;
+
 /// A job queue with SQS semantics. Calls block: the worker makes them from blocking threads.
 pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Receive up to `max` messages, hiding each for `visibility`.
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError>;
-    /// Delete a received message; a stale receipt is an error, never a success.
-    fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Delete received messages (at most [`MAX_DELETE_BATCH`] at once is the efficient size):
+    /// one result per receipt, in order. A stale receipt is an error, never a success.
+    fn delete_batch(&self, receipts: &[&str]) -> Vec<Result<(), QueueError>>;
     /// Hide a received message for `visibility` from now (heartbeat); zero releases it.
     fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
     /// The largest `max` one receive accepts.
@@ -24,8 +30,8 @@ impl Queue for local::LocalQueue {
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         local::LocalQueue::receive(self, max, visibility)
     }
-    fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        local::LocalQueue::delete(self, receipt)
+    fn delete_batch(&self, receipts: &[&str]) -> Vec<Result<(), QueueError>> {
+        local::LocalQueue::delete_batch(self, receipts)
     }
     fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
         local::LocalQueue::change_visibility(self, receipt, visibility)
@@ -49,7 +55,7 @@ pub struct Received {
 }
 
 /// Queue failures, classed for retry decisions.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     /// The receipt no longer names a live receive (the message was redelivered or deleted).
     /// Never to be taken as a successful delete.

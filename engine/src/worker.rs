@@ -1,13 +1,14 @@
 //! `mediaflow worker`: consume the job queue until SIGTERM/SIGINT. K jobs in flight; CPU work
 //! on blocking threads; a heartbeat extends each message's visibility every third of the
 //! timeout while its job runs; a message is deleted only after its job is recorded
-//! (succeeded, or failed permanently with a failure manifest); transient failures are left to
+//! (succeeded, or failed permanently with a failure manifest), in short batches (a stale
+//! receipt is logged with the message id, never taken as deleted); transient failures are left to
 //! reappear with backoff, and unparseable messages to reach the dead-letter queue. On a signal
 //! the worker stops receiving at once, lets in-flight jobs finish within the drain deadline,
 //! releases the rest (visibility 0) and exits 0.
 //!
-//! Local mode (this module's backend today): the embedded queue and filesystem buckets under
-//! `worker.data_dir`, with SQS/S3 semantics. Output keys are a pure function of (source key,
+//! Two backends: SQS + S3 when `worker.queue_url` is set, else local mode (the embedded queue
+//! and filesystem buckets under `worker.data_dir`, with SQS/S3 semantics). Output keys are a pure function of (source key,
 //! ETag, profile): `<output_prefix><profile>/<source key>/<etag>/…`, the manifest written last
 //! with create-if-absent, so redelivery repeats no work and two workers never both win.
 
@@ -18,9 +19,11 @@ use crate::manifest::{self, Manifest, Status};
 use crate::pipeline::{Job, Processor};
 use crate::process::Engine;
 use crate::queue::Queue;
+use crate::queue::batch::{BatchDeleter, DEFAULT_LINGER};
 use crate::queue::local::LocalQueue;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{QueueError, Received};
+use crate::storage::s3::Multipart;
 use crate::storage::{FsStorage, S3Storage, Storage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +65,8 @@ pub enum Buckets {
         client: aws_sdk_s3::Client,
         /// The runtime SDK calls block on.
         runtime: tokio::runtime::Handle,
+        /// When outputs go up in parts.
+        multipart: Multipart,
     },
 }
 
@@ -83,11 +88,13 @@ impl Buckets {
             });
         }
         match self {
-            Buckets::S3 { client, runtime } => Ok(Arc::new(S3Storage::new(
-                client.clone(),
-                bucket,
-                runtime.clone(),
-            ))),
+            Buckets::S3 {
+                client,
+                runtime,
+                multipart,
+            } => Ok(Arc::new(
+                S3Storage::new(client.clone(), bucket, runtime.clone()).with_multipart(*multipart),
+            )),
             Buckets::Local { root, open } => {
                 let mut open = open.lock().map_err(|_| JobError::Storage {
                     message: "bucket table poisoned".into(),
@@ -193,7 +200,10 @@ pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
         .enable_all()
         .build()
         .map_err(|e| WorkerError::Storage(format!("starting runtime: {e}")))?;
-    runtime.block_on(run_async(engine))
+    let result = runtime.block_on(run_async(engine));
+    // Past the drain deadline a receive may still be open on a blocking thread: don't wait.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run_async(engine: Engine) -> Result<(), WorkerError> {
@@ -203,12 +213,17 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
         Some(url) => {
             let aws = crate::aws::Clients::load(w.s3_path_style).await;
             let runtime = tokio::runtime::Handle::current();
-            let queue = SqsQueue::new(aws.sqs, url.clone(), runtime.clone());
+            let queue = SqsQueue::new(aws.sqs, url.clone(), runtime.clone())
+                .with_wait(Duration::from_secs(w.receive_wait_secs));
             (
                 Arc::new(queue),
                 Arc::new(Buckets::S3 {
                     client: aws.s3,
                     runtime,
+                    multipart: Multipart {
+                        threshold_bytes: w.s3_multipart_threshold_bytes,
+                        part_bytes: w.s3_part_bytes,
+                    },
                 }),
                 "sqs",
             )
@@ -233,6 +248,7 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
         tracing::info!("shutdown requested: no new receives; draining in-flight jobs");
         let _ = stop_tx.send(true);
     });
+    let (deleter, deleter_task) = BatchDeleter::spawn(queue.clone(), DEFAULT_LINGER);
     let slots = Arc::new(Semaphore::new(k));
     let in_flight: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -257,13 +273,16 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
         let got = tokio::select! {
             got = &mut receive => got,
             _ = stop.changed() => {
-                // A long poll may still deliver: hand anything it returns straight back.
+                // A long poll may still deliver: hand anything it returns straight back (the
+                // drain waits for it; abandoned, its messages would stay hidden for the
+                // visibility timeout).
                 let q = queue.clone();
                 tasks.spawn(async move {
                     if let Ok(Ok(late)) = receive.await {
                         for m in late {
-                            let q = q.clone();
-                            let _ = tokio::task::spawn_blocking(move || q.change_visibility(&m.receipt, Duration::ZERO)).await;
+                            if let Err(e) = release(&q, m.receipt).await {
+                                tracing::warn!(message_id = %m.id, error = %e, "could not release");
+                            }
                         }
                     }
                 });
@@ -296,7 +315,9 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
                     Ok(p) => p,
                     // More than we have room for (should not happen): release it at once.
                     Err(_) => {
-                        let _ = queue.change_visibility(&msg.receipt, Duration::ZERO);
+                        if let Err(e) = release(&queue, msg.receipt).await {
+                            tracing::warn!(message_id = %msg.id, error = %e, "could not release");
+                        }
                         continue;
                     }
                 },
@@ -309,17 +330,22 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
                 queue.clone(),
                 buckets.clone(),
                 in_flight.clone(),
+                deleter.clone(),
             );
             let span = tracing::info_span!("message", message_id = %msg.id, receive_count = msg.receive_count);
             tasks.spawn(async move {
-                let (processor, queue, buckets, in_flight) = ctx;
-                handle(&processor, &queue, &buckets, msg.clone(), visibility)
-                    .instrument(span)
+                let (processor, queue, buckets, in_flight, deleter) = ctx;
+                let outcome = process(&processor, &queue, &buckets, &msg, visibility)
+                    .instrument(span.clone())
                     .await;
+                // The job is over: its slot is free while the delete waits for its batch.
                 if let Ok(mut f) = in_flight.lock() {
                     f.remove(&msg.id);
                 }
                 drop(permit);
+                settle(&queue, &deleter, &msg, outcome, visibility)
+                    .instrument(span)
+                    .await;
             });
         }
         while tasks.try_join_next().is_some() {}
@@ -332,22 +358,51 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
     })
     .await;
     if drained.is_err() {
+        // Stop the jobs' heartbeats first, so none extends a message after its release.
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
         let left: Vec<(String, String)> = in_flight
             .lock()
             .map(|f| f.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
             .unwrap_or_default();
-        for (id, receipt) in &left {
-            match queue.change_visibility(receipt, Duration::ZERO) {
+        for (id, receipt) in left {
+            match release(&queue, receipt).await {
                 Ok(()) => {
                     tracing::warn!(message_id = %id, "drain deadline passed: released for another worker")
                 }
                 Err(e) => tracing::warn!(message_id = %id, error = %e, "could not release"),
             }
         }
-        tasks.abort_all();
+    }
+    // Send the deletes still waiting for a batch.
+    drop(deleter);
+    if tokio::time::timeout(Duration::from_secs(10), deleter_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "pending deletes not sent in time: those messages will reappear and be acknowledged by their manifests"
+        );
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Make a received message visible again at once, for another worker.
+async fn release(queue: &Arc<dyn Queue>, receipt: String) -> Result<(), QueueError> {
+    let q = queue.clone();
+    tokio::task::spawn_blocking(move || q.change_visibility(&receipt, Duration::ZERO))
+        .await
+        .map_err(|e| QueueError::Failed(format!("release task failed: {e}")))?
+}
+
+/// Aborts a task when dropped (a job's heartbeat ends with its job, even an aborted one).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {
@@ -375,18 +430,18 @@ async fn wait_for_signal() {
     }
 }
 
-/// Process one message with a heartbeat, then delete, back off, or leave it.
-async fn handle(
+/// Process one message with a heartbeat running until the job is over.
+async fn process(
     processor: &Processor,
     queue: &Arc<dyn Queue>,
     buckets: &Arc<Buckets>,
-    msg: Received,
+    msg: &Received,
     visibility: Duration,
-) {
+) -> Outcome {
     let heartbeat = {
         let queue = queue.clone();
         let receipt = msg.receipt.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let every = visibility / 3;
             loop {
                 tokio::time::sleep(every).await;
@@ -399,7 +454,7 @@ async fn handle(
                     Err(_) => break,
                 }
             }
-        })
+        }))
     };
     let work = {
         let (processor, buckets, body) = (processor.clone(), buckets.clone(), msg.body.clone());
@@ -408,11 +463,31 @@ async fn handle(
     let outcome = work
         .await
         .unwrap_or_else(|e| Outcome::Retry(format!("job task failed: {e}")));
-    heartbeat.abort();
+    drop(heartbeat);
+    outcome
+}
+
+/// Delete the message (in a batch), or back off and leave it to reappear.
+async fn settle(
+    queue: &Arc<dyn Queue>,
+    deleter: &BatchDeleter,
+    msg: &Received,
+    outcome: Outcome,
+    visibility: Duration,
+) {
     let q = queue.clone();
     let receipt = msg.receipt.clone();
     let result = match outcome {
-        Outcome::Done => tokio::task::spawn_blocking(move || q.delete(&receipt)).await,
+        Outcome::Done => match deleter.delete(receipt).await {
+            Ok(()) => Ok(Ok(())),
+            // Never a success: another worker may own the message now. It reappears and its
+            // manifest acknowledges it without work.
+            Err(e @ QueueError::StaleReceipt(_)) => {
+                tracing::warn!(message_id = %msg.id, error_code = "stale_receipt", error = %e, "delete refused: the message was not deleted and will reappear");
+                return;
+            }
+            Err(e) => Ok(Err(e)),
+        },
         Outcome::Retry(reason) => {
             let backoff = backoff(msg.receive_count, visibility);
             tracing::warn!(%reason, backoff_s = backoff.as_secs(), "transient failure: will be retried");
@@ -427,7 +502,9 @@ async fn handle(
     match result {
         Ok(Ok(())) => {}
         // A stale receipt means another worker now owns the message: not our success.
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not settle message"),
+        Ok(Err(e)) => {
+            tracing::warn!(message_id = %msg.id, error_code = "settle_failed", error = %e, "could not settle message")
+        }
         Err(e) => tracing::error!(error = %e, "settle task failed"),
     }
 }

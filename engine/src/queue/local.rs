@@ -148,6 +148,38 @@ impl LocalQueue {
         }
     }
 
+    /// Delete several received messages in one transaction: one result per receipt, in order,
+    /// each stale receipt its own error. If the transaction fails, every entry fails with it.
+    pub fn delete_batch(&self, receipts: &[&str]) -> Vec<Result<(), QueueError>> {
+        let deleted = self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut deleted = Vec::with_capacity(receipts.len());
+            {
+                let mut delete =
+                    tx.prepare("DELETE FROM messages WHERE receipt = ?1 AND queue = ?2")?;
+                for receipt in receipts {
+                    deleted.push(delete.execute(params![receipt, MAIN])? > 0);
+                }
+            }
+            tx.commit()?;
+            Ok(deleted)
+        });
+        match deleted {
+            Ok(deleted) => receipts
+                .iter()
+                .zip(deleted)
+                .map(|(receipt, ok)| {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(QueueError::StaleReceipt((*receipt).to_string()))
+                    }
+                })
+                .collect(),
+            Err(e) => receipts.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     /// Hide a received message for `visibility` from now (heartbeat), or release it at once
     /// with `Duration::ZERO`.
     pub fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
@@ -249,6 +281,36 @@ mod tests {
                 Err(QueueError::StaleReceipt(_))
             ),
             "deleting twice is not a success"
+        );
+    }
+
+    #[test]
+    fn a_batch_delete_reports_each_stale_receipt_on_its_own() {
+        let (q, _d) = queue(5);
+        for body in ["a", "b", "c"] {
+            q.send(body).expect("send");
+        }
+        let got = q.receive(10, Duration::from_secs(30)).expect("receive");
+        assert_eq!(got.len(), 3);
+        let receipts = [
+            got[0].receipt.as_str(),
+            "never-issued",
+            got[1].receipt.as_str(),
+            got[2].receipt.as_str(),
+        ];
+        let results = q.delete_batch(&receipts);
+        assert_eq!(results.len(), 4);
+        assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+        assert_eq!(
+            results[1],
+            Err(QueueError::StaleReceipt("never-issued".into()))
+        );
+        assert_eq!(q.depth().expect("depth"), (0, 0));
+        // Deleting again: every receipt is stale now, none counts as a success.
+        assert!(
+            q.delete_batch(&receipts[..1])
+                .iter()
+                .all(|r| matches!(r, Err(QueueError::StaleReceipt(_))))
         );
     }
 

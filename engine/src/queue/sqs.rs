@@ -1,15 +1,18 @@
 //! The SQS queue: long-polling receives (20 s), visibility changes for heartbeats and
-//! releases, deletes that treat a stale receipt as an error. The SDK is async; these calls
-//! block on the runtime from the worker's blocking threads.
+//! releases, and batch deletes (`DeleteMessageBatch`, ≤ 10 per call) with partial failures
+//! handled entry by entry: an invalid or stale receipt is an error for that entry, never a
+//! success; any other failed entry (or a whole failed call) is retried once as a single
+//! `DeleteMessage`. The SDK is async; these calls block on the runtime from the worker's
+//! blocking threads.
 
 use super::{Queue, QueueError, Received};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use std::time::Duration;
 use tokio::runtime::Handle;
 
-/// Seconds a receive waits for messages (SQS's maximum long poll).
+/// Seconds a receive waits for messages by default (SQS's maximum long poll).
 pub const LONG_POLL_SECS: i32 = 20;
 
 /// An SQS queue.
@@ -18,6 +21,7 @@ pub struct SqsQueue {
     client: Client,
     url: String,
     runtime: Handle,
+    wait_secs: i32,
 }
 
 impl SqsQueue {
@@ -27,7 +31,14 @@ impl SqsQueue {
             client,
             url: url.into(),
             runtime,
+            wait_secs: LONG_POLL_SECS,
         }
+    }
+
+    /// How long a receive waits for messages (at most 20 s; zero is a short poll).
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait_secs = wait.as_secs().min(LONG_POLL_SECS as u64) as i32;
+        self
     }
 
     /// Enqueue `body`; returns the message id.
@@ -43,6 +54,86 @@ impl SqsQueue {
             )
             .map_err(|e| QueueError::Failed(describe(&e)))?;
         Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}
+
+impl SqsQueue {
+    /// One `DeleteMessageBatch` call (≤ 10 receipts), then a single `DeleteMessage` for each
+    /// entry that failed for any reason but a stale receipt.
+    async fn delete_chunk(&self, receipts: &[&str]) -> Vec<Result<(), QueueError>> {
+        // Entry ids are the positions; a receipt repeated in one call would be refused
+        // (`BatchEntryIdsNotDistinct`), so repeats are settled by the single-delete path.
+        let mut results: Vec<Option<Result<(), QueueError>>> = vec![None; receipts.len()];
+        let mut entries = Vec::new();
+        for (i, receipt) in receipts.iter().enumerate() {
+            if receipts[..i].contains(receipt) {
+                continue;
+            }
+            match DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(*receipt)
+                .build()
+            {
+                Ok(entry) => entries.push(entry),
+                Err(e) => results[i] = Some(Err(QueueError::Failed(e.to_string()))),
+            }
+        }
+        if !entries.is_empty() {
+            let batch = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            match batch {
+                Ok(out) => {
+                    let slot = |id: &str| id.parse::<usize>().ok().filter(|&i| i < receipts.len());
+                    for ok in out.successful() {
+                        if let Some(i) = slot(ok.id()) {
+                            results[i] = Some(Ok(()));
+                        }
+                    }
+                    for failed in out.failed() {
+                        let Some(i) = slot(failed.id()) else { continue };
+                        if is_stale_code(failed.code()) {
+                            results[i] =
+                                Some(Err(QueueError::StaleReceipt(receipts[i].to_string())));
+                        } else {
+                            tracing::warn!(
+                                code = failed.code(),
+                                sender_fault = failed.sender_fault(),
+                                message = failed.message().unwrap_or(""),
+                                "batch delete entry failed: retrying it alone"
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "batch delete failed: retrying each entry alone");
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(receipts.len());
+        for (receipt, result) in receipts.iter().zip(results) {
+            out.push(match result {
+                Some(r) => r,
+                None => self.delete_one(receipt).await,
+            });
+        }
+        out
+    }
+
+    /// A single `DeleteMessage`.
+    async fn delete_one(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| settle_error(&e, receipt))
     }
 }
 
@@ -62,12 +153,16 @@ fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
-/// Whether an SQS error says the receipt handle no longer names an in-flight receive.
-fn is_stale<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    let code = e.code().unwrap_or_default();
+/// Whether an SQS error code says the receipt handle no longer names an in-flight receive.
+fn is_stale_code(code: &str) -> bool {
     code.contains("ReceiptHandleIsInvalid")
         || code.contains("MessageNotInflight")
         || code.contains("InvalidParameterValue")
+}
+
+/// Whether an SQS error says the receipt handle no longer names an in-flight receive.
+fn is_stale<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    is_stale_code(e.code().unwrap_or_default())
 }
 
 /// A failed delete or visibility change: a stale receipt is its own error, never a success.
@@ -92,7 +187,7 @@ impl Queue for SqsQueue {
                     .receive_message()
                     .queue_url(&self.url)
                     .max_number_of_messages(max)
-                    .wait_time_seconds(LONG_POLL_SECS)
+                    .wait_time_seconds(self.wait_secs)
                     .visibility_timeout(visibility.as_secs().min(43_200) as i32)
                     .message_system_attribute_names(
                         MessageSystemAttributeName::ApproximateReceiveCount,
@@ -119,17 +214,14 @@ impl Queue for SqsQueue {
             .collect())
     }
 
-    fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        self.runtime
-            .block_on(
-                self.client
-                    .delete_message()
-                    .queue_url(&self.url)
-                    .receipt_handle(receipt)
-                    .send(),
-            )
-            .map(|_| ())
-            .map_err(|e| settle_error(&e, receipt))
+    fn delete_batch(&self, receipts: &[&str]) -> Vec<Result<(), QueueError>> {
+        self.runtime.block_on(async {
+            let mut results = Vec::with_capacity(receipts.len());
+            for chunk in receipts.chunks(super::MAX_DELETE_BATCH) {
+                results.extend(self.delete_chunk(chunk).await);
+            }
+            results
+        })
     }
 
     fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
