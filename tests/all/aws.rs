@@ -1,227 +1,330 @@
-//! The worker against a real S3/SQS endpoint (moto on 127.0.0.1): an upload to the source
-//! bucket reaches the queue through the bucket's S3 → SQS notification, the worker fetches it
-//! from S3, writes outputs and the manifest back to S3, ignores moto's `s3:TestEvent`, and a
-//! poison message reaches the dead-letter queue by SQS redrive; SIGTERM exits 0.
+//! The worker against a real S3/SQS endpoint (moto on 127.0.0.1, one server per test), with
+//! real worker processes: every message form of DESIGN §2 arriving the way AWS delivers it
+//! (S3 → SQS, S3 → SNS → SQS, S3 → EventBridge → SQS, `s3:TestEvent`, an explicit job);
+//! duplicate delivery; corrupt media; a poison message redriven to the DLQ; a job longer than
+//! 3× the visibility timeout; SIGTERM draining and releasing; `kill -9` and 200 jobs over two
+//! workers. The output bucket is versioned, so "one manifest per job" is checked on S3's own
+//! record of every write. Below the worker: multipart uploads (read back byte-identical; a
+//! failure aborts the upload), what moto does with `If-None-Match: *`, and batch deletes with
+//! a failed entry.
 
+use crate::harness::{Workers, config_text, signal};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Event, EventBridgeConfiguration, NotificationConfiguration,
+    QueueConfiguration, TopicConfiguration, VersioningConfiguration,
+};
 use aws_sdk_sqs::types::QueueAttributeName;
+use mediaflow::queue::sqs::SqsQueue;
+use mediaflow::queue::{Queue, QueueError};
+use mediaflow::storage::s3::{MIN_PART_BYTES, Multipart};
+use mediaflow::storage::{S3Storage, Storage};
 use mediaflow_tests::{Moto, encode, photo_like};
-use std::process::{Child, Command, Stdio};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: the engine's S3/SQS types block on a handle to it from this thread.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-#[allow(unsafe_code)] // kill(2) for SIGTERM, to our own child.
-fn sigterm(child: &Child) {
-    // SAFETY: signalling a child process we spawned.
-    let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(r, 0);
+/// A tiny PNG, different per `seed`.
+fn png(seed: u32) -> Vec<u8> {
+    encode(&photo_like(64 + seed % 13, 40), image::ImageFormat::Png)
 }
 
-#[test]
-fn an_upload_flows_through_s3_notifications_sqs_and_back_to_s3() {
-    let moto = Moto::start();
-    let rt = runtime();
-    let (s3, sqs) = rt.block_on(moto.clients());
-    let (jobs_url, dlq_url) = rt.block_on(async {
-        for b in ["uploads", "renditions"] {
-            s3.create_bucket().bucket(b).send().await.expect("bucket");
-        }
-        let dlq = sqs
-            .create_queue()
-            .queue_name("jobs-dlq")
-            .send()
-            .await
-            .expect("dlq");
-        let dlq_url = dlq.queue_url().expect("url").to_string();
-        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
-        let jobs = sqs
-            .create_queue()
-            .queue_name("jobs")
-            .attributes(QueueAttributeName::RedrivePolicy, redrive)
-            .attributes(QueueAttributeName::VisibilityTimeout, "10")
-            .send()
-            .await
-            .expect("queue");
-        let jobs_url = jobs.queue_url().expect("url").to_string();
-        let jobs_arn = queue_arn(&sqs, &jobs_url).await;
-        let notify = NotificationConfiguration::builder()
-            .queue_configurations(
-                QueueConfiguration::builder()
-                    .queue_arn(jobs_arn)
-                    .events(Event::S3ObjectCreated)
-                    .build()
-                    .expect("qc"),
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Moto with the buckets, queues and notifications of a deployment, and workers configured
+/// to use them.
+struct Stack {
+    moto: Moto,
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    jobs_url: String,
+    jobs_arn: String,
+    dlq_url: String,
+    workers: Workers,
+}
+
+/// Sources uploaded here reach the queue by the bucket's S3 → SQS notification.
+const UPLOADS: &str = "uploads";
+/// No notification: for explicit jobs.
+const DIRECT: &str = "direct";
+/// Outputs and manifests (versioned).
+const OUT: &str = "renditions";
+
+impl Stack {
+    /// The queue's (and the worker's) visibility timeout, the redrive's maxReceiveCount, and
+    /// extra worker config (`[worker]` lines, then more tables).
+    fn start(visibility_secs: u64, max_receive: u32, worker_extra: &str, extra: &str) -> Stack {
+        let moto = Moto::start();
+        let rt = runtime();
+        let (s3, sqs) = rt.block_on(moto.clients());
+        let (jobs_url, jobs_arn, dlq_url) = rt.block_on(async {
+            for b in [UPLOADS, DIRECT, OUT] {
+                s3.create_bucket().bucket(b).send().await.expect("bucket");
+            }
+            s3.put_bucket_versioning()
+                .bucket(OUT)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("versioning");
+            let dlq_url = create_queue(&sqs, "jobs-dlq", &[]).await;
+            let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+            let redrive = format!(
+                r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive}"}}"#
+            );
+            let jobs_url = create_queue(
+                &sqs,
+                "jobs",
+                &[
+                    (QueueAttributeName::RedrivePolicy, redrive),
+                    (
+                        QueueAttributeName::VisibilityTimeout,
+                        visibility_secs.to_string(),
+                    ),
+                ],
             )
-            .build();
-        s3.put_bucket_notification_configuration()
-            .bucket("uploads")
-            .notification_configuration(notify)
-            .send()
-            .await
-            .expect("notification");
-        let png = encode(&photo_like(120, 80), image::ImageFormat::Png);
-        s3.put_object()
-            .bucket("uploads")
-            .key("photos/My Photo.png")
-            .body(ByteStream::from(png))
-            .send()
-            .await
-            .expect("upload");
-        sqs.send_message()
-            .queue_url(&jobs_url)
-            .message_body("this is not a job")
-            .send()
-            .await
-            .expect("poison");
-        (jobs_url, dlq_url)
-    });
+            .await;
+            let jobs_arn = queue_arn(&sqs, &jobs_url).await;
+            (jobs_url, jobs_arn, dlq_url)
+        });
+        let stack_env: Vec<(String, String)> = moto
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let worker_extra = format!(
+            "queue_url = \"{jobs_url}\"\ns3_path_style = true\nreceive_wait_secs = 1\nvisibility_timeout_secs = {visibility_secs}\n{worker_extra}"
+        );
+        let workers = Workers::new(
+            |dir| config_text(&dir.join("data"), &worker_extra, extra),
+            stack_env,
+        );
+        let stack = Stack {
+            moto,
+            rt,
+            s3,
+            sqs,
+            jobs_url,
+            jobs_arn,
+            dlq_url,
+            workers,
+        };
+        stack.notify(
+            UPLOADS,
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(&stack.jobs_arn)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .expect("queue configuration"),
+                )
+                .build(),
+        );
+        stack
+    }
 
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("mediaflow.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "default_profile = \"small\"\n[profiles.small]\nrenditions = [{{ name = \"s\", width = 60, format = \"png\" }}]\n[worker]\nqueue_url = \"{jobs_url}\"\ns3_path_style = true\nvisibility_timeout_secs = 10\nconcurrency = 2\n"
-        ),
-    )
-    .expect("config");
-    let log = std::fs::File::create(dir.path().join("worker.log")).expect("log");
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
-        .args(["worker", "--config"])
-        .arg(&config)
-        .envs(moto.env())
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("mediaflow-cli-test-cache"),
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn notify(&self, bucket: &str, config: NotificationConfiguration) {
+        self.block(
+            self.s3
+                .put_bucket_notification_configuration()
+                .bucket(bucket)
+                .notification_configuration(config)
+                .send(),
         )
-        .env("MEDIAFLOW_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("worker");
-    let logs = || std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
+        .expect("notification configuration");
+    }
 
-    // The manifest appears under <profile>/<key>/<etag>/ in the output bucket.
-    let started = Instant::now();
-    let manifest: serde_json::Value = loop {
-        let found = rt.block_on(async {
-            let list = s3
-                .list_objects_v2()
-                .bucket("renditions")
-                .prefix("small/photos/My Photo.png/")
-                .send()
-                .await
-                .expect("list");
-            let key = list
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .find(|k| k.ends_with("/manifest.json"))
-                .map(str::to_string)?;
-            let body = s3
+    /// Upload; returns the ETag (unquoted).
+    fn upload(&self, bucket: &str, key: &str, data: Vec<u8>) -> String {
+        let out = self
+            .block(
+                self.s3
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(data))
+                    .send(),
+            )
+            .expect("upload");
+        out.e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string()
+    }
+
+    fn send(&self, body: &str) {
+        self.block(
+            self.sqs
+                .send_message()
+                .queue_url(&self.jobs_url)
+                .message_body(body)
+                .send(),
+        )
+        .expect("send");
+    }
+
+    /// (visible, in flight) messages of the jobs queue, and the DLQ's visible messages.
+    fn depths(&self) -> (u32, u32, u32) {
+        let count = |url: &str, name: QueueAttributeName| {
+            let a = self
+                .block(
+                    self.sqs
+                        .get_queue_attributes()
+                        .queue_url(url)
+                        .attribute_names(name.clone())
+                        .send(),
+                )
+                .expect("queue attributes");
+            a.attributes()
+                .and_then(|m| m.get(&name))
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        (
+            count(
+                &self.jobs_url,
+                QueueAttributeName::ApproximateNumberOfMessages,
+            ),
+            count(
+                &self.jobs_url,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            ),
+            count(
+                &self.dlq_url,
+                QueueAttributeName::ApproximateNumberOfMessages,
+            ),
+        )
+    }
+
+    /// Every object version in the output bucket: key → version ids.
+    fn versions(&self) -> BTreeMap<String, Vec<String>> {
+        self.block(async {
+            let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let (mut key_marker, mut version_marker) = (None, None);
+            loop {
+                let page = self
+                    .s3
+                    .list_object_versions()
+                    .bucket(OUT)
+                    .set_key_marker(key_marker.take())
+                    .set_version_id_marker(version_marker.take())
+                    .send()
+                    .await
+                    .expect("list versions");
+                for v in page.versions() {
+                    out.entry(v.key().unwrap_or_default().to_string())
+                        .or_default()
+                        .push(v.version_id().unwrap_or_default().to_string());
+                }
+                if !page.is_truncated().unwrap_or(false) {
+                    break out;
+                }
+                key_marker = page.next_key_marker().map(str::to_string);
+                version_marker = page.next_version_id_marker().map(str::to_string);
+            }
+        })
+    }
+
+    /// Manifest keys in the output bucket.
+    fn manifest_keys(&self) -> Vec<String> {
+        self.versions()
+            .into_keys()
+            .filter(|k| k.ends_with("/manifest.json"))
+            .collect()
+    }
+
+    /// An object's bytes (a given version, or the latest).
+    fn get(&self, bucket: &str, key: &str, version: Option<&str>) -> Vec<u8> {
+        self.block(async {
+            self.s3
                 .get_object()
-                .bucket("renditions")
-                .key(&key)
+                .bucket(bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string))
                 .send()
                 .await
-                .expect("get")
+                .unwrap_or_else(|e| panic!("GET {bucket}/{key}: {e:?}"))
                 .body
                 .collect()
                 .await
-                .expect("body");
-            serde_json::from_slice(&body.into_bytes()).ok()
-        });
-        if let Some(m) = found {
-            break m;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no manifest; logs:\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(manifest["status"], "succeeded", "{manifest}");
-    assert_eq!(
-        manifest["source"]["uri"],
-        "s3://uploads/photos/My Photo.png"
-    );
-    let out_uri = manifest["outputs"][0]["uri"]
-        .as_str()
-        .expect("uri")
-        .to_string();
-    let out_key = out_uri.trim_start_matches("s3://renditions/").to_string();
-    let bytes = rt.block_on(async {
-        s3.get_object()
-            .bucket("renditions")
-            .key(&out_key)
-            .send()
-            .await
-            .expect("output")
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-    });
-    assert_eq!(
-        image::load_from_memory(&bytes)
-            .expect("output decodes")
-            .width(),
-        60
-    );
-
-    // The poison message is redriven to the DLQ after maxReceiveCount = 2 receives.
-    let started = Instant::now();
-    loop {
-        let n = rt.block_on(async {
-            let a = sqs
-                .get_queue_attributes()
-                .queue_url(&dlq_url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await
-                .expect("attrs");
-            a.attributes()
-                .and_then(|m| m.get(&QueueAttributeName::ApproximateNumberOfMessages))
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0)
-        });
-        if n == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "poison message not dead-lettered; logs:\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(300));
+                .expect("body")
+                .into_bytes()
+                .to_vec()
+        })
     }
-    let t = Instant::now();
-    sigterm(&worker);
-    let status = loop {
-        if let Some(s) = worker.try_wait().expect("wait") {
-            break s;
+
+    /// Every manifest, by source URI (panics if a source has two).
+    fn manifests(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut out = BTreeMap::new();
+        for key in self.manifest_keys() {
+            let m: serde_json::Value =
+                serde_json::from_slice(&self.get(OUT, &key, None)).expect("manifest JSON");
+            let source = m["source"]["uri"].as_str().unwrap_or_default().to_string();
+            assert!(
+                out.insert(source.clone(), m).is_none(),
+                "two manifests for {source}"
+            );
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "worker did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0), "{}", logs());
-    let l = logs();
-    assert!(
-        l.contains("s3:TestEvent"),
-        "moto's test event was acknowledged:\n{l}"
-    );
-    assert!(l.contains("left for the dead-letter queue"), "{l}");
-    let _ = jobs_url;
+        out
+    }
+
+    fn wait_until(&self, what: &str, timeout: Duration, ok: impl FnMut() -> bool) {
+        self.workers
+            .wait_until(what, timeout, Duration::from_millis(250), ok);
+    }
+
+    /// Every manifest key in the output bucket has exactly one version: no job was recorded
+    /// twice. Returns the number of manifests.
+    fn assert_one_version_per_manifest(&self) -> usize {
+        let versions = self.versions();
+        let manifests: Vec<_> = versions
+            .iter()
+            .filter(|(k, _)| k.ends_with("/manifest.json"))
+            .collect();
+        for (key, v) in &manifests {
+            assert_eq!(v.len(), 1, "{key} was written {} times", v.len());
+        }
+        manifests.len()
+    }
+}
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> String {
+    let mut req = sqs.create_queue().queue_name(name);
+    for (k, v) in attributes {
+        req = req.attributes(k.clone(), v);
+    }
+    req.send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("url")
+        .to_string()
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
@@ -236,4 +339,602 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
         .and_then(|m| m.get(&QueueAttributeName::QueueArn))
         .expect("arn")
         .clone()
+}
+
+/// An explicit job (DESIGN §2 form 5).
+fn explicit_job(source: &str, profile: &str, output: &str) -> String {
+    serde_json::json!({"version": 1, "sources": [source], "profile": profile, "output": output})
+        .to_string()
+}
+
+#[test]
+fn every_message_form_flows_through_sqs_duplicates_corrupt_media_and_poison_are_handled() {
+    let stack = Stack::start(10, 2, "", "");
+    let shared = stack.block(stack.moto.sdk_config());
+    // S3 → SNS → SQS: the queue gets the S3 event inside an SNS envelope.
+    let sns = aws_sdk_sns::Client::new(&shared);
+    let topic_arn = stack.block(async {
+        let topic = sns
+            .create_topic()
+            .name("uploads-topic")
+            .send()
+            .await
+            .expect("topic");
+        let topic_arn = topic.topic_arn().expect("topic arn").to_string();
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(&stack.jobs_arn)
+            .send()
+            .await
+            .expect("subscribe");
+        stack
+            .s3
+            .create_bucket()
+            .bucket("via-sns")
+            .send()
+            .await
+            .expect("bucket");
+        topic_arn
+    });
+    stack.notify(
+        "via-sns",
+        NotificationConfiguration::builder()
+            .topic_configurations(
+                TopicConfiguration::builder()
+                    .topic_arn(topic_arn)
+                    .events(Event::S3ObjectCreated)
+                    .build()
+                    .expect("topic configuration"),
+            )
+            .build(),
+    );
+    // S3 → EventBridge → SQS: an "Object Created" event matched by a rule targeting the queue.
+    let events = aws_sdk_eventbridge::Client::new(&shared);
+    stack.block(async {
+        stack.s3.create_bucket().bucket("via-eb").send().await.expect("bucket");
+        events
+            .put_rule()
+            .name("s3-created")
+            .event_pattern(
+                r#"{"source":["aws.s3"],"detail-type":["Object Created"],"detail":{"bucket":{"name":["via-eb"]}}}"#,
+            )
+            .send()
+            .await
+            .expect("rule");
+        events
+            .put_targets()
+            .rule("s3-created")
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("jobs")
+                    .arn(&stack.jobs_arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("targets");
+    });
+    stack.notify(
+        "via-eb",
+        NotificationConfiguration::builder()
+            .event_bridge_configuration(EventBridgeConfiguration::builder().build())
+            .build(),
+    );
+
+    // One source per form; keys with spaces and '+' check that each form is decoded once.
+    stack.upload(UPLOADS, "photos/My Photo.png", png(1));
+    stack.upload("via-sns", "sns/a+b c.png", png(2));
+    stack.upload("via-eb", "eb/x y.png", png(3));
+    stack.upload(DIRECT, "job.png", png(4));
+    stack.send(&explicit_job(
+        "s3://direct/job.png",
+        "small",
+        "s3://renditions/explicit/",
+    ));
+    // Corrupt media: a failure manifest, not a retry loop.
+    stack.upload(
+        UPLOADS,
+        "broken.png",
+        b"\x89PNG\r\n\x1a\nnot really a png".to_vec(),
+    );
+    // Poison: redriven to the DLQ after maxReceiveCount = 2.
+    stack.send("this is not a job");
+    // Duplicate delivery, twice at once (2 jobs in flight: likely processed concurrently).
+    stack.upload(DIRECT, "dup.png", png(5));
+    let dup = explicit_job("s3://direct/dup.png", "small", "s3://renditions/");
+    stack.send(&dup);
+    stack.send(&dup);
+
+    let t = Instant::now();
+    let mut worker = stack.workers.spawn();
+    stack.wait_until(
+        "6 manifests and a dead letter",
+        Duration::from_secs(90),
+        || stack.manifest_keys().len() == 6 && stack.depths().2 == 1,
+    );
+    let first_round = t.elapsed();
+    // The same job once more, after it was recorded: acknowledged without work.
+    stack.send(&dup);
+    stack.wait_until("the queue to drain", Duration::from_secs(30), || {
+        let (visible, in_flight, _) = stack.depths();
+        visible + in_flight == 0
+    });
+    let t = Instant::now();
+    signal(&worker, libc::SIGTERM);
+    assert_eq!(
+        stack
+            .workers
+            .wait_exit(&mut worker, Duration::from_secs(10)),
+        0
+    );
+    let stop = t.elapsed();
+    eprintln!("message forms: first round {first_round:?}, SIGTERM → exit {stop:?}");
+    assert!(
+        stop < Duration::from_secs(3),
+        "an idle worker stops at once: {stop:?}"
+    );
+
+    let manifests = stack.manifests();
+    let logs = stack.workers.logs();
+    let sources: Vec<&str> = manifests.keys().map(String::as_str).collect();
+    assert_eq!(
+        sources,
+        [
+            "s3://direct/dup.png",
+            "s3://direct/job.png",
+            "s3://uploads/broken.png",
+            "s3://uploads/photos/My Photo.png",
+            "s3://via-eb/eb/x y.png",
+            "s3://via-sns/sns/a+b c.png",
+        ],
+        "{logs}"
+    );
+    for (source, m) in &manifests {
+        if source.ends_with("broken.png") {
+            assert_eq!(m["status"], "failed", "{m}");
+            assert_eq!(m["error"]["code"], "corrupt_input", "{m}");
+            continue;
+        }
+        assert_eq!(m["status"], "succeeded", "{m}");
+        let uri = m["outputs"][0]["uri"].as_str().expect("output uri");
+        let key = uri
+            .strip_prefix("s3://renditions/")
+            .expect("in the output bucket");
+        let bytes = stack.get(OUT, key, None);
+        assert_eq!(sha256_hex(&bytes), m["outputs"][0]["sha256"], "{uri}");
+        assert_eq!(
+            image::load_from_memory(&bytes).expect("decodes").width(),
+            48
+        );
+    }
+    assert!(
+        manifests["s3://direct/job.png"]["outputs"][0]["uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("s3://renditions/explicit/small/job.png/")),
+        "the explicit job's output prefix is used"
+    );
+    // Corrupt media fails on its first attempt, never retried.
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("job failed") && l.contains("broken.png"))
+            .count(),
+        1,
+        "{logs}"
+    );
+    // s3:TestEvent: sent by moto when the SQS notification was set, and through SNS.
+    assert!(
+        logs.matches("s3:TestEvent").count() >= 2,
+        "both test events acknowledged:\n{logs}"
+    );
+    assert!(logs.contains("left for the dead-letter queue"), "{logs}");
+    let dead = stack.block(stack.sqs.receive_message().queue_url(&stack.dlq_url).send());
+    let dead = dead.expect("receive from the DLQ");
+    assert_eq!(dead.messages()[0].body(), Some("this is not a job"));
+    // Duplicates: one manifest version; every version of every output byte-identical.
+    assert_eq!(stack.assert_one_version_per_manifest(), 6);
+    let dup_manifest = &manifests["s3://direct/dup.png"];
+    let versions = stack.versions();
+    for output in dup_manifest["outputs"].as_array().expect("outputs") {
+        let key = output["uri"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("s3://renditions/"))
+            .expect("key");
+        for v in &versions[key] {
+            assert_eq!(
+                sha256_hex(&stack.get(OUT, key, Some(v))),
+                output["sha256"],
+                "every write of {key} has the same bytes"
+            );
+        }
+    }
+    assert!(
+        logs.contains("already processed"),
+        "the third delivery was acknowledged without work:\n{logs}"
+    );
+}
+
+/// Profiles using the `guest-slow` plugin: `slowN` takes N seconds.
+fn slow_profiles(workers: &Workers, seconds: &[u64]) {
+    let plugin = workers.slow_plugin(1000);
+    workers.edit_config(|mut c| {
+        c += &format!("[plugins]\nlocal = [\"{}\"]\n", plugin.display());
+        for s in seconds {
+            c += &format!(
+                "[profiles.slow{s}]\nrenditions = [{{ name = \"s\", width = 48, format = \"png\" }}]\nmetadata = [{{ plugin = \"slow@0.1\", config = {{ millis = {} }} }}]\n",
+                s * 1000
+            );
+        }
+        c
+    });
+}
+
+#[test]
+fn heartbeat_keeps_a_long_job_with_one_worker_and_sigterm_drains_then_releases() {
+    // Visibility 3 s; a 10 s job; two workers. Only the heartbeat (every 1 s) keeps the
+    // message from the second worker.
+    let stack = Stack::start(3, 5, "", "");
+    slow_profiles(&stack.workers, &[3, 10, 60]);
+    stack.upload(DIRECT, "long.png", png(1));
+    stack.send(&explicit_job(
+        "s3://direct/long.png",
+        "slow10",
+        "s3://renditions/",
+    ));
+    let t = Instant::now();
+    let mut a = stack.workers.spawn();
+    let mut b = stack.workers.spawn();
+    stack.wait_until("the long job", Duration::from_secs(60), || {
+        !stack.manifest_keys().is_empty()
+    });
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(10),
+        "the job was long: {took:?}"
+    );
+    // Stopping drains anything either worker still runs, so a second (wrong) run would show.
+    stack
+        .workers
+        .stop_all(&mut [&mut a, &mut b], Duration::from_secs(30));
+    let logs = stack.workers.logs();
+    let manifests = stack.manifests();
+    assert_eq!(manifests.len(), 1);
+    let m = &manifests["s3://direct/long.png"];
+    assert_eq!(m["status"], "succeeded", "{m}");
+    assert_eq!(m["metadata"]["slow"]["slept_ms"], 10_000);
+    assert_eq!(logs.matches("job recorded").count(), 1, "one run:\n{logs}");
+    assert!(
+        !logs.contains("already processed") && !logs.contains("another worker recorded"),
+        "never redelivered:\n{logs}"
+    );
+    assert!(!logs.contains("heartbeat failed"), "{logs}");
+    assert_eq!(stack.depths(), (0, 0, 0));
+
+    // SIGTERM with two jobs in flight: the 3 s one finishes within the 6 s drain deadline; the
+    // 60 s one is released (visibility 0) for another worker at once, not after its 30 s
+    // visibility timeout.
+    stack.upload(DIRECT, "quick.png", png(2));
+    stack.upload(DIRECT, "endless.png", png(3));
+    stack.send(&explicit_job(
+        "s3://direct/quick.png",
+        "slow3",
+        "s3://renditions/",
+    ));
+    stack.send(&explicit_job(
+        "s3://direct/endless.png",
+        "slow60",
+        "s3://renditions/",
+    ));
+    let mut c = stack.workers.spawn_with(&[
+        ("MEDIAFLOW_WORKER__DRAIN_TIMEOUT_SECS", "6"),
+        ("MEDIAFLOW_WORKER__VISIBILITY_TIMEOUT_SECS", "30"),
+    ]);
+    stack.wait_until("both jobs in flight", Duration::from_secs(30), || {
+        stack.depths() == (0, 2, 0)
+    });
+    assert_eq!(
+        stack.manifest_keys().len(),
+        1,
+        "the quick job is still running"
+    );
+    let t = Instant::now();
+    signal(&c, libc::SIGTERM);
+    let code = stack.workers.wait_exit(&mut c, Duration::from_secs(20));
+    assert_eq!(code, 0, "{}", stack.workers.logs());
+    let drained = t.elapsed();
+    eprintln!("long job {took:?}; SIGTERM with jobs in flight → exit after {drained:?}");
+    assert!(
+        drained >= Duration::from_secs(5) && drained < Duration::from_secs(10),
+        "waited for the drain deadline, not for the 60 s job: {drained:?}"
+    );
+    let manifests = stack.manifests();
+    assert_eq!(manifests["s3://direct/quick.png"]["status"], "succeeded");
+    assert!(!manifests.contains_key("s3://direct/endless.png"));
+    let logs = stack.workers.logs();
+    assert!(logs.contains("released for another worker"), "{logs}");
+    let again = stack
+        .block(
+            stack
+                .sqs
+                .receive_message()
+                .queue_url(&stack.jobs_url)
+                .wait_time_seconds(1)
+                .send(),
+        )
+        .expect("receive");
+    assert!(
+        again.messages()[0]
+            .body()
+            .is_some_and(|b| b.contains("endless.png")),
+        "released: visible again at once"
+    );
+    assert_eq!(stack.assert_one_version_per_manifest(), 2);
+}
+
+#[test]
+fn kill_9_loses_nothing_and_two_workers_share_200_jobs_without_duplicate_manifests() {
+    let stack = Stack::start(3, 5, "", "");
+    let t = Instant::now();
+    stack.block(async {
+        let mut uploads = tokio::task::JoinSet::new();
+        for i in 0..200u32 {
+            let s3 = stack.s3.clone();
+            uploads.spawn(async move {
+                s3.put_object()
+                    .bucket(UPLOADS)
+                    .key(format!("batch/j{i:03}.png"))
+                    .body(ByteStream::from(png(i)))
+                    .send()
+                    .await
+                    .map(|_| ())
+            });
+            if uploads.len() >= 16 {
+                uploads
+                    .join_next()
+                    .await
+                    .expect("task")
+                    .expect("join")
+                    .expect("upload");
+            }
+        }
+        while let Some(r) = uploads.join_next().await {
+            r.expect("join").expect("upload");
+        }
+    });
+    let uploaded = t.elapsed();
+    // A worker killed mid-run: its in-flight messages reappear after the visibility timeout.
+    let t = Instant::now();
+    let mut first = stack.workers.spawn();
+    stack.wait_until("some progress", Duration::from_secs(60), || {
+        stack.manifest_keys().len() >= 10
+    });
+    signal(&first, libc::SIGKILL);
+    let _ = stack.workers.wait_exit(&mut first, Duration::from_secs(10));
+    let in_flight = stack.depths().1;
+    assert!(in_flight >= 1, "jobs were in flight when the worker died");
+    let mut a = stack.workers.spawn();
+    let mut b = stack.workers.spawn();
+    stack.wait_until("200 manifests", Duration::from_secs(180), || {
+        stack.manifest_keys().len() >= 200
+    });
+    stack.wait_until("the queue to drain", Duration::from_secs(30), || {
+        stack.depths() == (0, 0, 0)
+    });
+    let processed = t.elapsed();
+    stack
+        .workers
+        .stop_all(&mut [&mut a, &mut b], Duration::from_secs(20));
+    assert_eq!(stack.assert_one_version_per_manifest(), 200);
+    let manifests = stack.manifests();
+    assert_eq!(manifests.len(), 200, "every job exactly once");
+    assert!(manifests.values().all(|m| m["status"] == "succeeded"));
+    let logs = stack.workers.logs();
+    eprintln!(
+        "200 jobs: uploaded in {uploaded:?}, processed (kill -9, then 2 workers) in {processed:?}; {in_flight} in flight at the kill; {} 'job recorded', {} acknowledged by manifest",
+        logs.matches("job recorded").count(),
+        logs.matches("already processed").count()
+    );
+}
+
+/// Fails every `UploadPart` request for one part number before it is sent, as a network
+/// failure would.
+#[derive(Debug)]
+struct FailPart(u32);
+
+impl aws_sdk_s3::config::Intercept for FailPart {
+    fn name(&self) -> &'static str {
+        "FailPart"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let uri = context.request().uri();
+        if uri.contains("uploadId=") && uri.contains(&format!("partNumber={}", self.0)) {
+            return Err(format!("injected failure sending part {}", self.0).into());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn s3_multipart_uploads_read_back_identical_failures_abort_and_if_none_match_is_honoured() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let (s3, _) = rt.block_on(moto.clients());
+    rt.block_on(s3.create_bucket().bucket("blobs").send())
+        .expect("bucket");
+    let small_parts = Multipart {
+        threshold_bytes: MIN_PART_BYTES,
+        part_bytes: MIN_PART_BYTES,
+    };
+    let storage =
+        S3Storage::new(s3.clone(), "blobs", rt.handle().clone()).with_multipart(small_parts);
+    let pending_uploads = || {
+        rt.block_on(s3.list_multipart_uploads().bucket("blobs").send())
+            .expect("list uploads")
+            .uploads()
+            .len()
+    };
+    // 2 × 5 MiB + a short last part, pseudo-random so nothing compresses or repeats.
+    let mut seed = 0x2545_F491_u32;
+    let data: Vec<u8> = (0..2 * MIN_PART_BYTES as usize + 123_457)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        })
+        .collect();
+    let t = Instant::now();
+    let info = storage
+        .put("big/out.bin", &data, "application/octet-stream")
+        .expect(
+            "multipart put (moto 5.2.1 fails here, getmoto/moto#10055: bash .ci/setup upgrades it)",
+        );
+    let put_time = t.elapsed();
+    assert!(info.etag.ends_with("-3"), "three parts: {}", info.etag);
+    assert_eq!(info.bytes, data.len() as u64);
+    let back = storage.get("big/out.bin").expect("get");
+    assert!(back == data, "read back byte-identical");
+    assert_eq!(pending_uploads(), 0);
+    eprintln!(
+        "multipart: {} bytes in 3 parts of {MIN_PART_BYTES} (last {}), PUT {put_time:?}",
+        data.len(),
+        data.len() - 2 * MIN_PART_BYTES as usize
+    );
+    // Below the threshold: one PUT.
+    let one = storage
+        .put("small.bin", &data[..1000], "application/octet-stream")
+        .expect("put");
+    assert!(!one.etag.contains('-'), "{}", one.etag);
+
+    // A part that fails to send aborts the whole upload: no parts left, no object.
+    let failing =
+        aws_sdk_s3::Client::from_conf(s3.config().to_builder().interceptor(FailPart(2)).build());
+    let broken = S3Storage::new(failing, "blobs", rt.handle().clone()).with_multipart(small_parts);
+    let err = broken
+        .put("big/failed.bin", &data, "application/octet-stream")
+        .expect_err("part 2 cannot be sent");
+    assert!(err.to_string().contains("part 2"), "{err}");
+    assert_eq!(pending_uploads(), 0, "the failed upload was aborted");
+    assert_eq!(storage.head("big/failed.bin").expect("head"), None);
+
+    // What moto does with If-None-Match: * on PUT: 412 PreconditionFailed once the key exists.
+    // The HTTP status and error code of a create-if-absent PUT.
+    let create = |body: &'static [u8]| {
+        let put = rt.block_on(
+            s3.put_object()
+                .bucket("blobs")
+                .key("manifest.json")
+                .body(ByteStream::from_static(body))
+                .if_none_match("*")
+                .send(),
+        );
+        match put {
+            Ok(_) => (200, None),
+            Err(e) => (
+                e.raw_response().map_or(0, |r| r.status().as_u16()),
+                aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_string),
+            ),
+        }
+    };
+    assert_eq!(create(b"{}"), (200, None));
+    assert_eq!(
+        create(b"{\"late\":true}"),
+        (412, Some("PreconditionFailed".to_string())),
+        "the key exists"
+    );
+    assert_eq!(storage.get("manifest.json").expect("get"), b"{}");
+    // …which the engine's create-if-absent reports as "already exists", single and multipart.
+    assert!(
+        storage
+            .put_if_absent("m2.json", b"{}", "application/json")
+            .expect("put")
+            .is_some()
+    );
+    assert_eq!(
+        storage
+            .put_if_absent("m2.json", b"{}", "application/json")
+            .expect("put"),
+        None
+    );
+    assert!(
+        storage
+            .put_if_absent("big/m.bin", &data, "application/octet-stream")
+            .expect("put")
+            .is_some()
+    );
+    assert_eq!(
+        storage
+            .put_if_absent("big/m.bin", &data[1..], "application/octet-stream")
+            .expect("put"),
+        None
+    );
+    assert_eq!(
+        pending_uploads(),
+        0,
+        "the losing multipart upload was aborted"
+    );
+    assert!(
+        storage.get("big/m.bin").expect("get") == data,
+        "the first writer's bytes stay"
+    );
+}
+
+#[test]
+fn sqs_batch_deletes_report_an_invalid_receipt_and_delete_the_rest() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let (_, sqs) = rt.block_on(moto.clients());
+    let url = rt.block_on(create_queue(&sqs, "batch", &[]));
+    let queue = SqsQueue::new(sqs.clone(), url.clone(), rt.handle().clone());
+    for i in 0..12 {
+        queue.send(&format!("m{i}")).expect("send");
+    }
+    let mut got = Vec::new();
+    while got.len() < 12 {
+        got.extend(queue.receive(10, Duration::from_secs(60)).expect("receive"));
+    }
+    let mut receipts: Vec<&str> = got.iter().map(|m| m.receipt.as_str()).collect();
+    receipts.insert(5, "not-a-receipt-handle");
+    // 13 entries: two DeleteMessageBatch calls (10 + 3), one entry failing.
+    let results = queue.delete_batch(&receipts);
+    assert_eq!(results.len(), 13);
+    for (i, r) in results.iter().enumerate() {
+        if i == 5 {
+            assert_eq!(
+                r,
+                &Err(QueueError::StaleReceipt("not-a-receipt-handle".into())),
+                "an invalid receipt is never a successful delete"
+            );
+        } else {
+            assert_eq!(r, &Ok(()), "entry {i}");
+        }
+    }
+    let attrs = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::All)
+                .send(),
+        )
+        .expect("attributes");
+    let count = |name| {
+        attrs
+            .attributes()
+            .and_then(|m| m.get(&name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(count(QueueAttributeName::ApproximateNumberOfMessages), "0");
+    assert_eq!(
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        "0",
+        "the 12 valid receipts were deleted"
+    );
 }

@@ -4,6 +4,7 @@
 mod aws;
 mod cli;
 mod first_party;
+mod harness;
 mod process;
 mod sandbox;
 mod worker;

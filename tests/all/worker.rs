@@ -4,71 +4,48 @@
 //! attempt; SIGTERM drains and exits 0; `kill -9` loses nothing; two workers share 200 jobs
 //! with no duplicates.
 
+use crate::harness::{Workers, config_text, signal};
 use mediaflow::queue::local::LocalQueue;
 use mediaflow_tests::{encode, photo_like};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// Local mode: the shared worker config with the data directory in the temp dir.
 struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+    workers: Workers,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Workers;
+    fn deref(&self) -> &Workers {
+        &self.workers
+    }
 }
 
 impl Setup {
     fn new(extra: &str) -> Setup {
-        let dir = tempfile::tempdir().expect("tmp");
-        let config = dir.path().join("mediaflow.toml");
-        let text = format!(
-            r#"
-default_profile = "small"
-[profiles.small]
-renditions = [{{ name = "s", width = 48, format = "png" }}]
-[worker]
-data_dir = "{}"
-concurrency = 2
-visibility_timeout_secs = 4
-max_receive_count = 3
-poll_interval_ms = 50
-{extra}
-"#,
-            dir.path().join("data").display()
-        );
-        std::fs::write(&config, text).expect("config");
-        Setup { dir, config }
+        Self::with(extra, "")
+    }
+
+    /// `worker_extra` goes in `[worker]`, `extra` after it.
+    fn with(worker_extra: &str, extra: &str) -> Setup {
+        let worker_extra =
+            format!("visibility_timeout_secs = 4\nmax_receive_count = 3\n{worker_extra}");
+        Setup {
+            workers: Workers::new(
+                |dir| config_text(&dir.join("data"), &worker_extra, extra),
+                Vec::new(),
+            ),
+        }
     }
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
-        c.args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env(
-                "XDG_CACHE_HOME",
-                std::env::temp_dir().join("mediaflow-cli-test-cache"),
-            )
-            .env("MEDIAFLOW_LOG", "info");
-        c
-    }
-
     fn worker(&self) -> Child {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("worker-{}.log", N.fetch_add(1, Ordering::Relaxed))),
-        )
-        .expect("log");
-        self.cmd(&["worker"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn worker")
+        self.spawn()
     }
 
     fn submit(&self, files: &[PathBuf]) {
@@ -116,51 +93,7 @@ poll_interval_ms = 50
     }
 
     fn wait_for(&self, what: &str, timeout: Duration, mut ok: impl FnMut(&Setup) -> bool) {
-        let t = Instant::now();
-        while !ok(self) {
-            assert!(
-                t.elapsed() < timeout,
-                "timed out waiting for {what}; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for e in std::fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.file_name().to_string_lossy().starts_with("worker-") {
-                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-        s
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: sending a signal to our own child process.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(r, 0, "kill");
-}
-
-/// Wait for exit; panics after `timeout`.
-fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            t.elapsed() < timeout,
-            "worker did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        self.wait_until(what, timeout, Duration::from_millis(50), || ok(self));
     }
 }
 
@@ -194,7 +127,7 @@ fn submitted_uploads_are_processed_then_sigterm_exits_0_promptly() {
     });
     let t = Instant::now();
     signal(&w, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    assert_eq!(s.wait_exit(&mut w, Duration::from_secs(10)), 0);
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "idle worker stops within 1 s of SIGTERM (took {:?})",
@@ -221,7 +154,7 @@ fn duplicate_delivery_produces_one_set_of_identical_outputs() {
         s.queue().depth().expect("depth") == (0, 0)
     });
     signal(&w, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    assert_eq!(s.wait_exit(&mut w, Duration::from_secs(10)), 0);
     let manifests = s.manifests();
     assert_eq!(manifests.len(), 1, "one manifest for two deliveries");
     assert!(
@@ -263,7 +196,7 @@ fn poison_messages_reach_the_dead_letter_queue_and_corrupt_media_fails_on_the_fi
         s.manifests().iter().any(|m| m["status"] == "succeeded")
     });
     signal(&w, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    assert_eq!(s.wait_exit(&mut w, Duration::from_secs(10)), 0);
     assert!(
         s.logs().contains("left for the dead-letter queue"),
         "the reason is logged"
@@ -283,7 +216,7 @@ fn kill_9_loses_nothing_and_two_workers_share_200_jobs_without_duplicates() {
         s.manifests().len() >= 5
     });
     signal(&first, libc::SIGKILL);
-    let _ = wait_exit(&mut first, Duration::from_secs(10));
+    let _ = s.wait_exit(&mut first, Duration::from_secs(10));
     let mut a = s.worker();
     let mut b = s.worker();
     s.wait_for("200 manifests", Duration::from_secs(180), |s| {
@@ -292,11 +225,7 @@ fn kill_9_loses_nothing_and_two_workers_share_200_jobs_without_duplicates() {
     s.wait_for("queue drained", Duration::from_secs(30), |s| {
         s.queue().depth().expect("depth") == (0, 0)
     });
-    for w in [&a, &b] {
-        signal(w, libc::SIGTERM);
-    }
-    assert_eq!(wait_exit(&mut a, Duration::from_secs(20)), 0);
-    assert_eq!(wait_exit(&mut b, Duration::from_secs(20)), 0);
+    s.stop_all(&mut [&mut a, &mut b], Duration::from_secs(20));
     let manifests = s.manifests();
     assert_eq!(manifests.len(), 200, "every job exactly once");
     let mut sources: Vec<String> = manifests
@@ -326,7 +255,7 @@ fn sigterm_releases_jobs_still_running_at_the_drain_deadline() {
     });
     std::thread::sleep(Duration::from_millis(200));
     signal(&w, libc::SIGTERM);
-    let code = wait_exit(&mut w, Duration::from_secs(10));
+    let code = s.wait_exit(&mut w, Duration::from_secs(10));
     assert_eq!(code, 0);
     if s.manifests().is_empty() {
         // Released: visible again at once for another worker, not after the visibility timeout.
@@ -373,7 +302,7 @@ fn stale_events_and_missing_sources_are_recorded_as_failures() {
         s.queue().depth().expect("depth") == (0, 0)
     });
     signal(&w, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut w, Duration::from_secs(10)), 0);
+    assert_eq!(s.wait_exit(&mut w, Duration::from_secs(10)), 0);
     let messages: Vec<String> = s
         .manifests()
         .iter()
@@ -403,28 +332,15 @@ fn stale_events_and_missing_sources_are_recorded_as_failures() {
 fn a_job_longer_than_3x_the_visibility_timeout_is_processed_once() {
     // A plugin that takes 13 s on a queue whose visibility timeout is 4 s: only the heartbeat
     // keeps the message from being handed to the second worker.
-    let plugin_dir = tempfile::tempdir().expect("tmp");
-    std::fs::copy(
-        mediaflow_tests::programs::SLOW,
-        plugin_dir.path().join("plugin.wasm"),
-    )
-    .expect("copy wasm");
-    std::fs::write(
-        plugin_dir.path().join("plugin.toml"),
-        "name = \"slow\"\nversion = \"0.1.0\"\nworld = \"metadata-extractor\"\n[config]\nmillis = 13000\n[limits]\ntimeout_ms = 30000\n",
-    )
-    .expect("plugin.toml");
-    let s = Setup::new(&format!(
-        "[plugins]\nlocal = [\"{}\"]\n[profiles.slow]\nrenditions = [{{ name = \"s\", width = 48, format = \"png\" }}]\nmetadata = [{{ plugin = \"slow@0.1\" }}]\n",
-        plugin_dir.path().display()
-    ));
-    std::fs::write(
-        &s.config,
-        std::fs::read_to_string(&s.config)
-            .expect("read")
-            .replace("default_profile = \"small\"", "default_profile = \"slow\""),
-    )
-    .expect("profile");
+    let s = Setup::with(
+        "",
+        "[profiles.slow]\nrenditions = [{ name = \"s\", width = 48, format = \"png\" }]\nmetadata = [{ plugin = \"slow@0.1\" }]\n",
+    );
+    let plugin = s.slow_plugin(13_000);
+    s.edit_config(|c| {
+        c.replace("default_profile = \"small\"", "default_profile = \"slow\"")
+            + &format!("[plugins]\nlocal = [\"{}\"]\n", plugin.display())
+    });
     s.submit(&[s.image("long.png", 4)]);
     let t = Instant::now();
     let mut a = s.worker();
@@ -442,11 +358,7 @@ fn a_job_longer_than_3x_the_visibility_timeout_is_processed_once() {
     });
     // Give the other worker a chance to (wrongly) pick it up again before stopping.
     std::thread::sleep(Duration::from_secs(2));
-    for w in [&a, &b] {
-        signal(w, libc::SIGTERM);
-    }
-    assert_eq!(wait_exit(&mut a, Duration::from_secs(20)), 0);
-    assert_eq!(wait_exit(&mut b, Duration::from_secs(20)), 0);
+    s.stop_all(&mut [&mut a, &mut b], Duration::from_secs(20));
     let manifests = s.manifests();
     assert_eq!(manifests.len(), 1);
     assert_eq!(manifests[0]["status"], "succeeded", "{}", manifests[0]);

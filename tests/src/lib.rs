@@ -310,15 +310,20 @@ impl Moto {
         ]
     }
 
-    /// S3 (path-style) and SQS clients for this endpoint.
-    pub async fn clients(&self) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+    /// The SDK configuration for this endpoint (fixed test credentials, `us-east-1`).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto");
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(creds)
             .load()
-            .await;
+            .await
+    }
+
+    /// S3 (path-style) and SQS clients for this endpoint.
+    pub async fn clients(&self) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+        let shared = self.sdk_config().await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&shared)
                 .force_path_style(true)
