@@ -3,6 +3,7 @@
 
 mod aws;
 mod cli;
+mod deploy;
 mod first_party;
 mod harness;
 mod process;
