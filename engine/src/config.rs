@@ -6,7 +6,9 @@
 
 mod profile;
 
-pub use profile::{Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition};
+pub use profile::{
+    Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VideoSettings,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,6 +121,8 @@ pub struct Limits {
     pub max_dimension: u32,
     /// Most frames accepted in an animated image or a video.
     pub max_frames: u64,
+    /// Longest video accepted, in seconds.
+    pub max_duration_s: u64,
 }
 
 impl Default for Limits {
@@ -128,6 +132,7 @@ impl Default for Limits {
             max_pixels: 100_000_000,
             max_dimension: 65_535,
             max_frames: 100_000,
+            max_duration_s: 3 * 3600,
         }
     }
 }
@@ -285,6 +290,7 @@ impl Config {
             ("max_input_bytes", l.max_input_bytes),
             ("max_pixels", l.max_pixels),
             ("max_frames", l.max_frames),
+            ("max_duration_s", l.max_duration_s),
         ] {
             if v == 0 {
                 return Err(invalid(

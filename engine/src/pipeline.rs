@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod video;
+
 /// A source to process.
 #[derive(Debug, Clone)]
 pub struct Job<'a> {
@@ -42,10 +44,34 @@ pub struct OutputFile {
     pub key: String,
     /// MIME type.
     pub content_type: &'static str,
-    /// The bytes.
-    pub data: Vec<u8>,
+    /// The bytes, in memory or in a scratch file.
+    pub body: Body,
     /// Its manifest entry (the caller fills in `uri`).
     pub record: manifest::Output,
+}
+
+/// An output's bytes: small ones in memory, video outputs in the job's scratch directory
+/// (so memory does not grow with the duration).
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// In memory.
+    Bytes(Vec<u8>),
+    /// A file in [`JobResult::scratch`].
+    File(std::path::PathBuf),
+}
+
+impl OutputFile {
+    /// Store this output at `key`.
+    pub fn store(
+        &self,
+        store: &dyn crate::storage::Storage,
+        key: &str,
+    ) -> Result<crate::storage::ObjectInfo, crate::storage::StorageError> {
+        match &self.body {
+            Body::Bytes(b) => store.put(key, b, self.content_type),
+            Body::File(p) => store.put_file(key, p, self.content_type),
+        }
+    }
 }
 
 /// What a job produced: files to store, then the manifest (written last).
@@ -55,6 +81,8 @@ pub struct JobResult {
     pub manifest: Manifest,
     /// Output files (empty when failed).
     pub files: Vec<OutputFile>,
+    /// Where file-backed outputs live until stored (removed when the result is dropped).
+    pub scratch: Option<tempfile::TempDir>,
 }
 
 /// Runs jobs against a configuration and a plugin catalog. Cheap to share across threads.
@@ -84,6 +112,7 @@ struct Run {
     metadata: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     plugins: Vec<manifest::PluginRecord>,
     notes: Vec<String>,
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Processor {
@@ -127,6 +156,7 @@ impl Processor {
             metadata: BTreeMap::new(),
             plugins: Vec::new(),
             notes: Vec::new(),
+            scratch: None,
         };
         let outcome = self.run_stages(job, &mut run);
         run.timings
@@ -156,7 +186,11 @@ impl Processor {
             timings_ms: run.timings.0,
             notes: run.notes,
         };
-        JobResult { manifest, files }
+        JobResult {
+            manifest,
+            files,
+            scratch: run.scratch,
+        }
     }
 
     fn run_stages(&self, job: &Job<'_>, run: &mut Run) -> Result<Vec<OutputFile>, JobError> {
@@ -171,13 +205,10 @@ impl Processor {
         let probe = run
             .timings
             .time("probe", || probe::probe_file(job.path, &limits))?;
-        let (dw, dh) = probe.display_size();
         if !probe.format.is_image() {
-            return Err(JobError::UnsupportedFormat(format!(
-                "{} video: this engine build processes images only",
-                probe.format.name()
-            )));
+            return self.video_stages(job, run, profile);
         }
+        let (dw, dh) = probe.display_size();
         run.source.media = Some(manifest::Media {
             kind: "image".into(),
             format: probe.format.name().into(),
@@ -198,8 +229,24 @@ impl Processor {
             ));
         }
         let info = media_info(&job.source_uri, &probe);
+        self.metadata(job, run, profile, &info)?;
 
-        // Metadata plugins read the source lazily through the host.
+        let need = largest_need(dw, dh, &profile.renditions);
+        let decoded = run
+            .timings
+            .time("decode", || decode::decode(job.path, &probe, &limits, need))?;
+        let files = self.renditions(job, run, profile, &info, &probe, &decoded)?;
+        Ok(files)
+    }
+
+    /// Run the profile's metadata plugins; they read the source lazily through the host.
+    fn metadata(
+        &self,
+        job: &Job<'_>,
+        run: &mut Run,
+        profile: &Profile,
+        info: &types::MediaInfo,
+    ) -> Result<(), JobError> {
         for u in &profile.metadata {
             let plugin = self
                 .catalog
@@ -210,7 +257,7 @@ impl Processor {
                 class: crate::error::ErrorClass::Permanent,
             })?;
             let t = Instant::now();
-            let result = plugin.extract(&info, &source);
+            let result = plugin.extract(info, &source);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             *run.timings.0.entry("metadata".into()).or_default() += ms;
             run.plugins.push(plugin_record(&plugin, ms));
@@ -233,13 +280,7 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             }
         }
-
-        let need = largest_need(dw, dh, &profile.renditions);
-        let decoded = run
-            .timings
-            .time("decode", || decode::decode(job.path, &probe, &limits, need))?;
-        let files = self.renditions(job, run, profile, &info, &probe, &decoded)?;
-        Ok(files)
+        Ok(())
     }
 
     fn renditions(
@@ -409,7 +450,7 @@ fn output_file(r: &Rendition, img: &Pixels, data: Vec<u8>) -> OutputFile {
     OutputFile {
         key: format!("{}.{}", r.name, r.format.extension()),
         content_type,
-        data,
+        body: Body::Bytes(data),
         record,
     }
 }

@@ -227,7 +227,7 @@ fn process_one(
     let mut result = processor.run(&job);
     for f in &mut result.files {
         let key = format!("{dir}/{}", f.key);
-        match store.put(&key, &f.data, f.content_type) {
+        match f.store(store, &key) {
             Ok(_) => f.record.uri = store.uri(&key),
             Err(e) => {
                 let e = crate::error::JobError::from(e);

@@ -84,6 +84,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         data: &[u8],
         content_type: &str,
     ) -> Result<Option<ObjectInfo>, StorageError>;
+    /// Write the file at `src` to `key`, replacing any object there. The default reads it
+    /// into memory and calls [`Storage::put`]; backends that can stream override it.
+    fn put_file(
+        &self,
+        key: &str,
+        src: &std::path::Path,
+        content_type: &str,
+    ) -> Result<ObjectInfo, StorageError> {
+        let data = std::fs::read(src).map_err(|e| StorageError::Failed {
+            class: crate::error::ErrorClass::Permanent,
+            message: format!("reading {}: {e}", src.display()),
+        })?;
+        self.put(key, &data, content_type)
+    }
     /// Read the whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
     /// Stream the object to the file `dest` (never held whole in memory). With `etag`, only

@@ -656,7 +656,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
     }
     for f in &mut result.files {
         let key = format!("{prefix}{}", f.key);
-        match out.put(&key, &f.data, f.content_type) {
+        match f.store(&*out, &key) {
             Ok(_) => f.record.uri = out.uri(&key),
             Err(e) => return settle_error(e.into()),
         }

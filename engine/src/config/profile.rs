@@ -25,6 +25,174 @@ pub struct Profile {
     /// Traps and exceeded limits always fail the job.
     #[serde(default)]
     pub strict_metadata: bool,
+    /// What to make of video sources (and of several images stitched into a video).
+    #[serde(default)]
+    pub video: VideoSettings,
+}
+
+/// The adaptive-bitrate ladder, HLS, poster and thumbnails for video sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoSettings {
+    /// Rungs, by the short side of the displayed picture (a 1920×1080 landscape and a
+    /// 1080×1920 portrait source are both "1080"). Rungs above the source are skipped (never
+    /// upscaled); a source smaller than every rung gets one rung at its own size.
+    pub ladder: Vec<Rung>,
+    /// Seconds between keyframes, aligned across rungs (HLS segments start on them).
+    pub keyframe_interval_s: f64,
+    /// Target HLS segment length in seconds (a whole number of keyframe intervals).
+    pub segment_s: f64,
+    /// Write HLS (CMAF fMP4 segments, a playlist per rung, a master playlist).
+    pub hls: bool,
+    /// Seconds into the video for the poster frame (clamped to the last frame).
+    pub poster_offset_s: f64,
+    /// JPEG quality for the poster and the thumbnail sprite.
+    pub jpeg_quality: u8,
+    /// Width of each seek-preview thumbnail in the sprite (height follows the aspect ratio).
+    pub thumbnail_width: u32,
+    /// Seconds between seek-preview thumbnails (raised so that at most 100 are made).
+    pub thumbnail_interval_s: f64,
+    /// Thumbnails per sprite row.
+    pub sprite_columns: u32,
+    /// Images to video: seconds each image is shown.
+    pub slideshow_image_s: f64,
+    /// Images to video: crossfade between images, in seconds (0 = cut).
+    pub slideshow_crossfade_s: f64,
+    /// Images to video: output size (images are letterboxed into it) and frame rate.
+    pub slideshow_width: u32,
+    /// See `slideshow_width`.
+    pub slideshow_height: u32,
+    /// See `slideshow_width`.
+    pub slideshow_fps: u32,
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    /// Short side of the displayed picture, in pixels (720 → 1280×720 or 720×1280).
+    pub size: u32,
+    /// Target video bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Name (file stem); default `<size>p`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Rung {
+    /// The rung's name.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}p", self.size))
+    }
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        let rung = |size, bitrate_kbps| Rung {
+            size,
+            bitrate_kbps,
+            name: None,
+        };
+        Self {
+            ladder: vec![
+                rung(1080, 5000),
+                rung(720, 3000),
+                rung(480, 1200),
+                rung(360, 700),
+            ],
+            keyframe_interval_s: 2.0,
+            segment_s: 6.0,
+            hls: true,
+            poster_offset_s: 1.0,
+            jpeg_quality: 85,
+            thumbnail_width: 160,
+            thumbnail_interval_s: 5.0,
+            sprite_columns: 10,
+            slideshow_image_s: 3.0,
+            slideshow_crossfade_s: 0.5,
+            slideshow_width: 1280,
+            slideshow_height: 720,
+            slideshow_fps: 30,
+        }
+    }
+}
+
+impl VideoSettings {
+    /// Check values; the error is (field path, problem).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, m: String| Err((format!("video.{f}"), m));
+        if self.ladder.is_empty() {
+            return bad("ladder", "needs at least one rung".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.ladder.iter().enumerate() {
+            if !(16..=2160).contains(&r.size) || r.size % 2 != 0 {
+                return bad(
+                    &format!("ladder[{i}].size"),
+                    format!("{} must be even and within 16..=2160", r.size),
+                );
+            }
+            if !(50..=100_000).contains(&r.bitrate_kbps) {
+                return bad(
+                    &format!("ladder[{i}].bitrate_kbps"),
+                    format!("{} is outside 50..=100000", r.bitrate_kbps),
+                );
+            }
+            if !names.insert(r.name()) {
+                return bad(
+                    &format!("ladder[{i}].name"),
+                    format!("{:?} is used twice", r.name()),
+                );
+            }
+        }
+        if !(0.1..=60.0).contains(&self.keyframe_interval_s) {
+            return bad("keyframe_interval_s", "must be within 0.1..=60".into());
+        }
+        if self.segment_s < self.keyframe_interval_s || self.segment_s > 60.0 {
+            return bad(
+                "segment_s",
+                "must be at least keyframe_interval_s and at most 60".into(),
+            );
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            return bad("jpeg_quality", "must be within 1..=100".into());
+        }
+        if !(16..=1024).contains(&self.thumbnail_width) || self.sprite_columns == 0 {
+            return bad(
+                "thumbnail_width",
+                "thumbnail_width must be within 16..=1024 and sprite_columns at least 1".into(),
+            );
+        }
+        if self.thumbnail_interval_s <= 0.0 || self.poster_offset_s < 0.0 {
+            return bad(
+                "thumbnail_interval_s",
+                "intervals and offsets must be positive".into(),
+            );
+        }
+        if self.slideshow_image_s <= 0.0
+            || self.slideshow_crossfade_s < 0.0
+            || self.slideshow_crossfade_s * 2.0 > self.slideshow_image_s
+        {
+            return bad(
+                "slideshow_image_s",
+                "must be positive, and at least twice slideshow_crossfade_s".into(),
+            );
+        }
+        if !(16..=3840).contains(&self.slideshow_width)
+            || !(16..=2160).contains(&self.slideshow_height)
+            || self.slideshow_width % 2 != 0
+            || self.slideshow_height % 2 != 0
+            || !(1..=60).contains(&self.slideshow_fps)
+        {
+            return bad(
+                "slideshow_width",
+                "slideshow size must be even, at most 3840x2160, and fps within 1..=60".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// One output image.
@@ -215,6 +383,7 @@ impl Profile {
                 return Err((field(".name"), format!("{:?} is used twice", r.name)));
             }
         }
+        self.video.validate()?;
         for (i, p) in self
             .metadata
             .iter()

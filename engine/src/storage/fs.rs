@@ -93,6 +93,26 @@ impl Storage for FsStorage {
         Self::info(&path)
     }
 
+    fn put_file(
+        &self,
+        key: &str,
+        src: &Path,
+        _content_type: &str,
+    ) -> Result<ObjectInfo, StorageError> {
+        // Streamed: copied into a temp file beside the target, then renamed over it.
+        let path = self.path(key)?;
+        let mut tmp = self.write_temp(&path, &[])?;
+        let mut from = std::fs::File::open(src)
+            .map_err(|e| failed(&format!("opening {}", src.display()), e))?;
+        std::io::copy(&mut from, tmp.as_file_mut()).map_err(|e| failed("copying", e))?;
+        tmp.as_file()
+            .sync_data()
+            .map_err(|e| failed("syncing temp file", e))?;
+        tmp.persist(&path)
+            .map_err(|e| failed(&format!("renaming into {}", path.display()), e.error))?;
+        Self::info(&path)
+    }
+
     fn put_if_absent(
         &self,
         key: &str,

@@ -1,0 +1,328 @@
+//! OpenH264 behind two small types. [`Decoder`] turns MP4 samples (decode order) into frames
+//! in presentation order with their timestamps (OpenH264 reorders B-frames but carries no
+//! timestamps, so the pending presentation times are kept in a min-heap). [`Encoder`] makes
+//! a bitrate-controlled Constrained Baseline stream whose keyframes fall on a fixed time grid
+//! shared by every rung, so HLS segments line up across the ladder.
+
+use super::demux::{Packet, VideoTrack};
+use super::frame::Frame;
+use super::h264;
+use crate::error::JobError;
+use openh264::decoder::{DecodeOptions, Decoder as OhDecoder, DecoderConfig, Flush};
+use openh264::encoder::{
+    BitRate, Complexity, Encoder as OhEncoder, EncoderConfig, FrameRate, FrameType,
+    IntraFramePeriod, Level, Profile, RateControlMode, UsageType,
+};
+use openh264::formats::YUVSource;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+impl YUVSource for Frame {
+    fn dimensions(&self) -> (usize, usize) {
+        (self.width as usize, self.height as usize)
+    }
+
+    fn strides(&self) -> (usize, usize, usize) {
+        let cw = self.width.div_ceil(2) as usize;
+        (self.width as usize, cw, cw)
+    }
+
+    fn y(&self) -> &[u8] {
+        &self.y
+    }
+
+    fn u(&self) -> &[u8] {
+        &self.u
+    }
+
+    fn v(&self) -> &[u8] {
+        &self.v
+    }
+}
+
+/// H.264 samples in, frames with presentation timestamps out.
+pub struct Decoder {
+    inner: OhDecoder,
+    length_size: usize,
+    param_sets: Vec<u8>,
+    annexb: Vec<u8>,
+    pending: BinaryHeap<Reverse<i64>>,
+    size: (u32, u32),
+    samples: u64,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("samples", &self.samples)
+            .finish()
+    }
+}
+
+impl Decoder {
+    /// A decoder for `track`.
+    pub fn new(track: &VideoTrack) -> Result<Self, JobError> {
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let inner = OhDecoder::with_api_config(openh264::OpenH264API::from_source(), config)
+            .map_err(|e| JobError::CorruptInput(format!("starting the H.264 decoder: {e}")))?;
+        let mut param_sets = Vec::new();
+        let avcc = &track.avc1.avcc_box;
+        for nal in avcc.sps_list.iter().chain(&avcc.pps_list) {
+            param_sets.extend_from_slice(&[0, 0, 0, 1]);
+            param_sets.extend_from_slice(nal);
+        }
+        Ok(Decoder {
+            inner,
+            length_size: track.length_size,
+            param_sets,
+            annexb: Vec::new(),
+            pending: BinaryHeap::new(),
+            size: (track.width, track.height),
+            samples: 0,
+        })
+    }
+
+    /// Decode one video sample; every frame that becomes ready goes to `out` with its
+    /// presentation time (in the track's timescale).
+    pub fn push(
+        &mut self,
+        p: &Packet,
+        out: &mut dyn FnMut(Frame, i64) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        self.annexb.clear();
+        if self.samples == 0 || p.keyframe {
+            self.annexb.extend_from_slice(&self.param_sets);
+        }
+        h264::to_annexb(&p.data, self.length_size, &mut self.annexb)?;
+        self.samples += 1;
+        self.pending.push(Reverse(p.pts));
+        let n = self.samples;
+        let decoded = self
+            .inner
+            .decode_with_options(
+                &self.annexb,
+                DecodeOptions::new().flush_after_decode(Flush::NoFlush),
+            )
+            .map_err(|e| {
+                JobError::CorruptInput(format!(
+                    "H.264 data is damaged at sample {n} (the decoder said: {e})"
+                ))
+            })?;
+        if let Some(yuv) = decoded {
+            let frame = copy_frame(&yuv, self.size)?;
+            let pts = self.pending.pop().map_or(0, |Reverse(t)| t);
+            out(frame, pts)?;
+        }
+        Ok(())
+    }
+
+    /// Drain the frames still held for reordering.
+    pub fn finish(
+        &mut self,
+        out: &mut dyn FnMut(Frame, i64) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        let frames = self.inner.flush_remaining().map_err(|e| {
+            JobError::CorruptInput(format!("H.264 data is damaged at the end: {e}"))
+        })?;
+        let mut owned = Vec::with_capacity(frames.len());
+        for yuv in &frames {
+            owned.push(copy_frame(yuv, self.size)?);
+        }
+        drop(frames);
+        for frame in owned {
+            let pts = self.pending.pop().map_or(0, |Reverse(t)| t);
+            out(frame, pts)?;
+        }
+        Ok(())
+    }
+}
+
+fn copy_frame(
+    yuv: &openh264::decoder::DecodedYUV<'_>,
+    expect: (u32, u32),
+) -> Result<Frame, JobError> {
+    let (w, h) = yuv.dimensions();
+    if (w as u32, h as u32) != expect {
+        return Err(JobError::CorruptInput(format!(
+            "the H.264 stream changes picture size to {w}x{h} (its header says {}x{})",
+            expect.0, expect.1
+        )));
+    }
+    Frame::from_planes(
+        w as u32,
+        h as u32,
+        (yuv.y(), yuv.u(), yuv.v()),
+        yuv.strides(),
+    )
+    .ok_or_else(|| JobError::CorruptInput("decoder returned a short picture".into()))
+}
+
+/// One encoded picture.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// NAL units with 4-byte length prefixes, parameter sets removed.
+    pub data: Vec<u8>,
+    /// An IDR picture.
+    pub keyframe: bool,
+    /// Parameter sets seen with this picture (first picture at least).
+    pub sps: Vec<Vec<u8>>,
+    /// See `sps`.
+    pub pps: Vec<Vec<u8>>,
+}
+
+/// Frames in, H.264 out, keyframes on a shared time grid.
+pub struct Encoder {
+    inner: OhEncoder,
+    interval: f64,
+    next_key: f64,
+    annexb: Vec<u8>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+/// The lowest H.264 level that fits a picture size and frame rate (Table A-1: max frame
+/// size and macroblock rate).
+pub fn level_for(width: u32, height: u32, fps: f64) -> (Level, u8) {
+    let mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
+    let rate = (mbs as f64 * fps.max(1.0)).ceil() as u64;
+    let table = [
+        (Level::Level_3_0, 30, 1_620, 40_500),
+        (Level::Level_3_1, 31, 3_600, 108_000),
+        (Level::Level_3_2, 32, 5_120, 216_000),
+        (Level::Level_4_0, 40, 8_192, 245_760),
+        (Level::Level_4_2, 42, 8_704, 522_240),
+        (Level::Level_5_0, 50, 22_080, 589_824),
+        (Level::Level_5_1, 51, 36_864, 983_040),
+    ];
+    for (level, idc, max_fs, max_mbps) in table {
+        if mbs <= max_fs && rate <= max_mbps {
+            return (level, idc);
+        }
+    }
+    (Level::Level_5_2, 52)
+}
+
+impl Encoder {
+    /// An encoder at `bitrate_bps` for `width` × `height` at `fps`, with a keyframe every
+    /// `keyframe_interval_s` seconds of presentation time.
+    pub fn new(
+        width: u32,
+        height: u32,
+        fps: f64,
+        bitrate_bps: u32,
+        keyframe_interval_s: f64,
+    ) -> Result<Self, JobError> {
+        let (level, _) = level_for(width, height, fps);
+        let config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(fps.clamp(1.0, 240.0) as f32))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .skip_frames(false)
+            .usage_type(UsageType::CameraVideoRealTime)
+            .complexity(Complexity::Medium)
+            .profile(Profile::Baseline)
+            .level(level)
+            .scene_change_detect(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(0))
+            .num_threads(1);
+        let inner = OhEncoder::with_api_config(openh264::OpenH264API::from_source(), config)
+            .map_err(|e| encode_err(format!("starting the H.264 encoder: {e}")))?;
+        Ok(Encoder {
+            inner,
+            interval: keyframe_interval_s,
+            next_key: 0.0,
+            annexb: Vec::new(),
+        })
+    }
+
+    /// Encode `f`, shown at `t` seconds. `None` when the encoder produced nothing.
+    pub fn encode(&mut self, f: &Frame, t: f64) -> Result<Option<Encoded>, JobError> {
+        // Half a millisecond of slack so that grid points hit by rounding still count.
+        if t + 0.0005 >= self.next_key {
+            self.inner.force_intra_frame();
+            while self.next_key <= t + 0.0005 {
+                self.next_key += self.interval;
+            }
+        }
+        let bs = self
+            .inner
+            .encode(f)
+            .map_err(|e| encode_err(format!("H.264 encoder: {e}")))?;
+        let frame_type = bs.frame_type();
+        if matches!(frame_type, FrameType::Skip | FrameType::Invalid) {
+            return Ok(None);
+        }
+        self.annexb.clear();
+        bs.write_vec(&mut self.annexb);
+        let mut out = Encoded {
+            data: Vec::with_capacity(self.annexb.len() + 16),
+            keyframe: frame_type == FrameType::IDR,
+            sps: Vec::new(),
+            pps: Vec::new(),
+        };
+        for nal in h264::nal_units(&self.annexb) {
+            match nal.first().map(|b| b & 0x1f) {
+                Some(7) => out.sps.push(nal.to_vec()),
+                Some(8) => out.pps.push(nal.to_vec()),
+                Some(_) => {
+                    out.data
+                        .extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                    out.data.extend_from_slice(nal);
+                }
+                None => {}
+            }
+        }
+        if out.data.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+}
+
+fn encode_err(message: String) -> JobError {
+    JobError::Encode {
+        format: "mp4",
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_table_a1() {
+        assert_eq!(level_for(1920, 1080, 30.0).1, 40);
+        assert_eq!(level_for(1920, 1080, 60.0).1, 42);
+        assert_eq!(level_for(1280, 720, 30.0).1, 31);
+        assert_eq!(level_for(640, 360, 30.0).1, 30);
+        assert_eq!(level_for(3840, 2160, 30.0).1, 51);
+    }
+
+    #[test]
+    fn keyframes_land_on_the_grid() {
+        let mut enc = Encoder::new(64, 48, 10.0, 200_000, 1.0).expect("encoder");
+        let f = Frame::filled(64, 48, (80, 120, 140));
+        let keys: Vec<bool> = (0..25)
+            .map(|i| {
+                enc.encode(&f, f64::from(i) / 10.0)
+                    .expect("encode")
+                    .expect("a picture")
+                    .keyframe
+            })
+            .collect();
+        let at: Vec<usize> = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at, vec![0, 10, 20]);
+    }
+}

@@ -1,0 +1,480 @@
+//! The streaming ladder: one thread demuxes and decodes, and hands each frame (shared, not
+//! copied) through a bounded queue to one thread per rung, which resizes the planes, blends
+//! the rung's watermark, encodes and writes the MP4 and HLS segments. Audio samples are
+//! copied to every rung and to one HLS audio rendition. The queues hold a few frames, so
+//! memory does not grow with the duration.
+
+use super::codec::{Decoder, Encoded, Encoder};
+use super::demux::{Demuxer, Movie, Packet};
+use super::frame::{Frame, Scaler, YuvOverlay};
+use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
+use super::thumbs::Thumbs;
+use crate::config::VideoSettings;
+use crate::error::JobError;
+use shiguredo_mp4::TrackKind;
+use shiguredo_mp4::boxes::SampleEntry;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// One rung to produce.
+#[derive(Debug, Clone)]
+pub struct RungPlan {
+    /// Name (file stem).
+    pub name: String,
+    /// Encoded (stored-orientation) size.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Target bits per second.
+    pub bitrate_bps: u32,
+}
+
+impl RungPlan {
+    /// Displayed size.
+    pub fn display(&self, rotation: u16) -> (u32, u32) {
+        if rotation % 180 == 90 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
+    }
+}
+
+fn even(v: f64) -> u32 {
+    ((v / 2.0).round() as u32 * 2).max(2)
+}
+
+/// The rungs for a source: those whose short side fits the source's (never upscaled); when
+/// none does, one rung at the source's own size.
+pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Vec<RungPlan> {
+    let (dw, dh) = if rotation % 180 == 90 {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    let short = dw.min(dh);
+    let mut rungs: Vec<_> = s
+        .ladder
+        .iter()
+        .filter(|r| r.size <= short)
+        .cloned()
+        .collect();
+    if rungs.is_empty() {
+        let smallest = s.ladder.iter().min_by_key(|r| r.size);
+        rungs.push(crate::config::Rung {
+            size: short & !1,
+            bitrate_kbps: smallest.map_or(700, |r| r.bitrate_kbps),
+            name: Some(format!("{}p", short & !1)),
+        });
+    }
+    rungs.sort_by_key(|r| std::cmp::Reverse(r.size));
+    rungs
+        .into_iter()
+        .map(|r| {
+            let f = f64::from(r.size.max(2)) / f64::from(short.max(1));
+            let (w, h) = if dw <= dh {
+                (r.size.max(2) & !1, even(f64::from(dh) * f))
+            } else {
+                (even(f64::from(dw) * f), r.size.max(2) & !1)
+            };
+            let (w, h) = if rotation % 180 == 90 { (h, w) } else { (w, h) };
+            RungPlan {
+                name: r.name(),
+                width: w,
+                height: h,
+                bitrate_bps: r.bitrate_kbps.saturating_mul(1000),
+            }
+        })
+        .collect()
+}
+
+/// What one rung produced.
+#[derive(Debug, Clone)]
+pub struct RungOutput {
+    /// The plan.
+    pub plan: RungPlan,
+    /// The MP4 file.
+    pub mp4: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Frames written.
+    pub frames: u64,
+    /// HLS segments (in `hls/<name>/`).
+    pub segments: Vec<Segment>,
+    /// Encoded video bytes (for the real bitrate).
+    pub video_bytes: u64,
+    /// Duration written, seconds.
+    pub duration_s: f64,
+    /// H.264 profile triple of the output.
+    pub profile: (u8, u8, u8),
+}
+
+/// What a transcode produced, all under its output directory.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Rungs, largest first.
+    pub rungs: Vec<RungOutput>,
+    /// HLS audio segments (in `hls/audio/`), when the source had AAC.
+    pub audio_segments: Option<Vec<Segment>>,
+    /// Poster size (displayed).
+    pub poster: (u32, u32),
+    /// Sprite size.
+    pub sprite: (u32, u32),
+}
+
+enum Msg {
+    Video(Arc<Frame>, u64),
+    Audio(Arc<Packet>),
+}
+
+/// Transcode `movie` (read through `demux`) into `rungs`, writing into `dir`. `overlays`
+/// holds each rung's watermark (by index) or `None`.
+pub fn run(
+    movie: &Movie,
+    mut demux: Demuxer,
+    rungs: &[RungPlan],
+    overlays: &[Option<YuvOverlay>],
+    s: &VideoSettings,
+    dir: &Path,
+) -> Result<Output, JobError> {
+    let v = &movie.video;
+    let timescale = NonZeroU32::new(v.timescale)
+        .ok_or_else(|| JobError::CorruptInput("video timescale is 0".into()))?;
+    let carry = Carry {
+        matrix: v.matrix,
+        audio: movie.audio.as_ref().and_then(|a| {
+            NonZeroU32::new(a.timescale).map(|ts| (a.entry.clone(), ts, a.media_start))
+        }),
+    };
+    let io = |e: std::io::Error| JobError::Storage {
+        message: format!("creating output directory: {e}"),
+        class: crate::error::ErrorClass::Transient,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let fps = if movie.fps > 0.0 { movie.fps } else { 30.0 };
+
+    std::thread::scope(|scope| -> Result<Output, JobError> {
+        let mut senders: Vec<SyncSender<Msg>> = Vec::new();
+        let mut handles = Vec::new();
+        for (i, r) in rungs.iter().enumerate() {
+            let (tx, rx) = sync_channel::<Msg>(3);
+            senders.push(tx);
+            let overlay = overlays.get(i).cloned().flatten();
+            let carry = carry.clone();
+            let ctx = RungCtx {
+                plan: r.clone(),
+                overlay,
+                fps,
+                timescale,
+                frames_hint: movie.frames,
+                audio_hint: movie.audio_samples,
+                carry,
+                mp4: dir.join(format!("{}.mp4", r.name)),
+                hls: s.hls.then(|| dir.join("hls").join(&r.name)),
+                keyframe_s: s.keyframe_interval_s,
+                segment_s: s.segment_s,
+            };
+            handles.push(scope.spawn(move || rung(rx, ctx)));
+        }
+        let top = rungs
+            .first()
+            .map_or((v.width, v.height), |r| (r.width, r.height));
+        let mut thumbs = Thumbs::new(
+            movie.duration_s,
+            (v.width, v.height),
+            v.rotation,
+            s.poster_offset_s,
+            s.thumbnail_interval_s,
+            s.thumbnail_width,
+        );
+        let mut audio_hls = match (&carry.audio, s.hls) {
+            (Some((_, ts, _)), true) => Some(HlsWriter::new(
+                &dir.join("hls").join("audio"),
+                TrackKind::Audio,
+                *ts,
+                s.segment_s,
+                carry.clone(),
+            )?),
+            _ => None,
+        };
+        let fed = feed(
+            movie,
+            &mut demux,
+            &senders,
+            &mut thumbs,
+            &mut audio_hls,
+            timescale,
+        );
+        drop(senders);
+        let mut outputs = Vec::new();
+        // A rung's own error explains a stopped feed better than "an encoder stopped".
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(o)) => outputs.push(o),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(JobError::Encode {
+                        format: "mp4",
+                        message: "an encoder thread panicked".into(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_err.or(fed.err()) {
+            return Err(e);
+        }
+        let audio_segments = audio_hls.map(HlsWriter::finish).transpose()?;
+        let (poster, sprite) = thumbs.finish(dir, top, s.jpeg_quality, movie.duration_s)?;
+        if s.hls {
+            let variants: Vec<mux::Variant> = outputs
+                .iter()
+                .map(|o| {
+                    let (w, h) = o.plan.display(v.rotation);
+                    let audio_bps = audio_segments.as_ref().map_or(0, |a| avg_bps(a));
+                    mux::Variant {
+                        dir: o.plan.name.clone(),
+                        width: w,
+                        height: h,
+                        profile: o.profile,
+                        peak_bps: peak_bps(&o.segments)
+                            + audio_segments.as_ref().map_or(0, |a| peak_bps(a)),
+                        average_bps: avg_bps(&o.segments) + audio_bps,
+                        fps,
+                    }
+                })
+                .collect();
+            let master = mux::master_playlist(&variants, audio_segments.as_ref().map(|_| "audio"));
+            std::fs::write(dir.join("hls").join("master.m3u8"), master).map_err(io)?;
+        }
+        Ok(Output {
+            rungs: outputs,
+            audio_segments,
+            poster,
+            sprite,
+        })
+    })
+}
+
+fn peak_bps(segs: &[Segment]) -> u64 {
+    segs.iter()
+        .filter(|s| s.duration > 0.0)
+        .map(|s| (s.bytes as f64 * 8.0 / s.duration) as u64)
+        .max()
+        .unwrap_or(0)
+}
+
+fn avg_bps(segs: &[Segment]) -> u64 {
+    let (bytes, secs) = segs
+        .iter()
+        .fold((0u64, 0f64), |(b, d), s| (b + s.bytes, d + s.duration));
+    if secs > 0.0 {
+        (bytes as f64 * 8.0 / secs) as u64
+    } else {
+        0
+    }
+}
+
+/// Demux and decode, fanning frames and audio out; stops early when a rung has failed.
+fn feed(
+    movie: &Movie,
+    demux: &mut Demuxer,
+    senders: &[SyncSender<Msg>],
+    thumbs: &mut Thumbs,
+    audio_hls: &mut Option<HlsWriter>,
+    timescale: NonZeroU32,
+) -> Result<(), JobError> {
+    let mut decoder = Decoder::new(&movie.video)?;
+    let mut base: Option<i64> = None;
+    let ts = f64::from(timescale.get());
+    let stopped = || JobError::Encode {
+        format: "mp4",
+        message: "an encoder stopped".into(),
+    };
+    let mut on_frame = |frame: Frame, pts: i64| -> Result<(), JobError> {
+        let b = *base.get_or_insert(pts);
+        let t = u64::try_from(pts - b).unwrap_or(0);
+        let frame = Arc::new(frame);
+        thumbs.push(&frame, t as f64 / ts)?;
+        for tx in senders {
+            tx.send(Msg::Video(frame.clone(), t))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    };
+    let audio_entry = movie.audio.as_ref().map(|a| a.entry.clone());
+    while let Some(p) = demux.next()? {
+        if p.video {
+            decoder.push(&p, &mut on_frame)?;
+        } else if let Some(entry) = &audio_entry {
+            if let Some(h) = audio_hls.as_mut() {
+                h.push(&p.data, true, p.dts, p.duration, entry)?;
+            }
+            let p = Arc::new(p);
+            for tx in senders {
+                tx.send(Msg::Audio(p.clone())).map_err(|_| stopped())?;
+            }
+        }
+    }
+    decoder.finish(&mut on_frame)
+}
+
+struct RungCtx {
+    plan: RungPlan,
+    overlay: Option<YuvOverlay>,
+    fps: f64,
+    timescale: NonZeroU32,
+    frames_hint: u64,
+    audio_hint: u64,
+    carry: Carry,
+    mp4: PathBuf,
+    hls: Option<PathBuf>,
+    keyframe_s: f64,
+    segment_s: f64,
+}
+
+/// A picture waiting for its duration (known when the next one arrives).
+struct Pending {
+    enc: Encoded,
+    t: u64,
+}
+
+fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
+    let (w, h) = (c.plan.width, c.plan.height);
+    let mut scaler = Scaler::new();
+    let mut encoder = Encoder::new(w, h, c.fps, c.plan.bitrate_bps, c.keyframe_s)?;
+    let mut mp4 = Mp4Writer::create(
+        &c.mp4,
+        c.frames_hint,
+        c.audio_hint,
+        c.timescale,
+        c.carry.clone(),
+    )?;
+    let mut hls = match &c.hls {
+        Some(d) => Some(HlsWriter::new(
+            d,
+            TrackKind::Video,
+            c.timescale,
+            c.segment_s,
+            c.carry.clone(),
+        )?),
+        None => None,
+    };
+    let mut entry: Option<SampleEntry> = None;
+    let mut pending: Option<Pending> = None;
+    let (mut frames, mut video_bytes, mut last_duration, mut end) = (0u64, 0u64, 0u32, 0u64);
+    let mut profile = (66, 0xc0, 30);
+    let ts = f64::from(c.timescale.get());
+    let mut write = |p: Pending,
+                     duration: u32,
+                     entry: &SampleEntry,
+                     mp4: &mut Mp4Writer,
+                     hls: &mut Option<HlsWriter>|
+     -> Result<(), JobError> {
+        mp4.video(&p.enc.data, p.enc.keyframe, duration, entry)?;
+        if let Some(h) = hls.as_mut() {
+            h.push(&p.enc.data, p.enc.keyframe, p.t, duration, entry)?;
+        }
+        frames += 1;
+        video_bytes += p.enc.data.len() as u64;
+        Ok(())
+    };
+    for msg in rx {
+        match msg {
+            Msg::Audio(p) => mp4.audio(&p.data, p.duration)?,
+            Msg::Video(f, t) => {
+                let mut img = scaler.scale(&f, w, h).map_err(|e| JobError::Encode {
+                    format: "mp4",
+                    message: format!("resize: {e}"),
+                })?;
+                if let Some(o) = &c.overlay {
+                    o.blend(&mut img);
+                }
+                let Some(enc) = encoder.encode(&img, t as f64 / ts)? else {
+                    continue;
+                };
+                if !enc.sps.is_empty() && !enc.pps.is_empty() {
+                    let e = mux::avc1_entry(&enc.sps, &enc.pps)?;
+                    if let SampleEntry::Avc1(a) = &e {
+                        profile = (
+                            a.avcc_box.avc_profile_indication,
+                            a.avcc_box.profile_compatibility,
+                            a.avcc_box.avc_level_indication,
+                        );
+                    }
+                    entry = Some(e);
+                }
+                if let Some(prev) = pending.take() {
+                    let d = u32::try_from(t.saturating_sub(prev.t))
+                        .unwrap_or(u32::MAX)
+                        .max(1);
+                    last_duration = d;
+                    let e = entry.as_ref().ok_or_else(|| JobError::Encode {
+                        format: "mp4",
+                        message: "the encoder emitted no SPS/PPS".into(),
+                    })?;
+                    write(prev, d, e, &mut mp4, &mut hls)?;
+                }
+                end = t;
+                pending = Some(Pending { enc, t });
+            }
+        }
+    }
+    if let Some(prev) = pending.take() {
+        let d = if last_duration > 0 {
+            last_duration
+        } else {
+            (ts / c.fps).round().max(1.0) as u32
+        };
+        end += u64::from(d);
+        let e = entry.as_ref().ok_or_else(|| JobError::Encode {
+            format: "mp4",
+            message: "the encoder emitted no SPS/PPS".into(),
+        })?;
+        write(prev, d, e, &mut mp4, &mut hls)?;
+    }
+    let bytes = mp4.finish()?;
+    let segments = match hls {
+        Some(h) => h.finish()?,
+        None => Vec::new(),
+    };
+    Ok(RungOutput {
+        plan: c.plan,
+        mp4: c.mp4,
+        bytes,
+        frames,
+        segments,
+        video_bytes,
+        duration_s: end as f64 / ts,
+        profile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladder_never_upscales_and_handles_portrait() {
+        let s = VideoSettings::default();
+        let l = plan((1920, 1080), 0, &s);
+        let sizes: Vec<(u32, u32)> = l.iter().map(|r| (r.width, r.height)).collect();
+        assert_eq!(
+            sizes,
+            vec![(1920, 1080), (1280, 720), (854, 480), (640, 360)]
+        );
+        let l = plan((1280, 720), 90, &s);
+        assert_eq!((l[0].width, l[0].height), (1280, 720));
+        assert_eq!(l[0].display(90), (720, 1280));
+        assert_eq!(l.len(), 3);
+        let l = plan((320, 240), 0, &s);
+        assert_eq!(
+            (l.len(), l[0].width, l[0].height, l[0].name.as_str()),
+            (1, 320, 240, "240p")
+        );
+    }
+}

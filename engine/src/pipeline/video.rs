@@ -1,0 +1,311 @@
+//! The video branch of a job: demux and check the source (limits, codec), metadata plugins,
+//! one watermark per rung size from the watermarker (drawn upright, turned to the stored
+//! orientation, converted to YUV once), the streaming transcode into the job's scratch
+//! directory, and a manifest entry per file written.
+
+use super::{Body, Job, OutputFile, Processor, Run, plugin_record};
+use crate::config::Profile;
+use crate::error::{ErrorClass, JobError};
+use crate::manifest;
+use crate::media::overlay::Overlay;
+use crate::media::video::frame::{YuvOverlay, canvas};
+use crate::media::video::{demux, transcode};
+use crate::plugin::types;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+fn scratch_err(e: std::io::Error) -> JobError {
+    JobError::Storage {
+        message: format!("scratch space: {e}"),
+        class: ErrorClass::Transient,
+    }
+}
+
+impl Processor {
+    pub(super) fn video_stages(
+        &self,
+        job: &Job<'_>,
+        run: &mut Run,
+        profile: &Profile,
+    ) -> Result<Vec<OutputFile>, JobError> {
+        let limits = self.config.limits;
+        let (movie, demuxer) = run
+            .timings
+            .time("probe", || demux::open(job.path, &limits))?;
+        let v = &movie.video;
+        let (dw, dh) = v.display_size();
+        run.source.media = Some(manifest::Media {
+            kind: "video".into(),
+            format: "mp4".into(),
+            codec: Some("h264".into()),
+            width: dw,
+            height: dh,
+            duration_s: Some(movie.duration_s),
+            fps: Some(movie.fps),
+            has_audio: movie.audio.is_some() || movie.dropped_audio.is_some(),
+            frames: movie.frames,
+            orientation: 1,
+        });
+        if let Some(note) = &movie.dropped_audio {
+            run.notes.push(note.clone());
+        }
+        if v.rotation != 0 {
+            run.notes.push(format!(
+                "stored {}x{} with a {}° display rotation, kept on the outputs",
+                v.width, v.height, v.rotation
+            ));
+        }
+        let info = types::MediaInfo {
+            uri: job.source_uri.clone(),
+            kind: types::MediaKind::Video,
+            format: "mp4".into(),
+            codec: Some("h264".into()),
+            width: dw,
+            height: dh,
+            orientation: 1,
+            duration_s: Some(movie.duration_s),
+            fps: Some(movie.fps),
+            has_audio: movie.audio.is_some(),
+            bytes: movie.bytes,
+        };
+        self.metadata(job, run, profile, &info)?;
+
+        let rungs = transcode::plan((v.width, v.height), v.rotation, &profile.video);
+        let overlays = self.video_overlays(run, profile, &info, &rungs, v.rotation)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("mediaflow-job-")
+            .tempdir()
+            .map_err(scratch_err)?;
+        let dir = scratch.path().to_path_buf();
+        run.scratch = Some(scratch);
+        let out = run.timings.time("transcode", || {
+            transcode::run(&movie, demuxer, &rungs, &overlays, &profile.video, &dir)
+        })?;
+        for r in &out.rungs {
+            if r.frames + r.frames / 10 < movie.frames {
+                run.notes.push(format!(
+                    "{}: {} of {} frames were encoded",
+                    r.plan.name, r.frames, movie.frames
+                ));
+            }
+        }
+        run.timings.time("hash", || collect(&dir, &out, v.rotation))
+    }
+
+    /// One overlay per rung (drawn once per distinct size), in the stored orientation.
+    fn video_overlays(
+        &self,
+        run: &mut Run,
+        profile: &Profile,
+        info: &types::MediaInfo,
+        rungs: &[transcode::RungPlan],
+        rotation: u16,
+    ) -> Result<Vec<Option<YuvOverlay>>, JobError> {
+        let Some(u) = &profile.watermark else {
+            return Ok(vec![None; rungs.len()]);
+        };
+        let plugin = self
+            .catalog
+            .resolve_use(u)
+            .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
+        let t = Instant::now();
+        let mut instance = plugin.instantiate()?;
+        let mut out = Vec::new();
+        for r in rungs {
+            let (w, h) = r.display(rotation);
+            let drawn = instance.draw(
+                info,
+                types::Size {
+                    width: w,
+                    height: h,
+                },
+            )?;
+            out.push(drawn.map(Overlay::from).and_then(|o| {
+                if rotation == 0 {
+                    YuvOverlay::new(&o, r.width, r.height)
+                } else {
+                    let upright = canvas(&o, w, h);
+                    let stored = rotate_rgba(&upright, w, h, (360 - rotation) % 360);
+                    YuvOverlay::from_canvas(&stored, r.width, r.height)
+                }
+            }));
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        *run.timings.0.entry("watermark".into()).or_default() += ms;
+        run.plugins.push(plugin_record(&plugin, ms));
+        Ok(out)
+    }
+}
+
+/// Rotate an RGBA buffer clockwise by 90/180/270.
+fn rotate_rgba(src: &[u8], w: u32, h: u32, rotation: u16) -> Vec<u8> {
+    let (w, h) = (w as usize, h as usize);
+    let nw = if rotation % 180 == 90 { h } else { w };
+    let mut out = vec![0u8; w * h * 4];
+    for y in 0..h {
+        for x in 0..w {
+            let (nx, ny) = match rotation {
+                90 => (h - 1 - y, x),
+                180 => (w - 1 - x, h - 1 - y),
+                270 => (y, w - 1 - x),
+                _ => (x, y),
+            };
+            let (s, d) = ((y * w + x) * 4, (ny * nw + nx) * 4);
+            out[d..d + 4].copy_from_slice(&src[s..s + 4]);
+        }
+    }
+    out
+}
+
+fn sha256_file(path: &Path) -> Result<(u64, String), JobError> {
+    let mut f = std::fs::File::open(path).map_err(scratch_err)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(scratch_err)?;
+        if n == 0 {
+            break;
+        }
+        n_total += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((n_total, hex::encode(h.finalize())))
+}
+
+/// A manifest entry for every file the transcode wrote, in a stable order.
+fn collect(
+    dir: &Path,
+    out: &transcode::Output,
+    rotation: u16,
+) -> Result<Vec<OutputFile>, JobError> {
+    let mut files = Vec::new();
+    let mut add = |key: String,
+                   name: String,
+                   kind: &str,
+                   format: &str,
+                   (width, height): (u32, u32),
+                   bitrate: Option<u64>|
+     -> Result<(), JobError> {
+        let path = dir.join(&key);
+        let (bytes, sha256) = sha256_file(&path)?;
+        let content_type = match format {
+            "mp4" => "video/mp4",
+            "m4s" => "video/iso.segment",
+            "m3u8" => "application/vnd.apple.mpegurl",
+            "jpeg" => "image/jpeg",
+            "vtt" => "text/vtt",
+            _ => "application/octet-stream",
+        };
+        files.push(OutputFile {
+            key,
+            content_type,
+            body: Body::File(path),
+            record: manifest::Output {
+                name,
+                uri: String::new(),
+                kind: kind.into(),
+                format: format.into(),
+                width,
+                height,
+                bytes,
+                sha256,
+                bitrate_bps: bitrate,
+            },
+        });
+        Ok(())
+    };
+    for r in &out.rungs {
+        let size = r.plan.display(rotation);
+        let bps = (r.duration_s > 0.0).then(|| (r.bytes as f64 * 8.0 / r.duration_s) as u64);
+        add(
+            format!("{}.mp4", r.plan.name),
+            r.plan.name.clone(),
+            "video",
+            "mp4",
+            size,
+            bps,
+        )?;
+    }
+    add(
+        "poster.jpg".into(),
+        "poster".into(),
+        "poster",
+        "jpeg",
+        out.poster,
+        None,
+    )?;
+    add(
+        "thumbs.jpg".into(),
+        "thumbs".into(),
+        "sprite",
+        "jpeg",
+        out.sprite,
+        None,
+    )?;
+    add(
+        "thumbs.vtt".into(),
+        "thumbs".into(),
+        "vtt",
+        "vtt",
+        (0, 0),
+        None,
+    )?;
+    if dir.join("hls/master.m3u8").exists() {
+        add(
+            "hls/master.m3u8".into(),
+            "hls".into(),
+            "playlist",
+            "m3u8",
+            (0, 0),
+            None,
+        )?;
+        let mut streams: Vec<(String, (u32, u32), &[crate::media::video::mux::Segment])> = out
+            .rungs
+            .iter()
+            .map(|r| {
+                (
+                    r.plan.name.clone(),
+                    r.plan.display(rotation),
+                    r.segments.as_slice(),
+                )
+            })
+            .collect();
+        if let Some(a) = &out.audio_segments {
+            streams.push(("audio".into(), (0, 0), a.as_slice()));
+        }
+        for (name, size, segments) in streams {
+            let kind = if name == "audio" { "audio" } else { "video" };
+            add(
+                format!("hls/{name}/index.m3u8"),
+                format!("hls/{name}"),
+                "playlist",
+                "m3u8",
+                size,
+                None,
+            )?;
+            add(
+                format!("hls/{name}/init.mp4"),
+                format!("hls/{name}/init"),
+                kind,
+                "mp4",
+                size,
+                None,
+            )?;
+            for s in segments {
+                let bps = (s.duration > 0.0).then(|| (s.bytes as f64 * 8.0 / s.duration) as u64);
+                add(
+                    format!("hls/{name}/{}", s.name),
+                    format!("hls/{name}/{}", s.name),
+                    kind,
+                    "m4s",
+                    size,
+                    bps,
+                )?;
+            }
+        }
+    }
+    Ok(files)
+}
