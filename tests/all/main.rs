@@ -8,6 +8,7 @@ mod first_party;
 mod harness;
 mod process;
 mod sandbox;
+mod video;
 mod worker;
 
 /// Media info for an image source.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 /// Exit code, stdout+stderr, and peak RSS (KiB) of `mediaflow-cli ARGS`.
 #[allow(unsafe_code)] // wait4(2) is the only way to read one child's peak RSS.
-fn run_measured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, u64) {
+pub(crate) fn run_measured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, u64) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
     cmd.args(args)
         .env(

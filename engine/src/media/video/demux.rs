@@ -199,8 +199,9 @@ impl Demuxer {
             Some(n) => n as u64,
             None => avail,
         };
-        // Box headers are asked for with a 16-byte hint; a short read near the end is fine.
-        if want > avail && want > 16 {
+        // Box headers are asked for with a 16–32-byte hint; a short (or empty, at the end of
+        // an fMP4) read there is fine.
+        if want > avail && want > 32 {
             return Err(corrupt(format!(
                 "a box at offset {} claims {} bytes, beyond the end of the file ({} bytes): truncated or damaged",
                 req.position, want, self.len

@@ -209,7 +209,6 @@ pub fn run(
         );
         drop(senders);
         let mut outputs = Vec::new();
-        // A rung's own error explains a stopped feed better than "an encoder stopped".
         let mut first_err = None;
         for h in handles {
             match h.join() {
@@ -225,7 +224,21 @@ pub fn run(
                 }
             }
         }
-        if let Some(e) = first_err.or(fed.err()) {
+        let fed = match fed {
+            Ok(0) => Err(JobError::CorruptInput(format!(
+                "none of the {} video samples could be decoded: the H.264 data is damaged",
+                movie.frames
+            ))),
+            other => other,
+        };
+        if let Err(e) = fed {
+            // Nothing decodable explains the encoders' complaints; otherwise a rung's own
+            // error explains a stopped feed better than "an encoder stopped".
+            if matches!(e, JobError::CorruptInput(_)) || first_err.is_none() {
+                return Err(e);
+            }
+        }
+        if let Some(e) = first_err {
             return Err(e);
         }
         let audio_segments = audio_hls.map(HlsWriter::finish).transpose()?;
@@ -287,8 +300,9 @@ fn feed(
     thumbs: &mut Thumbs,
     audio_hls: &mut Option<HlsWriter>,
     timescale: NonZeroU32,
-) -> Result<(), JobError> {
+) -> Result<u64, JobError> {
     let mut decoder = Decoder::new(&movie.video)?;
+    let mut decoded = 0u64;
     let mut base: Option<i64> = None;
     let ts = f64::from(timescale.get());
     let stopped = || JobError::Encode {
@@ -298,6 +312,7 @@ fn feed(
     let mut on_frame = |frame: Frame, pts: i64| -> Result<(), JobError> {
         let b = *base.get_or_insert(pts);
         let t = u64::try_from(pts - b).unwrap_or(0);
+        decoded += 1;
         let frame = Arc::new(frame);
         thumbs.push(&frame, t as f64 / ts)?;
         for tx in senders {
@@ -320,7 +335,8 @@ fn feed(
             }
         }
     }
-    decoder.finish(&mut on_frame)
+    decoder.finish(&mut on_frame)?;
+    Ok(decoded)
 }
 
 struct RungCtx {

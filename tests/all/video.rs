@@ -1,0 +1,529 @@
+//! The video pipeline end to end: clips of every kind generated with ffmpeg go through
+//! `mediaflow process` in one run, and each ladder is checked by Debian's ffprobe/ffmpeg
+//! (codec, size, frame count and duration against the source, audio kept, clean decode, the
+//! HLS master playlist read back, PSNR of the top rung). Unsupported codecs and hostile files
+//! fail with a clear code, quickly, in the same run as files that succeed.
+
+use crate::process::run_measured;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs (installed by .ci/setup)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ffprobe` JSON for a file's streams and format.
+fn probe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+            "-count_frames",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+}
+
+fn stream<'a>(p: &'a Value, kind: &str) -> Option<&'a Value> {
+    p["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["codec_type"] == kind))
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// `ffmpeg -v error -i X -f null -` prints nothing.
+fn decodes_clean(path: &Path) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{} does not decode cleanly: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Offset of the first top-level box of `kind`.
+fn top_box(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
+    let mut pos = 0usize;
+    while pos + 8 <= data.len() {
+        let size = u32::from_be_bytes(data[pos..pos + 4].try_into().ok()?) as usize;
+        if &data[pos + 4..pos + 8] == kind {
+            return Some(pos);
+        }
+        let size = match size {
+            1 => u64::from_be_bytes(data[pos + 8..pos + 16].try_into().ok()?) as usize,
+            0 => return None,
+            s => s,
+        };
+        pos += size;
+    }
+    None
+}
+
+struct Clip {
+    name: &'static str,
+    /// ffmpeg arguments after the inputs.
+    args: Vec<&'static str>,
+    /// Size of the generated picture (before rotation).
+    size: &'static str,
+    rate: u32,
+    seconds: f64,
+    audio: bool,
+}
+
+fn make_clip(dir: &Path, c: &Clip) -> PathBuf {
+    let path = dir.join(format!("{}.mp4", c.name));
+    let video = format!(
+        "testsrc2=size={}:rate={}:duration={}",
+        c.size, c.rate, c.seconds
+    );
+    let mut args: Vec<String> = vec!["-f".into(), "lavfi".into(), "-i".into(), video];
+    if c.audio {
+        args.extend(
+            ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"].map(String::from),
+        );
+        args.extend(["-shortest", "-c:a", "aac", "-b:a", "64k"].map(String::from));
+    }
+    args.extend(c.args.iter().map(|s| s.to_string()));
+    args.push(path.to_string_lossy().into_owned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ffmpeg(&refs);
+    path
+}
+
+fn manifest(out: &Path, stem: &str) -> Value {
+    let text = std::fs::read_to_string(out.join(stem).join("manifest.json"))
+        .unwrap_or_else(|e| panic!("{stem}: manifest: {e}"));
+    serde_json::from_str(&text).expect("manifest JSON")
+}
+
+#[test]
+fn ladders_for_every_kind_of_h264_source_pass_an_independent_decoder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let x264 = |profile: &'static str| {
+        vec![
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            profile,
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+        ]
+    };
+    let clips = vec![
+        Clip {
+            name: "baseline",
+            args: x264("baseline"),
+            size: "640x360",
+            rate: 30,
+            seconds: 2.0,
+            audio: true,
+        },
+        Clip {
+            name: "main",
+            args: x264("main"),
+            size: "640x360",
+            rate: 30,
+            seconds: 2.0,
+            audio: false,
+        },
+        Clip {
+            name: "high-bframes",
+            args: [x264("high"), vec!["-bf", "3"]].concat(),
+            size: "1280x720",
+            rate: 30,
+            seconds: 2.0,
+            audio: true,
+        },
+        Clip {
+            name: "sixty",
+            args: x264("high"),
+            size: "640x360",
+            rate: 60,
+            seconds: 2.0,
+            audio: false,
+        },
+        Clip {
+            name: "portrait",
+            args: x264("high"),
+            size: "360x640",
+            rate: 30,
+            seconds: 2.0,
+            audio: true,
+        },
+        Clip {
+            name: "vfr",
+            args: [
+                x264("high"),
+                vec![
+                    "-vf",
+                    "setpts='if(lt(N,20),N/30,(20+(N-20)*2)/30)/TB'",
+                    "-fps_mode",
+                    "vfr",
+                ],
+            ]
+            .concat(),
+            size: "640x360",
+            rate: 30,
+            seconds: 2.0,
+            audio: false,
+        },
+        Clip {
+            name: "single",
+            args: [x264("high"), vec!["-frames:v", "1"]].concat(),
+            size: "640x360",
+            rate: 30,
+            seconds: 1.0,
+            audio: false,
+        },
+        Clip {
+            name: "moov-at-end",
+            args: vec!["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+            size: "640x360",
+            rate: 30,
+            seconds: 2.0,
+            audio: true,
+        },
+        Clip {
+            name: "fragmented",
+            args: vec![
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "30",
+                "-movflags",
+                "frag_keyframe+empty_moov+default_base_moof",
+            ],
+            size: "640x360",
+            rate: 30,
+            seconds: 2.0,
+            audio: true,
+        },
+    ];
+    let mut files: Vec<PathBuf> = clips.iter().map(|c| make_clip(dir.path(), c)).collect();
+    // Rotated: a display matrix added by a stream-copy pass.
+    let rotated = dir.path().join("rotated.mp4");
+    ffmpeg(&[
+        "-i",
+        &files[0].to_string_lossy(),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        &rotated.to_string_lossy(),
+    ]);
+    files.push(rotated);
+
+    let out = dir.path().join("out");
+    let mut args = vec!["process".to_string()];
+    args.extend(files.iter().map(|f| f.to_string_lossy().into_owned()));
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, log, rss) = run_measured(&refs, &[]);
+    assert_eq!(code, 0, "every clip succeeds: {log}");
+    assert!(rss < 400 * 1024, "peak RSS {rss} KiB for the whole run");
+
+    for file in &files {
+        let stem = file.file_stem().and_then(|s| s.to_str()).expect("stem");
+        let m = manifest(&out, stem);
+        assert_eq!(m["status"], "succeeded", "{stem}: {m}");
+        let src = probe(file);
+        let sv = stream(&src, "video").expect("source video");
+        let src_frames = num(&sv["nb_read_frames"]);
+        let src_dur = num(&src["format"]["duration"]);
+        let has_audio = stream(&src, "audio").is_some();
+        assert_eq!(m["source"]["media"]["has_audio"], has_audio, "{stem}");
+        let outputs = m["outputs"].as_array().expect("outputs");
+        let videos: Vec<&Value> = outputs
+            .iter()
+            .filter(|o| {
+                o["kind"] == "video"
+                    && o["format"] == "mp4"
+                    && !o["name"].as_str().unwrap_or("").starts_with("hls")
+            })
+            .collect();
+        assert!(!videos.is_empty(), "{stem}: no rungs");
+        for v in &videos {
+            let path = out
+                .join(stem)
+                .join(format!("{}.mp4", v["name"].as_str().expect("name")));
+            let data = std::fs::read(&path).expect("rung file");
+            let (moov, mdat) = (top_box(&data, b"moov"), top_box(&data, b"mdat"));
+            assert!(
+                moov.is_some() && moov < mdat,
+                "{stem}: moov first in {}",
+                path.display()
+            );
+            let p = probe(&path);
+            let ov = stream(&p, "video").expect("video stream");
+            assert_eq!(ov["codec_name"], "h264", "{stem}");
+            assert_eq!(
+                (num(&ov["width"]) as u64, num(&ov["height"]) as u64),
+                {
+                    // ffprobe reports the stored size; the manifest the displayed one.
+                    let (w, h) = (
+                        v["width"].as_u64().unwrap_or(0),
+                        v["height"].as_u64().unwrap_or(0),
+                    );
+                    if stem == "rotated" { (h, w) } else { (w, h) }
+                },
+                "{stem}"
+            );
+            let frames = num(&ov["nb_read_frames"]);
+            assert!(
+                (frames - src_frames).abs() <= 1.0,
+                "{stem}: {frames} frames vs {src_frames}"
+            );
+            let dur = num(&p["format"]["duration"]);
+            assert!(
+                (dur - src_dur).abs() <= 0.1 + src_dur * 0.05,
+                "{stem}: {dur} s vs {src_dur} s"
+            );
+            assert_eq!(
+                stream(&p, "audio").map(|a| a["codec_name"].clone()),
+                has_audio.then(|| Value::from("aac")),
+                "{stem}: audio"
+            );
+            if stem == "rotated" {
+                let side = ov["side_data_list"].to_string();
+                assert!(side.contains("rotation"), "{stem}: rotation kept: {side}");
+            }
+            decodes_clean(&path);
+        }
+        let master = out.join(stem).join("hls/master.m3u8");
+        let text = std::fs::read_to_string(&master).expect("master playlist");
+        assert!(
+            text.contains("BANDWIDTH=")
+                && text.contains("AVERAGE-BANDWIDTH=")
+                && text.contains("RESOLUTION=")
+                && text.contains("CODECS=\"avc1.")
+                && text.contains("FRAME-RATE="),
+            "{stem}: {text}"
+        );
+        assert_eq!(text.contains("TYPE=AUDIO"), has_audio, "{stem}: {text}");
+        decodes_clean(&master);
+        for f in ["poster.jpg", "thumbs.jpg", "thumbs.vtt"] {
+            assert!(out.join(stem).join(f).exists(), "{stem}: {f}");
+        }
+        let vtt = std::fs::read_to_string(out.join(stem).join("thumbs.vtt")).expect("vtt");
+        assert!(
+            vtt.starts_with("WEBVTT") && vtt.contains("thumbs.jpg#xywh="),
+            "{stem}: {vtt}"
+        );
+    }
+
+    // The 720p top rung of the B-frame clip against the source: PSNR at default bitrates.
+    let top = out.join("high-bframes/720p.mp4");
+    let src = dir.path().join("high-bframes.mp4");
+    let psnr = Command::new("ffmpeg")
+        .args(["-i"])
+        .arg(&top)
+        .arg("-i")
+        .arg(&src)
+        .args(["-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg psnr");
+    let text = String::from_utf8_lossy(&psnr.stderr);
+    let avg: f64 = text
+        .split("average:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no PSNR in {text}"));
+    assert!(avg >= 35.0, "PSNR {avg} dB");
+}
+
+#[test]
+fn unsupported_and_hostile_videos_fail_fast_with_a_clear_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let src = "testsrc2=size=320x240:rate=25:duration=1";
+    let make = |name: &str, codec: &[&str]| {
+        let mut a = vec!["-f", "lavfi", "-i", src];
+        a.extend_from_slice(codec);
+        let p = d(name);
+        a.push(&p);
+        ffmpeg(&a);
+    };
+    make(
+        "hevc.mp4",
+        &["-c:v", "libx265", "-x265-params", "log-level=error"],
+    );
+    make("vp9.mp4", &["-c:v", "libvpx-vp9", "-deadline", "realtime"]);
+    make("mpeg4.mp4", &["-c:v", "mpeg4"]);
+    make(
+        "high10.mp4",
+        &["-c:v", "libx264", "-pix_fmt", "yuv420p10le"],
+    );
+    make("yuv422.mp4", &["-c:v", "libx264", "-pix_fmt", "yuv422p"]);
+    make("yuv444.mp4", &["-c:v", "libx264", "-pix_fmt", "yuv444p"]);
+    make(
+        "interlaced.mp4",
+        &[
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-flags",
+            "+ildct+ilme",
+            "-x264-params",
+            "interlaced=1",
+        ],
+    );
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        "-c:a",
+        "aac",
+        &d("audio-only.mp4"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=4096x2160:rate=1:duration=1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        &d("dci4k.mp4"),
+    ]);
+
+    // Hostile files, made from a good clip with its moov at the end.
+    make("good.mp4", &["-c:v", "libx264", "-pix_fmt", "yuv420p"]);
+    let good = std::fs::read(d("good.mp4")).expect("good clip");
+    let moov = top_box(&good, b"moov").expect("moov");
+    let mdat = top_box(&good, b"mdat").expect("mdat");
+    make(
+        "good-fast.mp4",
+        &[
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+        ],
+    );
+    let fast = std::fs::read(d("good-fast.mp4")).expect("faststart clip");
+    std::fs::write(d("mdat-cut.mp4"), &fast[..fast.len() * 3 / 5]).expect("write");
+    std::fs::write(d("moov-cut.mp4"), &good[..good.len() - 200]).expect("write");
+    std::fs::write(d("box-beyond.mp4"), {
+        let mut v = good.clone();
+        v[moov..moov + 4].copy_from_slice(&0x7fff_ff00u32.to_be_bytes());
+        v
+    })
+    .expect("write");
+    std::fs::write(d("sample-bomb.mp4"), {
+        // The first stts entry claims 4 billion samples.
+        let mut v = good.clone();
+        let at = v.windows(4).position(|w| w == b"stts").expect("stts");
+        v[at + 12..at + 16].copy_from_slice(&0xF000_0000u32.to_be_bytes());
+        v
+    })
+    .expect("write");
+    std::fs::write(d("bit-flipped.mp4"), {
+        let mut v = good.clone();
+        for i in (mdat + 64..moov).step_by(97) {
+            v[i] ^= 0x5a;
+        }
+        v
+    })
+    .expect("write");
+
+    let expected = [
+        ("hevc", "unsupported_codec", "HEVC"),
+        ("vp9", "unsupported_codec", "VP9"),
+        ("mpeg4", "unsupported_codec", "MPEG-4 Part 2"),
+        ("high10", "unsupported_codec", "10-bit"),
+        ("yuv422", "unsupported_codec", "4:2:2"),
+        ("yuv444", "unsupported_codec", "4:4:4"),
+        ("interlaced", "unsupported_codec", "interlaced"),
+        ("audio-only", "unsupported_codec", "audio-only"),
+        ("dci4k", "unsupported_codec", "3840x2160"),
+        ("mdat-cut", "corrupt_input", "truncated"),
+        ("moov-cut", "corrupt_input", "moov"),
+        ("box-beyond", "corrupt_input", "claims"),
+        ("sample-bomb", "", ""),
+    ];
+    let mut args = vec!["process".to_string()];
+    for (n, _, _) in &expected {
+        args.push(d(&format!("{n}.mp4")));
+    }
+    args.extend([d("bit-flipped.mp4"), d("good.mp4")]);
+    args.extend(["--out".into(), d("out")]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let (code, log, rss) = run_measured(&refs, &[]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "some fail, the run goes on: {log}");
+    assert!(
+        took < Duration::from_secs(60),
+        "the whole hostile run took {took:?}"
+    );
+    assert!(rss < 300 * 1024, "peak RSS {rss} KiB");
+    assert!(!log.contains("panicked"), "{log}");
+    let out = dir.path().join("out");
+    for (name, code, words) in expected {
+        let m = manifest(&out, name);
+        assert_eq!(m["status"], "failed", "{name}: {m}");
+        let msg = m["error"]["message"].as_str().unwrap_or("");
+        if name == "sample-bomb" {
+            // Inconsistent tables or the frame limit: refused before decoding, either way.
+            let c = m["error"]["code"].as_str().unwrap_or("");
+            assert!(c == "limit_exceeded" || c == "corrupt_input", "{name}: {m}");
+        } else {
+            assert_eq!(m["error"]["code"], code, "{name}: {m}");
+            assert!(msg.contains(words), "{name}: {msg:?} should say {words:?}");
+        }
+        let ms = m["timings_ms"]["total"].as_f64().unwrap_or(f64::MAX);
+        assert!(ms < 5000.0, "{name} took {ms} ms to fail");
+    }
+    let flipped = manifest(&out, "bit-flipped");
+    let ms = flipped["timings_ms"]["total"].as_f64().unwrap_or(f64::MAX);
+    assert!(ms < 5000.0, "bit-flipped took {ms} ms");
+    assert!(
+        flipped["status"] == "succeeded" || flipped["error"]["code"] == "corrupt_input",
+        "damaged data is decoded with concealment or refused as corrupt: {flipped}"
+    );
+    assert_eq!(manifest(&out, "good")["status"], "succeeded");
+}
