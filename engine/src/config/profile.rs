@@ -128,7 +128,7 @@ impl VideoSettings {
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, r) in self.ladder.iter().enumerate() {
-            if !(16..=2160).contains(&r.size) || r.size % 2 != 0 {
+            if !(16..=2160).contains(&r.size) || !r.size.is_multiple_of(2) {
                 return bad(
                     &format!("ladder[{i}].size"),
                     format!("{} must be even and within 16..=2160", r.size),
@@ -182,8 +182,8 @@ impl VideoSettings {
         }
         if !(16..=3840).contains(&self.slideshow_width)
             || !(16..=2160).contains(&self.slideshow_height)
-            || self.slideshow_width % 2 != 0
-            || self.slideshow_height % 2 != 0
+            || !self.slideshow_width.is_multiple_of(2)
+            || !self.slideshow_height.is_multiple_of(2)
             || !(1..=60).contains(&self.slideshow_fps)
         {
             return bad(

@@ -254,7 +254,7 @@ impl Demuxer {
     }
 
     /// The next sample with its bytes, or `None` at the end.
-    pub fn next(&mut self) -> Result<Option<Packet>, JobError> {
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, JobError> {
         let Some(s) = self.next_meta()? else {
             return Ok(None);
         };

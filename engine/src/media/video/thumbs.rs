@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+/// (poster size, sprite size) as displayed.
+pub type Written = ((u32, u32), (u32, u32));
+
 /// Collects what the poster and sprite need while frames go by.
 #[derive(Debug)]
 pub struct Thumbs {
@@ -25,7 +28,7 @@ pub struct Thumbs {
 
 /// Rotate RGB pixels clockwise by 0/90/180/270 degrees.
 pub fn rotate(p: Pixels, rotation: u16) -> Pixels {
-    if rotation % 360 == 0 {
+    if rotation.is_multiple_of(360) {
         return p;
     }
     let (w, h) = (p.width as usize, p.height as usize);
@@ -121,7 +124,7 @@ impl Thumbs {
         size: (u32, u32),
         quality: u8,
         duration: f64,
-    ) -> Result<((u32, u32), (u32, u32)), JobError> {
+    ) -> Result<Written, JobError> {
         let frame = self
             .poster
             .take()

@@ -322,7 +322,7 @@ fn feed(
         Ok(())
     };
     let audio_entry = movie.audio.as_ref().map(|a| a.entry.clone());
-    while let Some(p) = demux.next()? {
+    while let Some(p) = demux.next_packet()? {
         if p.video {
             decoder.push(&p, &mut on_frame)?;
         } else if let Some(entry) = &audio_entry {
