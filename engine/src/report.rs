@@ -56,7 +56,7 @@ section.failed{{border-left:6px solid #c0392b}} section.succeeded{{border-left:6
 .badge{{display:inline-block;padding:.1rem .5rem;border-radius:4px;font-size:.8rem;color:#fff}}
 .succeeded .badge{{background:#27ae60}} .failed .badge{{background:#c0392b}}
 .renditions{{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-end;margin:.75rem 0}}
-figure{{margin:0}} figure img{{max-width:360px;max-height:280px;border:1px solid #ddd;background:
+figure{{margin:0}} figure video{{max-width:480px;max-height:320px}} figure img{{max-width:360px;max-height:280px;border:1px solid #ddd;background:
 repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 50%/16px 16px}} figcaption{{font-size:.8rem;color:#555}}
 table{{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}} td,th{{border:1px solid #e2e4e8;padding:.2rem .5rem;text-align:left}}
 .err{{background:#fdecea;padding:.6rem .8rem;border-radius:6px}} .muted{{color:#777;font-size:.85rem}}
@@ -105,12 +105,35 @@ table{{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}} td,th{{border:
         if !m.outputs.is_empty() {
             h.push_str(r#"<div class="renditions">"#);
             for o in &m.outputs {
-                let file = o.uri.rsplit('/').next().unwrap_or("");
+                // HLS media playlists and segments are reached through the master playlist.
+                if o.name.starts_with("hls/") {
+                    continue;
+                }
+                let file = match o.name.as_str() {
+                    "hls" => "hls/master.m3u8",
+                    _ => o.uri.rsplit('/').next().unwrap_or(""),
+                };
+                let view = match (o.kind.as_str(), o.format.as_str()) {
+                    ("video", "mp4") => format!(
+                        r#"<video controls preload="metadata" poster="{dir}/poster.jpg" src="{dir}/{file}"></video>"#,
+                        dir = esc(&e.dir),
+                        file = esc(file)
+                    ),
+                    ("playlist", _) | ("vtt", _) => format!(
+                        r#"<a href="{dir}/{file}">{file}</a>"#,
+                        dir = esc(&e.dir),
+                        file = esc(file)
+                    ),
+                    _ => format!(
+                        r#"<a href="{dir}/{file}"><img src="{dir}/{file}" alt="{name}" loading="lazy"></a>"#,
+                        dir = esc(&e.dir),
+                        file = esc(file),
+                        name = esc(&o.name)
+                    ),
+                };
                 let _ = write!(
                     h,
-                    r#"<figure><a href="{dir}/{file}"><img src="{dir}/{file}" alt="{name}" loading="lazy"></a><figcaption>{name}: {fmt} {w}×{hh}, {kb:.1} KB</figcaption></figure>"#,
-                    dir = esc(&e.dir),
-                    file = esc(file),
+                    r#"<figure>{view}<figcaption>{name}: {fmt} {w}×{hh}, {kb:.1} KB</figcaption></figure>"#,
                     name = esc(&o.name),
                     fmt = esc(&o.format),
                     w = o.width,
