@@ -50,6 +50,10 @@ pub enum Command {
         /// Files processed at once (default: number of cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Stitch the files (images, in the order given) into one video, written to
+        /// DIR/slideshow/ — the profile's `video.slideshow_*` settings give its size and timing.
+        #[arg(long)]
+        slideshow: bool,
     },
     /// Consume the job queue until SIGTERM/SIGINT (local mode: the embedded queue and
     /// filesystem buckets under `worker.data_dir`).
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             profile,
             config,
             jobs,
+            slideshow,
         } => {
             let opts = crate::process::Options {
                 files,
@@ -177,6 +182,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 profile,
                 config,
                 jobs,
+                slideshow,
             };
             let summary = crate::process::run(&opts).map_err(|e| CliError::Usage(e.to_string()))?;
             println!(

@@ -17,8 +17,11 @@ pub struct Manifest {
     pub job_id: String,
     /// Outcome.
     pub status: Status,
-    /// The source.
+    /// The source (for images to video: the first image).
     pub source: Source,
+    /// Every source, when the job has several (images to video), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub sources: Vec<Source>,
     /// Profile used.
     pub profile: String,
     /// Files produced.

@@ -20,7 +20,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod slideshow;
 mod video;
+
+pub use slideshow::{Slide, Slideshow};
 
 /// A source to process.
 #[derive(Debug, Clone)]
@@ -109,10 +112,76 @@ impl Timings {
 struct Run {
     timings: Timings,
     source: manifest::Source,
+    /// Every source, when the job has several (images to video).
+    sources: Vec<manifest::Source>,
     metadata: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     plugins: Vec<manifest::PluginRecord>,
     notes: Vec<String>,
     scratch: Option<tempfile::TempDir>,
+}
+
+impl Run {
+    fn new(uri: &str, etag: &str) -> Run {
+        Run {
+            timings: Timings::default(),
+            source: manifest::Source {
+                uri: uri.to_string(),
+                etag: etag.to_string(),
+                bytes: 0,
+                sha256: String::new(),
+                media: None,
+            },
+            sources: Vec::new(),
+            metadata: BTreeMap::new(),
+            plugins: Vec::new(),
+            notes: Vec::new(),
+            scratch: None,
+        }
+    }
+}
+
+/// The job's result from how its stages went.
+fn finish(
+    id: &str,
+    source_uri: &str,
+    profile: &str,
+    mut run: Run,
+    outcome: Result<Vec<OutputFile>, JobError>,
+    started: Instant,
+) -> JobResult {
+    run.timings
+        .0
+        .insert("total".into(), started.elapsed().as_secs_f64() * 1e3);
+    let (status, error, files) = match outcome {
+        Ok(files) => (Status::Succeeded, None, files),
+        Err(e) => {
+            tracing::warn!(job_id = %id, source = %source_uri, code = e.code(), error = %e, "job failed");
+            (
+                Status::Failed,
+                Some(manifest::ErrorRecord::from(&e)),
+                Vec::new(),
+            )
+        }
+    };
+    let manifest = Manifest {
+        schema: manifest::SCHEMA,
+        job_id: id.to_string(),
+        status,
+        source: run.source,
+        sources: run.sources,
+        profile: profile.to_string(),
+        outputs: files.iter().map(|f| f.record.clone()).collect(),
+        metadata: run.metadata,
+        plugins: run.plugins,
+        error,
+        timings_ms: run.timings.0,
+        notes: run.notes,
+    };
+    JobResult {
+        manifest,
+        files,
+        scratch: run.scratch,
+    }
 }
 
 impl Processor {
@@ -144,53 +213,16 @@ impl Processor {
     /// Run `job`. Never panics on bad input; failures become a `failed` manifest.
     pub fn run(&self, job: &Job<'_>) -> JobResult {
         let started = Instant::now();
-        let mut run = Run {
-            timings: Timings::default(),
-            source: manifest::Source {
-                uri: job.source_uri.clone(),
-                etag: job.etag.clone(),
-                bytes: 0,
-                sha256: String::new(),
-                media: None,
-            },
-            metadata: BTreeMap::new(),
-            plugins: Vec::new(),
-            notes: Vec::new(),
-            scratch: None,
-        };
+        let mut run = Run::new(&job.source_uri, &job.etag);
         let outcome = self.run_stages(job, &mut run);
-        run.timings
-            .0
-            .insert("total".into(), started.elapsed().as_secs_f64() * 1e3);
-        let (status, error, files) = match outcome {
-            Ok(files) => (Status::Succeeded, None, files),
-            Err(e) => {
-                tracing::warn!(job_id = %job.id, source = %job.source_uri, code = e.code(), error = %e, "job failed");
-                (
-                    Status::Failed,
-                    Some(manifest::ErrorRecord::from(&e)),
-                    Vec::new(),
-                )
-            }
-        };
-        let manifest = Manifest {
-            schema: manifest::SCHEMA,
-            job_id: job.id.clone(),
-            status,
-            source: run.source,
-            profile: job.profile.clone(),
-            outputs: files.iter().map(|f| f.record.clone()).collect(),
-            metadata: run.metadata,
-            plugins: run.plugins,
-            error,
-            timings_ms: run.timings.0,
-            notes: run.notes,
-        };
-        JobResult {
-            manifest,
-            files,
-            scratch: run.scratch,
-        }
+        finish(
+            &job.id,
+            &job.source_uri,
+            &job.profile,
+            run,
+            outcome,
+            started,
+        )
     }
 
     fn run_stages(&self, job: &Job<'_>, run: &mut Run) -> Result<Vec<OutputFile>, JobError> {

@@ -29,6 +29,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     /// Files processed at once (default: the number of cores).
     pub jobs: Option<usize>,
+    /// Stitch all the files (images) into one video instead of one job per file.
+    pub slideshow: bool,
 }
 
 /// How a run went.
@@ -104,6 +106,9 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
         .check_profile(&profile)
         .map_err(SetupError::Profile)?;
     let store = FsStorage::new(&opts.out).map_err(|e| SetupError::Output(e.to_string()))?;
+    if opts.slideshow {
+        return slideshow(processor, &store, opts, &profile);
+    }
 
     let dirs = unique_dirs(&opts.files);
     let total = opts.files.len();
@@ -199,24 +204,8 @@ fn process_one(
     dir: &str,
     profile: &str,
 ) -> Manifest {
-    let uri = match file.canonicalize() {
-        Ok(p) => format!("file://{}", p.display()),
-        Err(_) => format!("file://{}", file.display()),
-    };
-    let etag = std::fs::metadata(file)
-        .ok()
-        .and_then(|m| {
-            Some(format!(
-                "{:x}-{:x}",
-                m.modified()
-                    .ok()?
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_nanos(),
-                m.len()
-            ))
-        })
-        .unwrap_or_default();
+    let uri = file_uri(file);
+    let etag = file_etag(file);
     let job = Job {
         id: dir.to_string(),
         source_uri: uri,
@@ -224,7 +213,57 @@ fn process_one(
         etag,
         profile: profile.to_string(),
     };
-    let mut result = processor.run(&job);
+    store_result(store, dir, processor.run(&job))
+}
+
+/// `--slideshow`: every file is a picture of one video, written to `<out>/slideshow/`.
+fn slideshow(
+    processor: &Processor,
+    store: &FsStorage,
+    opts: &Options,
+    profile: &str,
+) -> Result<Summary, SetupError> {
+    let dir = "slideshow";
+    let slides: Vec<crate::pipeline::Slide<'_>> = opts
+        .files
+        .iter()
+        .map(|f| crate::pipeline::Slide {
+            uri: file_uri(f),
+            etag: file_etag(f),
+            path: f,
+        })
+        .collect();
+    let job = crate::pipeline::Slideshow {
+        id: dir.to_string(),
+        slides,
+        profile: profile.to_string(),
+    };
+    let manifest = store_result(store, dir, processor.run_slideshow(&job));
+    tracing::info!(
+        sources = opts.files.len(),
+        status = ?manifest.status,
+        ms = manifest.timings_ms.get("total").copied().unwrap_or(0.0),
+        "slideshow processed"
+    );
+    let entries = [report::Entry {
+        name: format!("slideshow of {} images", opts.files.len()),
+        dir: dir.to_string(),
+        manifest: &manifest,
+    }];
+    let html = report::render(&entries);
+    store
+        .put("index.html", html.as_bytes(), "text/html")
+        .map_err(|e| SetupError::Output(e.to_string()))?;
+    let ok = manifest.status == Status::Succeeded;
+    Ok(Summary {
+        succeeded: usize::from(ok),
+        failed: usize::from(!ok),
+        report: store.root().join("index.html"),
+    })
+}
+
+/// Store a job's outputs under `dir/`, then its manifest (last: it marks the job complete).
+fn store_result(store: &FsStorage, dir: &str, mut result: crate::pipeline::JobResult) -> Manifest {
     for f in &mut result.files {
         let key = format!("{dir}/{}", f.key);
         match f.store(store, &key) {
@@ -241,7 +280,6 @@ fn process_one(
     if result.manifest.status == Status::Failed {
         result.manifest.outputs.clear();
     }
-    // The manifest goes last: its presence marks the job complete.
     if let Err(e) = store.put(
         &format!("{dir}/manifest.json"),
         &result.manifest.to_json(),
@@ -250,6 +288,32 @@ fn process_one(
         tracing::error!(dir, error = %e, "could not write manifest");
     }
     result.manifest
+}
+
+/// `file://` + the canonical path.
+fn file_uri(file: &Path) -> String {
+    match file.canonicalize() {
+        Ok(p) => format!("file://{}", p.display()),
+        Err(_) => format!("file://{}", file.display()),
+    }
+}
+
+/// A local file's version: modification time and size.
+fn file_etag(file: &Path) -> String {
+    std::fs::metadata(file)
+        .ok()
+        .and_then(|m| {
+            Some(format!(
+                "{:x}-{:x}",
+                m.modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos(),
+                m.len()
+            ))
+        })
+        .unwrap_or_default()
 }
 
 /// An output folder name per file: its stem, made unique (`cat`, `cat-2`) and key-safe.

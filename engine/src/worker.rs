@@ -551,10 +551,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         return Ok(());
     };
     if spec.sources.len() > 1 {
-        tracing::warn!(
-            sources = spec.sources.len(),
-            "several sources (images to video) are not supported by this build; using the first"
-        );
+        return run_slideshow_spec(processor, buckets, spec);
     }
     let profile = spec
         .profile
@@ -642,7 +639,18 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         etag: etag.clone(),
         profile: profile.clone(),
     };
-    let mut result = processor.run(&job);
+    let result = processor.run(&job);
+    record(&*out, &prefix, result, started)
+}
+
+/// Store a finished job's outputs under `prefix`, then its manifest; a transient failure is
+/// returned for retry instead.
+fn record(
+    out: &dyn Storage,
+    prefix: &str,
+    mut result: crate::pipeline::JobResult,
+    started: Instant,
+) -> Result<(), JobError> {
     if let Some(err) = &result.manifest.error
         && err.class == ErrorClass::Transient
     {
@@ -651,18 +659,140 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
             class: ErrorClass::Transient,
         });
     }
-    if let Some(fetch) = result.manifest.timings_ms.get_mut("total") {
-        *fetch = started.elapsed().as_secs_f64() * 1e3;
+    if let Some(total) = result.manifest.timings_ms.get_mut("total") {
+        *total = started.elapsed().as_secs_f64() * 1e3;
     }
     for f in &mut result.files {
         let key = format!("{prefix}{}", f.key);
-        match f.store(&*out, &key) {
+        match f.store(out, &key) {
             Ok(_) => f.record.uri = out.uri(&key),
             Err(e) => return settle_error(e.into()),
         }
     }
     result.manifest.outputs = result.files.iter().map(|f| f.record.clone()).collect();
-    write_manifest(&*out, &manifest_key, &result.manifest)
+    write_manifest(out, &format!("{prefix}manifest.json"), &result.manifest)
+}
+
+/// Several sources: images to video. Each source is pinned to its ETag like a single one; the
+/// output prefix is a pure function of every (bucket, key, ETag) and the profile.
+fn run_slideshow_spec(
+    processor: &Processor,
+    buckets: &Buckets,
+    spec: &JobSpec,
+) -> Result<(), JobError> {
+    let config = processor.config();
+    let w = &config.worker;
+    let Some(first) = spec.sources.first() else {
+        return Ok(());
+    };
+    let profile = spec
+        .profile
+        .clone()
+        .unwrap_or_else(|| config.route(&first.bucket, &first.key).to_string());
+    let (out_bucket, out_prefix) = spec
+        .output
+        .clone()
+        .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
+    let out = match buckets.bucket(&out_bucket) {
+        Ok(o) => o,
+        Err(e) => return settle_error(e),
+    };
+    let started = Instant::now();
+    let mut pinned: Vec<(
+        ObjectRef,
+        Arc<dyn Storage>,
+        Option<crate::storage::ObjectInfo>,
+    )> = Vec::new();
+    for source in &spec.sources {
+        let store = match buckets.bucket(&source.bucket) {
+            Ok(s) => s,
+            Err(e) => return settle_error(e),
+        };
+        let current = match store.head(&source.key) {
+            Ok(c) => c,
+            Err(e) => return settle_error(e.into()),
+        };
+        let etag = source
+            .etag
+            .clone()
+            .or_else(|| current.as_ref().map(|c| c.etag.clone()))
+            .unwrap_or_else(|| "unknown".into());
+        let mut source = source.clone();
+        source.etag = Some(etag);
+        pinned.push((source, store, current));
+    }
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    for (s, _, _) in &pinned {
+        for part in [&s.bucket, &s.key, s.etag.as_deref().unwrap_or("")] {
+            sha2::Digest::update(&mut h, part.as_bytes());
+            sha2::Digest::update(&mut h, [0]);
+        }
+    }
+    let combined = format!(
+        "slideshow-{}",
+        hex::encode(&sha2::Digest::finalize(h)[..12])
+    );
+    let prefix = output_prefix(&out_prefix, &profile, &first.key, &combined);
+    let manifest_key = format!("{prefix}manifest.json");
+    match out.head(&manifest_key) {
+        Ok(Some(_)) => {
+            tracing::info!(sources = spec.sources.len(), %profile, "already processed (manifest exists): acknowledged without work");
+            return Ok(());
+        }
+        Ok(None) => {}
+        Err(e) => return settle_error(e.into()),
+    }
+    let id = spec.id.clone().unwrap_or_else(|| combined.clone());
+    let fail = |source: &ObjectRef, e: JobError| {
+        let spec = JobSpec {
+            id: Some(id.clone()),
+            ..spec.clone()
+        };
+        record_failure(&*out, &manifest_key, &spec, source, &combined, &profile, e)
+    };
+    let mut files = Vec::new();
+    for (source, store, current) in &pinned {
+        let etag = source.etag.clone().unwrap_or_default();
+        let stale = match current {
+            None => Some(format!("source {} does not exist", source.uri())),
+            Some(c) if c.etag != etag => Some(format!(
+                "stale event: {} was replaced (event ETag {etag}, now {})",
+                source.uri(),
+                c.etag
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = stale {
+            let e = JobError::Storage {
+                message,
+                class: ErrorClass::Permanent,
+            };
+            return fail(source, e);
+        }
+        let tmp = tempfile::NamedTempFile::new().map_err(|e| JobError::Storage {
+            message: format!("temp file: {e}"),
+            class: ErrorClass::Transient,
+        })?;
+        match store.get_to_file(&source.key, tmp.path(), Some(&etag)) {
+            Ok(_) => {}
+            Err(e @ crate::storage::StorageError::Stale { .. }) => return fail(source, e.into()),
+            Err(e) => return settle_error(e.into()),
+        }
+        files.push((source, tmp));
+    }
+    let job = crate::pipeline::Slideshow {
+        id,
+        slides: files
+            .iter()
+            .map(|(s, tmp)| crate::pipeline::Slide {
+                uri: s.uri(),
+                etag: s.etag.clone().unwrap_or_default(),
+                path: tmp.path(),
+            })
+            .collect(),
+        profile,
+    };
+    record(&*out, &prefix, processor.run_slideshow(&job), started)
 }
 
 /// Where a job's outputs go: a pure function of (source key, ETag, profile).
@@ -715,6 +845,7 @@ fn record_failure(
             sha256: String::new(),
             media: None,
         },
+        sources: Vec::new(),
         profile: profile.to_string(),
         outputs: Vec::new(),
         metadata: Default::default(),

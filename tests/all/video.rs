@@ -370,6 +370,148 @@ fn ladders_for_every_kind_of_h264_source_pass_an_independent_decoder() {
     assert!(avg >= 35.0, "PSNR {avg} dB");
 }
 
+/// Big-endian bit reader/writer for rewriting an SPS (Exp-Golomb fields).
+#[derive(Default)]
+struct BitBuf {
+    bits: Vec<bool>,
+}
+
+impl BitBuf {
+    fn from_bytes(data: &[u8]) -> BitBuf {
+        BitBuf {
+            bits: data
+                .iter()
+                .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1 == 1))
+                .collect(),
+        }
+    }
+
+    fn read_ue(&self, pos: &mut usize) -> u64 {
+        let mut zeros = 0;
+        while !self.bits[*pos] {
+            zeros += 1;
+            *pos += 1;
+        }
+        *pos += 1;
+        let mut v = 0u64;
+        for _ in 0..zeros {
+            v = (v << 1) | u64::from(self.bits[*pos]);
+            *pos += 1;
+        }
+        (1u64 << zeros) - 1 + v
+    }
+
+    fn push_ue(&mut self, v: u64) {
+        let n = 64 - (v + 1).leading_zeros();
+        self.bits.extend(std::iter::repeat_n(false, n as usize - 1));
+        self.bits
+            .extend((0..n).rev().map(|i| ((v + 1) >> i) & 1 == 1));
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.bits
+            .chunks(8)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u8, |b, (i, &x)| b | (u8::from(x) << (7 - i)))
+            })
+            .collect()
+    }
+}
+
+/// A Baseline SPS NAL unit with `pic_width_in_mbs_minus1` replaced by `width_mbs - 1`.
+fn sps_with_width(sps: &[u8], width_mbs: u64) -> Vec<u8> {
+    let mut rbsp = Vec::new();
+    let mut zeros = 0;
+    for &b in &sps[1..] {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    assert_eq!(rbsp[0], 66, "a Baseline SPS");
+    let bits = BitBuf::from_bytes(&rbsp);
+    let mut pos = 24;
+    bits.read_ue(&mut pos); // seq_parameter_set_id
+    bits.read_ue(&mut pos); // log2_max_frame_num_minus4
+    match bits.read_ue(&mut pos) {
+        0 => {
+            bits.read_ue(&mut pos);
+        }
+        2 => {}
+        other => panic!("pic_order_cnt_type {other} not handled by this test"),
+    }
+    bits.read_ue(&mut pos); // max_num_ref_frames
+    pos += 1; // gaps_in_frame_num_value_allowed_flag
+    let before = pos;
+    bits.read_ue(&mut pos); // pic_width_in_mbs_minus1
+    let stop = bits.bits.iter().rposition(|&b| b).expect("rbsp stop bit");
+    let mut out = BitBuf {
+        bits: bits.bits[..before].to_vec(),
+    };
+    out.push_ue(width_mbs - 1);
+    out.bits.extend_from_slice(&bits.bits[pos..stop]);
+    out.bits.push(true);
+    while !out.bits.len().is_multiple_of(8) {
+        out.bits.push(false);
+    }
+    let mut nal = vec![sps[0]];
+    let mut zeros = 0;
+    for b in out.to_bytes() {
+        if zeros >= 2 && b <= 3 {
+            nal.push(3);
+            zeros = 0;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        nal.push(b);
+    }
+    nal
+}
+
+/// Rewrite every `avcC` box under `moov` with `f`, fixing the sizes of the boxes around it.
+fn rewrite_avcc(data: &[u8], f: &dyn Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    fn walk(data: &[u8], f: &dyn Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos + 8 <= data.len() {
+            let size = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+            let kind: [u8; 4] = data[pos + 4..pos + 8].try_into().expect("4");
+            let body = &data[pos + 8..pos + size];
+            let skip = match &kind {
+                b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" => Some(0),
+                b"stsd" => Some(8),
+                b"avc1" => Some(78),
+                _ => None,
+            };
+            let new_body = match (skip, &kind) {
+                (_, b"avcC") => f(body),
+                (Some(n), _) => [&body[..n], &walk(&body[n..], f)[..]].concat(),
+                (None, _) => body.to_vec(),
+            };
+            out.extend_from_slice(&(new_body.len() as u32 + 8).to_be_bytes());
+            out.extend_from_slice(&kind);
+            out.extend_from_slice(&new_body);
+            pos += size;
+        }
+        out
+    }
+    walk(data, f)
+}
+
+/// The same `avcC` with its first SPS claiming `width_mbs` macroblocks across.
+fn avcc_with_wide_sps(avcc: &[u8], width_mbs: u64) -> Vec<u8> {
+    let len = u16::from_be_bytes([avcc[6], avcc[7]]) as usize;
+    let sps = sps_with_width(&avcc[8..8 + len], width_mbs);
+    let mut out = avcc[..6].to_vec();
+    out.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    out.extend_from_slice(&sps);
+    out.extend_from_slice(&avcc[8 + len..]);
+    out
+}
+
 #[test]
 fn unsupported_and_hostile_videos_fail_fast_with_a_clear_code() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -470,6 +612,32 @@ fn unsupported_and_hostile_videos_fail_fast_with_a_clear_code() {
     })
     .expect("write");
 
+    // The SPS claims a picture 100000 pixels wide (6250 macroblocks); the file is otherwise
+    // the good clip (moov at the end, so sample offsets stay valid).
+    make(
+        "baseline.mp4",
+        &[
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let baseline = std::fs::read(d("baseline.mp4")).expect("baseline clip");
+    std::fs::write(
+        d("sps-wide.mp4"),
+        rewrite_avcc(&baseline, &|a| avcc_with_wide_sps(a, 6250)),
+    )
+    .expect("write");
+    // Control: the same rewrite keeping the real width must still decode.
+    std::fs::write(
+        d("sps-same.mp4"),
+        rewrite_avcc(&baseline, &|a| avcc_with_wide_sps(a, 20)),
+    )
+    .expect("write");
+
     let expected = [
         ("hevc", "unsupported_codec", "HEVC"),
         ("vp9", "unsupported_codec", "VP9"),
@@ -484,12 +652,13 @@ fn unsupported_and_hostile_videos_fail_fast_with_a_clear_code() {
         ("moov-cut", "corrupt_input", "moov"),
         ("box-beyond", "corrupt_input", "claims"),
         ("sample-bomb", "", ""),
+        ("sps-wide", "unsupported_codec", "100000"),
     ];
     let mut args = vec!["process".to_string()];
     for (n, _, _) in &expected {
         args.push(d(&format!("{n}.mp4")));
     }
-    args.extend([d("bit-flipped.mp4"), d("good.mp4")]);
+    args.extend([d("bit-flipped.mp4"), d("good.mp4"), d("sps-same.mp4")]);
     args.extend(["--out".into(), d("out")]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -526,4 +695,155 @@ fn unsupported_and_hostile_videos_fail_fast_with_a_clear_code() {
         "damaged data is decoded with concealment or refused as corrupt: {flipped}"
     );
     assert_eq!(manifest(&out, "good")["status"], "succeeded");
+    assert_eq!(
+        manifest(&out, "sps-same")["status"],
+        "succeeded",
+        "the SPS rewrite is sound"
+    );
+}
+
+/// RGB of the pixel at (`x`, `y`) of the frame shown at `t` seconds, decoded by ffmpeg.
+fn pixel_at(video: &Path, t: f64, (w, h): (u32, u32), (x, y): (u32, u32)) -> [u8; 3] {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{t}"), "-i"])
+        .arg(video)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), (w * h * 3) as usize, "one {w}x{h} frame");
+    let i = ((y * w + x) * 3) as usize;
+    [out.stdout[i], out.stdout[i + 1], out.stdout[i + 2]]
+}
+
+/// A profile `show` whose slideshows are 640x360 at 25 fps, 2 s per image with 0.4 s fades.
+pub const SLIDESHOW_PROFILE: &str = r#"
+[profiles.show]
+renditions = [{ name = "t", width = 64, format = "png" }]
+[profiles.show.video]
+ladder = [{ size = 360, bitrate_kbps = 900 }]
+slideshow_width = 640
+slideshow_height = 360
+slideshow_fps = 25
+slideshow_image_s = 2.0
+slideshow_crossfade_s = 0.4
+"#;
+
+#[test]
+fn several_images_become_one_letterboxed_slideshow_with_crossfades() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let solid = |name: &str, colour: &str, size: &str| {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("color=c={colour}:size={size}"),
+            "-frames:v",
+            "1",
+            &d(name),
+        ]);
+    };
+    solid("blue.jpg", "blue", "800x600");
+    solid("red.png", "red", "300x900");
+    solid("green.jpg", "0x00ff00", "1920x1080");
+    std::fs::write(d("config.toml"), SLIDESHOW_PROFILE).expect("config");
+    let (code, log, _) = run_measured(
+        &[
+            "process",
+            "--slideshow",
+            &d("blue.jpg"),
+            &d("red.png"),
+            &d("green.jpg"),
+            "--out",
+            &d("out"),
+            "--profile",
+            "show",
+            "--config",
+            &d("config.toml"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{log}");
+    let out = dir.path().join("out");
+    let m = manifest(&out, "slideshow");
+    assert_eq!(m["status"], "succeeded", "{m}");
+    let sources = m["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 3, "{m}");
+    assert_eq!(sources[1]["media"]["width"], 300);
+    assert_eq!(m["source"]["uri"], sources[0]["uri"]);
+    let video = out.join("slideshow/slideshow.mp4");
+    decodes_clean(&video);
+    let p = probe(&video);
+    let v = stream(&p, "video").expect("video stream");
+    assert_eq!(v["codec_name"], "h264");
+    assert_eq!((num(&v["width"]), num(&v["height"])), (640.0, 360.0));
+    assert_eq!(num(&v["nb_read_frames"]), 150.0, "3 images x 2 s x 25 fps");
+    assert!(
+        (num(&p["format"]["duration"]) - 6.0).abs() < 0.1,
+        "{}",
+        p["format"]
+    );
+    assert!(stream(&p, "audio").is_none(), "a slideshow is silent");
+    let record = m["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == "slideshow"))
+        .expect("slideshow output");
+    assert_eq!(
+        (record["width"].as_u64(), record["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert!(out.join("slideshow/poster.jpg").exists());
+    decodes_clean(&out.join("slideshow/hls/master.m3u8"));
+
+    let size = (640, 360);
+    let near = |px: [u8; 3], want: [u8; 3]| px.iter().zip(want).all(|(a, b)| a.abs_diff(b) < 40);
+    // Image 1 fills the height (800x600 → 480x360): black bars left and right.
+    assert!(near(pixel_at(&video, 0.5, size, (320, 180)), [0, 0, 255]));
+    assert!(near(pixel_at(&video, 0.5, size, (20, 180)), [0, 0, 0]));
+    // Image 2, portrait (300x900 → 120x360), centred on black.
+    assert!(near(pixel_at(&video, 3.0, size, (320, 180)), [255, 0, 0]));
+    assert!(near(pixel_at(&video, 3.0, size, (200, 180)), [0, 0, 0]));
+    // Image 3 is 16:9: no bars.
+    assert!(near(pixel_at(&video, 5.0, size, (5, 180)), [0, 255, 0]));
+    // Half way through the fade from blue to red (1.6 s → 2.0 s), both show.
+    let mid = pixel_at(&video, 1.8, size, (320, 180));
+    assert!(
+        (60..200).contains(&mid[0]) && (60..200).contains(&mid[2]),
+        "crossfade blends blue into red: {mid:?}"
+    );
+
+    // A damaged picture fails the whole slideshow, naming it, before any frame is made.
+    std::fs::write(
+        d("broken.jpg"),
+        &std::fs::read(d("blue.jpg")).expect("jpeg")[..300],
+    )
+    .expect("write");
+    let (code, log, _) = run_measured(
+        &[
+            "process",
+            "--slideshow",
+            &d("blue.jpg"),
+            &d("broken.jpg"),
+            "--out",
+            &d("out2"),
+            "--profile",
+            "show",
+            "--config",
+            &d("config.toml"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{log}");
+    let m = manifest(&dir.path().join("out2"), "slideshow");
+    assert_eq!(m["error"]["code"], "corrupt_input", "{m}");
+    let msg = m["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("image 2 of the slideshow") && msg.contains("broken.jpg"),
+        "{msg}"
+    );
 }

@@ -394,3 +394,54 @@ fn submit_refuses_when_the_worker_is_configured_for_sqs() {
         "nothing was enqueued locally"
     );
 }
+
+#[test]
+fn an_explicit_job_with_several_images_makes_one_slideshow_once() {
+    let s = Setup::with("", crate::video::SLIDESHOW_PROFILE);
+    let uploads = s.data().join("buckets/uploads/shows");
+    std::fs::create_dir_all(&uploads).expect("bucket dir");
+    for (i, name) in ["a.png", "b c.png", "d.png"].iter().enumerate() {
+        let src = s.image(name, i as u32 * 3);
+        std::fs::copy(&src, uploads.join(name)).expect("upload");
+    }
+    let job = r#"{"version":1,"sources":["s3://uploads/shows/a.png","s3://uploads/shows/b c.png","s3://uploads/shows/d.png"],"profile":"show"}"#;
+    let q = s.queue();
+    q.send(job).expect("enqueue");
+    q.send(job).expect("enqueue a duplicate");
+    let mut w = s.worker();
+    s.wait_for("both messages settled", Duration::from_secs(120), |s| {
+        s.queue().depth().expect("depth") == (0, 0)
+    });
+    signal(&w, libc::SIGTERM);
+    assert_eq!(s.wait_exit(&mut w, Duration::from_secs(10)), 0);
+    let manifests = s.manifests();
+    assert_eq!(
+        manifests.len(),
+        1,
+        "one slideshow for two deliveries: {manifests:?}"
+    );
+    let m = &manifests[0];
+    assert_eq!(m["status"], "succeeded", "{m}");
+    assert_eq!(m["sources"].as_array().map(Vec::len), Some(3), "{m}");
+    assert_eq!(m["sources"][1]["uri"], "s3://uploads/shows/b c.png");
+    let mp4 = m["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == "slideshow"))
+        .and_then(|o| o["uri"].as_str())
+        .expect("slideshow output")
+        .trim_start_matches("file://")
+        .to_string();
+    assert!(mp4.contains("/show/shows/a.png/slideshow-"), "{mp4}");
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=width,height,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&mp4)
+        .output()
+        .expect("ffprobe");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "640,360,150");
+}

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
-fn scratch_err(e: std::io::Error) -> JobError {
+pub(super) fn scratch_err(e: std::io::Error) -> JobError {
     JobError::Storage {
         message: format!("scratch space: {e}"),
         class: ErrorClass::Transient,
@@ -81,7 +81,14 @@ impl Processor {
         let dir = scratch.path().to_path_buf();
         run.scratch = Some(scratch);
         let out = run.timings.time("transcode", || {
-            transcode::run(&movie, demuxer, &rungs, &overlays, &profile.video, &dir)
+            transcode::run(
+                &transcode::Input::of_movie(&movie),
+                transcode::Frames::Decode(&movie.video, demuxer),
+                &rungs,
+                &overlays,
+                &profile.video,
+                &dir,
+            )
         })?;
         for r in &out.rungs {
             if r.frames + r.frames / 10 < movie.frames {
@@ -95,7 +102,7 @@ impl Processor {
     }
 
     /// One overlay per rung (drawn once per distinct size), in the stored orientation.
-    fn video_overlays(
+    pub(super) fn video_overlays(
         &self,
         run: &mut Run,
         profile: &Profile,
@@ -176,7 +183,7 @@ fn sha256_file(path: &Path) -> Result<(u64, String), JobError> {
 }
 
 /// A manifest entry for every file the transcode wrote, in a stable order.
-fn collect(
+pub(super) fn collect(
     dir: &Path,
     out: &transcode::Output,
     rotation: u16,

@@ -22,6 +22,15 @@ fn unsupported(msg: String) -> JobError {
 /// 4:2:0 progressive Baseline/Main/High. Anything else is `unsupported_codec`, named.
 pub fn check_sps(sps: &[u8]) -> Result<SpsInfo, JobError> {
     let profile_idc = sps.get(1).copied().unwrap_or(0);
+    // The coded size first, from our own reading: a hostile SPS may claim a picture far
+    // beyond anything decodable (or representable), and that deserves its own words.
+    let coded = coded_size(sps)?;
+    if coded.width.max(coded.height) > MAX_SIDE || coded.width.min(coded.height) > MAX_SHORT_SIDE {
+        return Err(unsupported(format!(
+            "H.264 SPS claims a {}x{} picture: the largest supported is {MAX_SIDE}x{MAX_SHORT_SIDE}",
+            coded.width, coded.height
+        )));
+    }
     let parsed = parse_sps(sps).map_err(|e| {
         JobError::CorruptInput(format!("H.264 SPS (profile_idc {profile_idc}): {e}"))
     })?;
@@ -63,7 +72,7 @@ pub fn check_sps(sps: &[u8]) -> Result<SpsInfo, JobError> {
             if profile.is_empty() { "?" } else { profile }
         )));
     }
-    if !frame_mbs_only(sps)? {
+    if !coded.frame_mbs_only {
         return Err(unsupported(
             "interlaced H.264 (field or MBAFF coding): only progressive video is supported".into(),
         ));
@@ -74,8 +83,22 @@ pub fn check_sps(sps: &[u8]) -> Result<SpsInfo, JobError> {
     })
 }
 
-/// Read `frame_mbs_only_flag` (0 = interlaced coding possible) from an SPS NAL unit.
-fn frame_mbs_only(sps: &[u8]) -> Result<bool, JobError> {
+/// Largest picture side OpenH264 decodes (and we accept).
+const MAX_SIDE: u64 = 3840;
+/// Largest short side.
+const MAX_SHORT_SIDE: u64 = 2160;
+
+/// The coded size an SPS declares (whole macroblocks, before cropping) and whether it codes
+/// frames only.
+struct Coded {
+    width: u64,
+    height: u64,
+    frame_mbs_only: bool,
+}
+
+/// Read the size fields and `frame_mbs_only_flag` (0 = interlaced coding possible) of an SPS
+/// NAL unit.
+fn coded_size(sps: &[u8]) -> Result<Coded, JobError> {
     let rbsp = unescape(sps.get(1..).unwrap_or_default());
     let mut r = Bits {
         data: &rbsp,
@@ -134,9 +157,16 @@ fn frame_mbs_only(sps: &[u8]) -> Result<bool, JobError> {
     }
     r.ue().ok_or_else(err)?; // max_num_ref_frames
     r.bits(1).ok_or_else(err)?;
-    r.ue().ok_or_else(err)?; // pic_width_in_mbs_minus1
-    r.ue().ok_or_else(err)?; // pic_height_in_map_units_minus1
-    Ok(r.bits(1).ok_or_else(err)? == 1)
+    let width_mbs = r.ue().ok_or_else(err)? + 1; // pic_width_in_mbs_minus1
+    let height_units = r.ue().ok_or_else(err)? + 1; // pic_height_in_map_units_minus1
+    let frame_mbs_only = r.bits(1).ok_or_else(err)? == 1;
+    // Field coding: a map unit is two macroblock rows.
+    let height_mbs = height_units * if frame_mbs_only { 1 } else { 2 };
+    Ok(Coded {
+        width: width_mbs * 16,
+        height: height_mbs * 16,
+        frame_mbs_only,
+    })
 }
 
 /// Remove emulation-prevention bytes (`00 00 03` → `00 00`).
@@ -171,6 +201,7 @@ impl Bits<'_> {
     }
 
     fn ue(&mut self) -> Option<u64> {
+        // At most 32 leading zeros: the value fits a u64 and a hostile run of zeros ends.
         let mut zeros = 0;
         while self.bits(1)? == 0 {
             zeros += 1;

@@ -1,11 +1,11 @@
-//! The streaming ladder: one thread demuxes and decodes, and hands each frame (shared, not
-//! copied) through a bounded queue to one thread per rung, which resizes the planes, blends
-//! the rung's watermark, encodes and writes the MP4 and HLS segments. Audio samples are
-//! copied to every rung and to one HLS audio rendition. The queues hold a few frames, so
-//! memory does not grow with the duration.
+//! The streaming ladder: one thread demuxes and decodes (or makes pictures, for a slideshow),
+//! and hands each frame (shared, not copied) through a bounded queue to one thread per rung,
+//! which resizes the planes, blends the rung's watermark, encodes and writes the MP4 and HLS
+//! segments. Audio samples are copied to every rung and to one HLS audio rendition. The
+//! queues hold a few frames, so memory does not grow with the duration.
 
 use super::codec::{Decoder, Encoded, Encoder};
-use super::demux::{Demuxer, Movie, Packet};
+use super::demux::{AudioTrack, Demuxer, Movie, Packet, VideoTrack};
 use super::frame::{Frame, Scaler, YuvOverlay};
 use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
 use super::thumbs::Thumbs;
@@ -129,22 +129,79 @@ enum Msg {
     Audio(Arc<Packet>),
 }
 
-/// Transcode `movie` (read through `demux`) into `rungs`, writing into `dir`. `overlays`
-/// holds each rung's watermark (by index) or `None`.
+/// What the ladder needs to know about its input, however its pictures are made.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Ticks per second of the presentation times handed to the rungs.
+    pub timescale: u32,
+    /// Display matrix kept on the outputs.
+    pub matrix: [i32; 9],
+    /// Stored picture size (before rotation).
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Clockwise display rotation: 0, 90, 180 or 270.
+    pub rotation: u16,
+    /// Average frames per second.
+    pub fps: f64,
+    /// Frames expected (sizes the moov reservation).
+    pub frames: u64,
+    /// Seconds.
+    pub duration_s: f64,
+    /// AAC copied to the outputs.
+    pub audio: Option<AudioTrack>,
+    /// Audio samples expected.
+    pub audio_samples: u64,
+}
+
+impl Input {
+    /// The input a demuxed movie describes.
+    pub fn of_movie(movie: &Movie) -> Input {
+        let v = &movie.video;
+        Input {
+            timescale: v.timescale,
+            matrix: v.matrix,
+            width: v.width,
+            height: v.height,
+            rotation: v.rotation,
+            fps: movie.fps,
+            frames: movie.frames,
+            duration_s: movie.duration_s,
+            audio: movie.audio.clone(),
+            audio_samples: movie.audio_samples,
+        }
+    }
+}
+
+/// Calls its argument once per picture, in presentation order, with the picture's time in
+/// the input's timescale.
+pub type MakeFrames<'a> = Box<
+    dyn FnOnce(&mut dyn FnMut(Frame, i64) -> Result<(), JobError>) -> Result<(), JobError> + 'a,
+>;
+
+/// Where the pictures come from.
+pub enum Frames<'a> {
+    /// Demuxed samples decoded with OpenH264 (audio copied along).
+    Decode(&'a VideoTrack, Demuxer),
+    /// Pictures made by the caller (a slideshow); no audio.
+    Make(MakeFrames<'a>),
+}
+
+/// Transcode `input` (its pictures from `frames`) into `rungs`, writing into `dir`.
+/// `overlays` holds each rung's watermark (by index) or `None`.
 pub fn run(
-    movie: &Movie,
-    mut demux: Demuxer,
+    input: &Input,
+    frames: Frames<'_>,
     rungs: &[RungPlan],
     overlays: &[Option<YuvOverlay>],
     s: &VideoSettings,
     dir: &Path,
 ) -> Result<Output, JobError> {
-    let v = &movie.video;
-    let timescale = NonZeroU32::new(v.timescale)
+    let timescale = NonZeroU32::new(input.timescale)
         .ok_or_else(|| JobError::CorruptInput("video timescale is 0".into()))?;
     let carry = Carry {
-        matrix: v.matrix,
-        audio: movie.audio.as_ref().and_then(|a| {
+        matrix: input.matrix,
+        audio: input.audio.as_ref().and_then(|a| {
             NonZeroU32::new(a.timescale).map(|ts| (a.entry.clone(), ts, a.media_start))
         }),
     };
@@ -153,7 +210,7 @@ pub fn run(
         class: crate::error::ErrorClass::Transient,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let fps = if movie.fps > 0.0 { movie.fps } else { 30.0 };
+    let fps = if input.fps > 0.0 { input.fps } else { 30.0 };
 
     std::thread::scope(|scope| -> Result<Output, JobError> {
         let mut senders: Vec<SyncSender<Msg>> = Vec::new();
@@ -168,8 +225,8 @@ pub fn run(
                 overlay,
                 fps,
                 timescale,
-                frames_hint: movie.frames,
-                audio_hint: movie.audio_samples,
+                frames_hint: input.frames,
+                audio_hint: input.audio_samples,
                 carry,
                 mp4: dir.join(format!("{}.mp4", r.name)),
                 hls: s.hls.then(|| dir.join("hls").join(&r.name)),
@@ -180,11 +237,11 @@ pub fn run(
         }
         let top = rungs
             .first()
-            .map_or((v.width, v.height), |r| (r.width, r.height));
+            .map_or((input.width, input.height), |r| (r.width, r.height));
         let mut thumbs = Thumbs::new(
-            movie.duration_s,
-            (v.width, v.height),
-            v.rotation,
+            input.duration_s,
+            (input.width, input.height),
+            input.rotation,
             s.poster_offset_s,
             s.thumbnail_interval_s,
             s.thumbnail_width,
@@ -200,8 +257,8 @@ pub fn run(
             _ => None,
         };
         let fed = feed(
-            movie,
-            &mut demux,
+            input,
+            frames,
             &senders,
             &mut thumbs,
             &mut audio_hls,
@@ -227,7 +284,7 @@ pub fn run(
         let fed = match fed {
             Ok(0) => Err(JobError::CorruptInput(format!(
                 "none of the {} video samples could be decoded: the H.264 data is damaged",
-                movie.frames
+                input.frames
             ))),
             other => other,
         };
@@ -242,12 +299,12 @@ pub fn run(
             return Err(e);
         }
         let audio_segments = audio_hls.map(HlsWriter::finish).transpose()?;
-        let (poster, sprite) = thumbs.finish(dir, top, s.jpeg_quality, movie.duration_s)?;
+        let (poster, sprite) = thumbs.finish(dir, top, s.jpeg_quality, input.duration_s)?;
         if s.hls {
             let variants: Vec<mux::Variant> = outputs
                 .iter()
                 .map(|o| {
-                    let (w, h) = o.plan.display(v.rotation);
+                    let (w, h) = o.plan.display(input.rotation);
                     let audio_bps = audio_segments.as_ref().map_or(0, |a| avg_bps(a));
                     mux::Variant {
                         dir: o.plan.name.clone(),
@@ -292,16 +349,16 @@ fn avg_bps(segs: &[Segment]) -> u64 {
     }
 }
 
-/// Demux and decode, fanning frames and audio out; stops early when a rung has failed.
+/// Demux and decode (or make) pictures, fanning frames and audio out; stops early when a
+/// rung has failed.
 fn feed(
-    movie: &Movie,
-    demux: &mut Demuxer,
+    movie: &Input,
+    frames: Frames<'_>,
     senders: &[SyncSender<Msg>],
     thumbs: &mut Thumbs,
     audio_hls: &mut Option<HlsWriter>,
     timescale: NonZeroU32,
 ) -> Result<u64, JobError> {
-    let mut decoder = Decoder::new(&movie.video)?;
     let mut decoded = 0u64;
     let mut base: Option<i64> = None;
     let ts = f64::from(timescale.get());
@@ -321,6 +378,14 @@ fn feed(
         }
         Ok(())
     };
+    let (track, mut demux) = match frames {
+        Frames::Make(make) => {
+            make(&mut on_frame)?;
+            return Ok(decoded);
+        }
+        Frames::Decode(track, demux) => (track, demux),
+    };
+    let mut decoder = Decoder::new(track)?;
     let audio_entry = movie.audio.as_ref().map(|a| a.entry.clone());
     while let Some(p) = demux.next_packet()? {
         if p.video {
