@@ -847,3 +847,20 @@ fn several_images_become_one_letterboxed_slideshow_with_crossfades() {
         "{msg}"
     );
 }
+
+/// OpenH264's SIMD kernels are hand-written assembly, built only when `nasm` is present (its
+/// build script silently falls back to C, ~2.35x slower to encode): the binary must carry
+/// an assembly-only symbol.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn openh264_is_built_with_its_assembly() {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_mediaflow-cli")).expect("the CLI binary");
+    // Symbol names are NUL-terminated strings in the symbol table.
+    for symbol in ["WelsSampleSatd16x16_sse2", "WelsCPUId"] {
+        assert!(
+            bin.split(|&b| b == 0).any(|s| s == symbol.as_bytes()),
+            "{symbol} (from OpenH264's .asm files) is missing: was nasm installed when \
+             openh264-sys2 was built? (`cargo clean -p openh264-sys2` after installing it)"
+        );
+    }
+}
