@@ -10,7 +10,7 @@ use crate::media::decode::{self, Decoded};
 use crate::media::overlay::{self, Overlay};
 use crate::media::probe::{self, Format, Probe};
 use crate::media::{Pixels, encode, resize};
-use crate::plugin::catalog::Catalog;
+use crate::plugin::catalog::{Catalog, LiveCatalog};
 use crate::plugin::{Plugin, PluginErrorKind, SourceHandle, types};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -90,6 +90,8 @@ pub struct JobResult {
 pub struct Processor {
     config: Arc<Config>,
     catalog: Arc<Catalog>,
+    /// When set, each job takes its catalog from here as it starts (the registry swaps it).
+    live: Option<Arc<LiveCatalog>>,
 }
 
 /// Accumulates per-stage timings.
@@ -118,7 +120,29 @@ struct Run {
 impl Processor {
     /// A processor for `config`, resolving plugins from `catalog`.
     pub fn new(config: Arc<Config>, catalog: Arc<Catalog>) -> Self {
-        Self { config, catalog }
+        Self {
+            config,
+            catalog,
+            live: None,
+        }
+    }
+
+    /// A processor whose jobs each resolve plugins from the catalog `live` holds when they
+    /// start, and keep it to the end whatever the registry swaps in meanwhile.
+    pub fn live(config: Arc<Config>, live: Arc<LiveCatalog>) -> Self {
+        Self {
+            config,
+            catalog: live.snapshot(),
+            live: Some(live),
+        }
+    }
+
+    /// The catalog a job starting now would use.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match &self.live {
+            Some(live) => live.snapshot(),
+            None => self.catalog.clone(),
+        }
     }
 
     /// The configuration.
@@ -133,8 +157,9 @@ impl Processor {
             .config
             .profile(name)
             .ok_or_else(|| JobError::UnknownProfile(name.to_string()))?;
+        let catalog = self.catalog();
         for u in profile.metadata.iter().chain(profile.watermark.iter()) {
-            if self.catalog.resolve_use(u).is_none() {
+            if catalog.resolve_use(u).is_none() {
                 return Err(JobError::PluginNotFound(u.plugin.to_string()));
             }
         }
@@ -143,6 +168,11 @@ impl Processor {
 
     /// Run `job`. Never panics on bad input; failures become a `failed` manifest.
     pub fn run(&self, job: &Job<'_>) -> JobResult {
+        if self.live.is_some() {
+            // The job's snapshot: every plugin it uses comes from this one catalog.
+            let pinned = Processor::new(self.config.clone(), self.catalog());
+            return pinned.run(job);
+        }
         let started = Instant::now();
         let mut run = Run {
             timings: Timings::default(),
