@@ -532,8 +532,16 @@ fn publish_pin_and_roll_back(backend: Backend) {
             && rolled_back < Duration::from_secs(POLL_SECS) + Duration::from_millis(1500),
         "in use within one poll interval ({POLL_SECS} s) plus loading: publish → in use {in_use:?}, rollback {rolled_back:?}"
     );
+    // The poll that found 1.1.0: listing, fetching, verifying, compiling (or the cache).
+    let sync_ms = s
+        .logs()
+        .lines()
+        .find(|l| l.contains("registry: exif@1.1.0 added"))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["sync_ms"].as_f64())
+        .unwrap_or(f64::NAN);
     println!(
-        "registry ({backend:?}): `plugin publish` took {:.0} ms; publish → in use {:.0} ms; rollback → in use {:.0} ms (poll every {POLL_SECS} s)",
+        "registry ({backend:?}): `plugin publish` took {:.0} ms; publish → in use {:.0} ms (the poll itself {sync_ms:.0} ms); rollback → in use {:.0} ms (poll every {POLL_SECS} s)",
         publish_took.as_secs_f64() * 1e3,
         in_use.as_secs_f64() * 1e3,
         rolled_back.as_secs_f64() * 1e3
@@ -761,4 +769,120 @@ fn fs_deleting_a_plugin_while_jobs_run_breaks_none_of_them() {
 #[test]
 fn s3_deleting_a_plugin_while_jobs_run_breaks_none_of_them() {
     deleting_a_plugin_while_jobs_run(Backend::S3);
+}
+
+/// The README's path for a plugin author, command by command: `plugin new` → `cargo build` →
+/// `plugin validate` → `plugin publish` → a profile names it → the job's manifest records it.
+#[test]
+fn an_author_goes_from_plugin_new_to_a_published_plugin_in_use() {
+    let s = Workers::new(
+        |dir| {
+            format!(
+                "[plugins]\nregistry = \"{}\"\n[profiles.authored]\nrenditions = [{{ name = \"s\", width = 32, format = \"png\" }}]\nmetadata = [{{ plugin = \"author-path@^1\" }}]\n",
+                dir.join("registry").display()
+            )
+        },
+        Vec::new(),
+    );
+    let crate_dir = s.dir.path().join("author-path");
+    let check = |args: &[&str], out: Output| {
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // With the engine config (publish, list, process) …
+    let run = |args: &[&str]| check(args, s.cmd(args).output().expect("mediaflow"));
+    // … and without (new, validate: their --config means something else or nothing).
+    let bare = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+            .args(args)
+            .env(
+                "XDG_CACHE_HOME",
+                std::env::temp_dir().join("mediaflow-cli-test-cache"),
+            )
+            .output()
+            .expect("mediaflow");
+        check(args, out)
+    };
+    let created = bare(&[
+        "plugin",
+        "new",
+        "metadata-extractor",
+        "author-path",
+        "--dir",
+        crate_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        created.contains("mediaflow plugin publish"),
+        "the next steps include publishing: {created}"
+    );
+    // Shares compiled dependencies with the other guest builds (see cli.rs).
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("wasm-scaffold");
+    let build = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo build");
+    assert!(build.status.success(), "{}", text(&build));
+    let wasm = target.join("wasm32-wasip2/release/author_path.wasm");
+    let wasm_arg = wasm.to_str().expect("utf-8");
+    let manifest = crate_dir.join("plugin.toml");
+    let manifest_arg = manifest.to_str().expect("utf-8");
+    bare(&["plugin", "validate", wasm_arg, "--manifest", manifest_arg]);
+    let published = run(&[
+        "plugin",
+        "publish",
+        wasm_arg,
+        "--manifest",
+        manifest_arg,
+        "--version",
+        "1.0.0",
+    ]);
+    let bytes = std::fs::read(&wasm).expect("wasm");
+    assert!(
+        published.contains(&format!(
+            "published author-path@1.0.0 (metadata-extractor, {} bytes, {})",
+            bytes.len(),
+            digest(&bytes)
+        )),
+        "{published}"
+    );
+    let listing = run(&["plugin", "list"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("authored") && l.ends_with("-> author-path@1.0.0 (registry)")),
+        "{listing}"
+    );
+    let image = s.dir.path().join("photo.jpg");
+    std::fs::write(
+        &image,
+        jpeg_with_exif(&photo_like(40, 30), &exif_block(&CANON)),
+    )
+    .expect("image");
+    let out_dir = s.dir.path().join("out");
+    run(&[
+        "process",
+        image.to_str().expect("utf-8"),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--profile",
+        "authored",
+    ]);
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("photo/manifest.json")).expect("manifest"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        plugin_of(&m),
+        ("author-path".into(), "1.0.0".into(), digest(&bytes))
+    );
 }
