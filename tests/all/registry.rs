@@ -457,7 +457,7 @@ fn publish_pin_and_roll_back(backend: Backend) {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("exif@9.9.9 is neither in the registry nor bundled"));
 
-    // Versions are immutable: other bytes refused, the same bytes a no-op.
+    // Versions are immutable: other bytes or another plugin.toml refused, the same a no-op.
     let before = s.get_raw("exif/1.2.0/plugin.wasm");
     let out = s.publish(
         &v110,
@@ -474,6 +474,13 @@ fn publish_pin_and_roll_back(backend: Backend) {
         s.get_raw("exif/1.2.0/plugin.wasm"),
         before,
         "the refused publish changed nothing"
+    );
+    let out = s.publish(&v120, Some(keep), &["--name", "exif", "--version", "1.2.0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("already published with the same wasm but another plugin.toml"),
+        "a version's default config is part of it: {}",
+        text(&out)
     );
     let out = s.publish(
         &v120,

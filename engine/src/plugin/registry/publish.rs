@@ -1,8 +1,8 @@
 //! `mediaflow plugin publish` and `plugin channel`: validate a plugin the way an engine will
 //! load it (world detection, size cap, a smoke call on sample input), compute its sha256, and
 //! upload `NAME/VERSION/plugin.wasm` then `plugin.toml` — the toml last, written only if
-//! absent, is the commit point. Published versions are immutable: the same bytes again are a
-//! no-op, other bytes are refused. A channel file names a version; rewriting it is a
+//! absent, is the commit point. Published versions are immutable: the same wasm and manifest
+//! again are a no-op, other bytes (or another default config) are refused. A channel file names a version; rewriting it is a
 //! promotion or a rollback, and nothing is deleted.
 
 use super::layout;
@@ -50,15 +50,15 @@ pub enum PublishError {
     /// large, its smoke call failed): nothing was uploaded.
     #[error("validation failed: {0}")]
     Invalid(#[from] PluginError),
-    /// The version is already published with other bytes.
+    /// The version is already published with other bytes or another manifest.
     #[error(
-        "{plugin} is already published with other bytes ({existing}); published versions are \
-         immutable: publish a new version"
+        "{plugin} is already published with {existing}; published versions are immutable: \
+         publish a new version"
     )]
     VersionExists {
         /// `name@version`.
         plugin: String,
-        /// The digest the registry has for it.
+        /// What the registry has for it (its digest, or what differs).
         existing: String,
     },
     /// The version is bundled with the engine, which would always prefer its own copy.
@@ -132,17 +132,29 @@ pub fn publish(
     }
     let wasm_key = layout::wasm_key(&manifest.name, &manifest.version);
     let toml_key = layout::toml_key(&manifest.name, &manifest.version);
-    let existing_digest = |bytes: Vec<u8>| {
-        std::str::from_utf8(&bytes)
+    // What the registry has for this version, compared with what we would write: the same
+    // manifest (digest included) is a no-op; anything else is refused.
+    let conflict = |bytes: Vec<u8>| -> Option<String> {
+        let existing = std::str::from_utf8(&bytes)
             .ok()
-            .and_then(|t| PluginManifest::parse(t).ok())
-            .and_then(|m| m.sha256)
-            .unwrap_or_else(|| "an unreadable plugin.toml".into())
+            .and_then(|t| PluginManifest::parse(t).ok());
+        match existing {
+            Some(m) if m == manifest => None,
+            Some(m) if m.sha256.as_deref() == Some(digest.as_str()) => Some(
+                "the same wasm but another plugin.toml (description, world, config or limits \
+                 differ)"
+                    .into(),
+            ),
+            Some(m) => Some(format!(
+                "other bytes ({})",
+                m.sha256.unwrap_or_else(|| "no digest".into())
+            )),
+            None => Some("an unreadable plugin.toml".into()),
+        }
     };
     let unchanged = match registry.get_opt(&toml_key)? {
         Some(existing) => {
-            let existing = existing_digest(existing);
-            if existing != digest {
+            if let Some(existing) = conflict(existing) {
                 return Err(PublishError::VersionExists { plugin, existing });
             }
             // Committed with these bytes; put the wasm back if someone removed it.
@@ -159,21 +171,19 @@ pub fn publish(
                 false
             } else {
                 // Another publish committed this version first.
-                let theirs = registry
-                    .get_opt(&toml_key)?
-                    .map(existing_digest)
-                    .unwrap_or_default();
-                if theirs != digest {
-                    return Err(PublishError::VersionExists {
-                        plugin,
-                        existing: format!(
-                            "{theirs}, committed by a concurrent publish: its plugin.wasm may \
-                             now be ours, which engines refuse as a digest mismatch — publish \
-                             it again"
-                        ),
-                    });
+                match registry.get_opt(&toml_key)?.and_then(conflict) {
+                    None => true,
+                    Some(theirs) => {
+                        return Err(PublishError::VersionExists {
+                            plugin,
+                            existing: format!(
+                                "{theirs}, committed by a concurrent publish: its plugin.wasm \
+                                 may now be ours, which engines refuse as a digest mismatch — \
+                                 publish that version again"
+                            ),
+                        });
+                    }
                 }
-                true
             }
         }
     };
