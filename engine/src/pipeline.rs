@@ -10,7 +10,7 @@ use crate::media::decode::{self, Decoded};
 use crate::media::overlay::{self, Overlay};
 use crate::media::probe::{self, Format, Probe};
 use crate::media::{Pixels, encode, resize};
-use crate::plugin::catalog::{Catalog, LiveCatalog};
+use crate::plugin::catalog::{Catalog, CatalogSource, LiveCatalog};
 use crate::plugin::{Plugin, PluginErrorKind, SourceHandle, types};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -89,9 +89,8 @@ pub struct JobResult {
 #[derive(Debug, Clone)]
 pub struct Processor {
     config: Arc<Config>,
-    catalog: Arc<Catalog>,
-    /// When set, each job takes its catalog from here as it starts (the registry swaps it).
-    live: Option<Arc<LiveCatalog>>,
+    /// Live for the engine's processor; each job runs on a copy fixed to its snapshot.
+    catalog: CatalogSource,
 }
 
 /// Accumulates per-stage timings.
@@ -122,8 +121,7 @@ impl Processor {
     pub fn new(config: Arc<Config>, catalog: Arc<Catalog>) -> Self {
         Self {
             config,
-            catalog,
-            live: None,
+            catalog: CatalogSource::Fixed(catalog),
         }
     }
 
@@ -132,17 +130,13 @@ impl Processor {
     pub fn live(config: Arc<Config>, live: Arc<LiveCatalog>) -> Self {
         Self {
             config,
-            catalog: live.snapshot(),
-            live: Some(live),
+            catalog: CatalogSource::Live(live),
         }
     }
 
     /// The catalog a job starting now would use.
     pub fn catalog(&self) -> Arc<Catalog> {
-        match &self.live {
-            Some(live) => live.snapshot(),
-            None => self.catalog.clone(),
-        }
+        self.catalog.snapshot()
     }
 
     /// The configuration.
@@ -168,10 +162,9 @@ impl Processor {
 
     /// Run `job`. Never panics on bad input; failures become a `failed` manifest.
     pub fn run(&self, job: &Job<'_>) -> JobResult {
-        if self.live.is_some() {
+        if let CatalogSource::Live(_) = self.catalog {
             // The job's snapshot: every plugin it uses comes from this one catalog.
-            let pinned = Processor::new(self.config.clone(), self.catalog());
-            return pinned.run(job);
+            return Processor::new(self.config.clone(), self.catalog()).run(job);
         }
         let started = Instant::now();
         let mut run = Run {

@@ -57,7 +57,7 @@ impl std::ops::Deref for Setup {
 
 /// Profiles: `semver` (`exif@^1`, the default), `pinned` (`exif@stable`, keys `pinned-*`),
 /// `tagged` (`tagger@^1`, keys `tagged-*`), `liar` (`liar@^1`, keys `liar-*`), `slow`
-/// (`slow@^1` busy for 3 s, keys `slow-*`).
+/// (`slow@^1` busy for 4 s, keys `slow-*`).
 const PROFILES: &str = r#"
 [profiles.semver]
 renditions = [{ name = "s", width = 32, format = "png" }]
@@ -73,7 +73,7 @@ renditions = [{ name = "s", width = 32, format = "png" }]
 metadata = [{ plugin = "liar@^1" }]
 [profiles.slow]
 renditions = [{ name = "s", width = 32, format = "png" }]
-metadata = [{ plugin = "slow@^1", config = { millis = 3000 } }]
+metadata = [{ plugin = "slow@^1", config = { millis = 4000 } }]
 [[routes]]
 key = "pinned-*"
 profile = "pinned"
@@ -696,18 +696,15 @@ fn s3_bad_plugins_are_refused_at_publish_and_at_load() {
     bad_plugins_are_refused(Backend::S3);
 }
 
-/// Delete a plugin from the registry while three jobs use it: all three finish with it; the
-/// next job no longer gets it; the worker carries on.
+/// Delete a plugin from the registry and publish its next version while three jobs use it:
+/// all three finish with the version they started with; the next job gets the new one; once
+/// every version is deleted new jobs fail clearly and the worker carries on.
 fn deleting_a_plugin_while_jobs_run(backend: Backend) {
     let s = Setup::new(backend);
     let slow = std::fs::read(programs::SLOW).expect("slow guest");
-    s.publish_ok(
-        &slow,
-        Some(
-            "world = \"metadata-extractor\"\n[config]\nmillis = 5\n[limits]\ntimeout_ms = 60000\n",
-        ),
-        &["--name", "slow", "--version", "1.0.0"],
-    );
+    let toml =
+        "world = \"metadata-extractor\"\n[config]\nmillis = 5\n[limits]\ntimeout_ms = 60000\n";
+    s.publish_ok(&slow, Some(toml), &["--name", "slow", "--version", "1.0.0"]);
     let w = s.spawn_with(&[("MEDIAFLOW_WORKER__CONCURRENCY", "3")]);
     s.wait_log("worker started");
     let files: Vec<PathBuf> = (0..3)
@@ -741,26 +738,44 @@ fn deleting_a_plugin_while_jobs_run(backend: Backend) {
                 .all(|id| queue.receive_count(id).ok().flatten() == Some(1))
         },
     );
-    s.delete_raw("slow/");
+    // While they run: 1.0.0 deleted, 1.1.0 (other bytes) published in its place.
+    s.delete_raw("slow/1.0.0/");
     assert!(
-        s.keys().iter().all(|k| !k.starts_with("slow/")),
+        s.keys().iter().all(|k| !k.starts_with("slow/1.0.0/")),
         "{:?}",
         s.keys()
     );
+    let slow11 = with_note(&slow, "1.1.0");
+    s.publish_ok(
+        &slow11,
+        Some(toml),
+        &["--name", "slow", "--version", "1.1.0"],
+    );
     s.wait_log("registry: slow@1.0.0 removed (deleted from the registry)");
+    s.wait_log("registry: slow@1.1.0 added");
     assert!(
         s.manifests().is_empty(),
-        "the plugin was gone for new jobs while all three still ran"
+        "the swap happened while all three jobs still ran"
     );
     s.wait_until("three manifests", WAIT, Duration::from_millis(50), || {
         s.manifests().len() == 3
     });
     for m in s.manifests() {
-        let (name, version, d) = plugin_of(&m);
-        assert_eq!((name.as_str(), version.as_str()), ("slow", "1.0.0"), "{m}");
-        assert_eq!(d, digest(&slow));
-        assert_eq!(m["metadata"]["slow"]["slept_ms"], 3000, "{m}");
+        assert_eq!(
+            plugin_of(&m),
+            ("slow".into(), "1.0.0".into(), digest(&slow)),
+            "a job keeps the version it started with: {m}"
+        );
+        assert_eq!(m["metadata"]["slow"]["slept_ms"], 4000, "{m}");
     }
+    assert_eq!(
+        plugin_of(&s.job("slow-3.jpg")),
+        ("slow".into(), "1.1.0".into(), digest(&slow11)),
+        "the next job gets the new version"
+    );
+    // Deleted with nothing in its place: new jobs fail clearly; the worker carries on.
+    s.delete_raw("slow/");
+    s.wait_log("registry: slow@1.1.0 removed (deleted from the registry)");
     let m = s.job("slow-after.jpg");
     assert_eq!(m["status"], "failed");
     assert_eq!(m["error"]["code"], "plugin_not_found", "{m}");

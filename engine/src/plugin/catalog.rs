@@ -187,6 +187,31 @@ impl LiveCatalog {
     }
 }
 
+/// Where a processor resolves plugins: a fixed catalog (a job's snapshot), or the live one
+/// (each call then sees the catalog current at that moment).
+#[derive(Debug, Clone)]
+pub enum CatalogSource {
+    /// Always this catalog.
+    Fixed(Arc<Catalog>),
+    /// Whatever the registry last swapped in.
+    Live(Arc<LiveCatalog>),
+}
+
+impl CatalogSource {
+    /// The catalog as of now.
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        match self {
+            CatalogSource::Fixed(c) => c.clone(),
+            CatalogSource::Live(l) => l.snapshot(),
+        }
+    }
+
+    /// [`Catalog::resolve_use`] on the catalog as of now.
+    pub fn resolve_use(&self, u: &PluginUse) -> Option<Plugin> {
+        self.snapshot().resolve_use(u)
+    }
+}
+
 /// Check that `wasm` is what `manifest.sha256` says; a manifest without a digest is refused.
 pub fn verify_digest(manifest: &PluginManifest, wasm: &[u8]) -> Result<(), PluginError> {
     use sha2::Digest;
