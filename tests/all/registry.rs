@@ -4,8 +4,9 @@
 //! a published version is used by a running worker within one poll, with no restart (proved
 //! by the job manifests' plugin version and digest); channel pinning, promotion and rollback;
 //! versions are immutable; bad plugins (no mediaflow world, wrong world, too large, tampered)
-//! are refused at publish and at load, never half-loaded and not fetched again; deleting a
-//! plugin while jobs run breaks none of them. Prints the publish → in-use times.
+//! are refused at publish and at load, never half-loaded and not fetched again; an
+//! unreachable registry keeps the loaded plugins; deleting a plugin (and publishing its next
+//! version) while jobs run breaks none of them. Prints the publish → in-use times.
 
 use crate::harness::{Workers, config_text, signal};
 use aws_sdk_s3::primitives::ByteStream;
@@ -569,7 +570,7 @@ fn s3_publish_is_used_within_one_poll_and_channels_pin_and_roll_back() {
 /// load (tampered wasm, a plugin.toml lying about the world), never half-loaded, not fetched
 /// again while unchanged; the worker keeps serving and takes the plugin back once repaired.
 fn bad_plugins_are_refused(backend: Backend) {
-    let s = Setup::new(backend);
+    let mut s = Setup::new(backend);
     let watermark = bundled::get("watermark").expect("watermark").wasm;
     // At publish: not a mediaflow plugin; another world than its plugin.toml says; too large.
     let wrong = std::fs::read(programs::WRONG_WORLD).expect("wrong-world guest");
@@ -683,6 +684,20 @@ fn bad_plugins_are_refused(backend: Backend) {
         plugin_of(&s.job("tagged-3.jpg")),
         ("tagger".into(), "1.0.0".into(), digest(&tagger))
     );
+    if let Raw::S3 { .. } = s.raw {
+        // The registry becomes unreachable (moto stops): not an empty registry — the plugins
+        // stay loaded and jobs keep using them.
+        drop(std::mem::replace(&mut s.raw, Raw::Fs(PathBuf::new())));
+        s.wait_log("keeping the plugins loaded");
+        assert_eq!(
+            plugin_of(&s.job("tagged-4.jpg")),
+            ("tagger".into(), "1.0.0".into(), digest(&tagger))
+        );
+        assert_eq!(
+            s.logs().matches("registry: tagger@1.0.0 removed").count(),
+            1
+        );
+    }
     s.stop(w);
 }
 
