@@ -357,54 +357,15 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
             channel,
             config,
         } => {
-            let manifest = manifest.or_else(|| {
-                let beside = file.with_file_name("plugin.toml");
-                beside.exists().then_some(beside)
-            });
-            let draft = Draft {
-                manifest: manifest
-                    .map(|p| {
-                        std::fs::read_to_string(&p)
-                            .map_err(|e| format!("reading {}: {e}", p.display()))
-                            .and_then(|t| {
-                                t.parse::<toml::Table>()
-                                    .map_err(|e| format!("{}: {}", p.display(), e.message()))
-                            })
-                    })
-                    .transpose()
-                    .map_err(CliError::Usage)?,
-                name,
-                version,
-                description,
-            };
+            let draft = Draft::read(&file, manifest.as_deref(), name, version, description)
+                .map_err(publish_error)?;
             let wasm = read_wasm(&file)?;
             let (host, registry) = registry_env(config.as_deref())?;
             let published =
                 publish::publish(&registry, &host, &wasm, &draft).map_err(publish_error)?;
-            let m = &published.manifest;
-            println!(
-                "smoke call ({:.1} ms): {}",
-                published.validation.call_ms, published.validation.summary
-            );
-            if published.unchanged {
-                println!(
-                    "{}@{} is already published with these bytes ({}): nothing to do",
-                    m.name,
-                    m.version,
-                    published.validation.plugin.digest()
-                );
-            } else {
-                println!(
-                    "published {}@{} ({}, {} bytes, {}) to {}",
-                    m.name,
-                    m.version,
-                    m.world,
-                    wasm.len(),
-                    published.validation.plugin.digest(),
-                    published.uri
-                );
-            }
+            println!("{published}");
             if let Some(channel) = channel {
+                let m = &published.manifest;
                 let before = publish::set_channel(&registry, &m.name, &channel, &m.version)
                     .map_err(publish_error)?;
                 print_channel(&m.name, &channel, &m.version, before);

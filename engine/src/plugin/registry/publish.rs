@@ -27,6 +27,35 @@ pub struct Draft {
     pub description: Option<String>,
 }
 
+impl Draft {
+    /// A draft from the command line: the manifest at `manifest`, else `plugin.toml` beside
+    /// `wasm` if there is one, and the values given.
+    pub fn read(
+        wasm: &std::path::Path,
+        manifest: Option<&std::path::Path>,
+        name: Option<String>,
+        version: Option<String>,
+        description: Option<String>,
+    ) -> Result<Draft, PublishError> {
+        let beside = wasm.with_file_name("plugin.toml");
+        let path = manifest.or_else(|| beside.exists().then_some(beside.as_path()));
+        let manifest = path
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| PublishError::Usage(format!("reading {}: {e}", p.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| PublishError::Usage(format!("{}: {}", p.display(), e.message())))
+            })
+            .transpose()?;
+        Ok(Draft {
+            manifest,
+            name,
+            version,
+            description,
+        })
+    }
+}
+
 /// A published (or already identically published) version.
 #[derive(Debug)]
 pub struct Published {
@@ -38,6 +67,33 @@ pub struct Published {
     pub unchanged: bool,
     /// The local validation (the smoke call's summary and time).
     pub validation: Validation,
+}
+
+impl std::fmt::Display for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (m, v) = (&self.manifest, &self.validation);
+        writeln!(f, "smoke call ({:.1} ms): {}", v.call_ms, v.summary)?;
+        if self.unchanged {
+            write!(
+                f,
+                "{}@{} is already published with these bytes ({}): nothing to do",
+                m.name,
+                m.version,
+                v.plugin.digest()
+            )
+        } else {
+            write!(
+                f,
+                "published {}@{} ({}, {} bytes, {}) to {}",
+                m.name,
+                m.version,
+                m.world,
+                v.plugin.size(),
+                v.plugin.digest(),
+                self.uri
+            )
+        }
+    }
 }
 
 /// Why a publish (or a channel change) was refused.
