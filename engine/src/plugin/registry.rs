@@ -208,7 +208,7 @@ impl Registry {
     /// The registry `config` names, opened; `None` when there is none.
     pub fn from_config(config: &Config) -> Result<Option<Registry>, RegistryError> {
         let location = Location::from_config(config).map_err(|message| RegistryError::Open {
-            location: format!("{:?}", config.plugins.registry),
+            location: config.plugins.registry.clone().unwrap_or_default(),
             message,
         })?;
         location
