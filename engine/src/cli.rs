@@ -1,6 +1,8 @@
 //! The `mediaflow` command line: argument parsing, dispatch to the library, and exit codes
 //! (0 = success, 1 = a job or plugin failed, 2 = usage or configuration error).
 
+use crate::plugin::registry::publish::{self, Draft};
+use crate::plugin::registry::{Registry, listing};
 use crate::plugin::{
     self, HostConfig, PluginHost, PluginSpec, World, inspect, manifest::PluginManifest, scaffold,
 };
@@ -111,8 +113,51 @@ pub enum PluginCommand {
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
-    /// List the plugins this engine has (bundled first-party plugins).
-    List,
+    /// Validate a plugin locally (world, size cap, smoke call) and publish it to the
+    /// registry: NAME/VERSION/plugin.wasm, then plugin.toml with its sha256.
+    Publish {
+        /// The .wasm component.
+        file: PathBuf,
+        /// Plugin name (a-z, 0-9, '-'); default: `name` in the manifest.
+        #[arg(long)]
+        name: Option<String>,
+        /// Version (semver); default: `version` in the manifest.
+        #[arg(long)]
+        version: Option<String>,
+        /// One line on what it does; default: the manifest's.
+        #[arg(long)]
+        description: Option<String>,
+        /// Its plugin.toml (world, default config, limits); default: plugin.toml beside the
+        /// file, if there is one.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Also point this channel (e.g. `stable`) at the new version.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Engine config naming the registry (`plugins.registry`); MEDIAFLOW_* variables
+        /// override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Point a channel at a published (or bundled) version: promote, or roll back.
+    Channel {
+        /// Plugin name.
+        name: String,
+        /// Channel name (e.g. `stable`).
+        channel: String,
+        /// The version it should name.
+        version: String,
+        /// Engine config naming the registry; MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List the plugins an engine with this config has (bundled, local, registry), the
+    /// channels, and the version each profile's plugins resolve to.
+    List {
+        /// Engine config; MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Errors at the command line's edge, with the exit code they map to.
@@ -225,6 +270,7 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
                 ))
             })?;
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let crate_name = name.replace('-', "_");
             let sdk = match sdk_path {
                 Some(p) => scaffold::SdkSource::Path(
                     p.canonicalize()
@@ -239,9 +285,8 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
                 println!("  {}", f.display());
             }
             println!(
-                "\nnext:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin validate target/wasm32-wasip2/release/{}.wasm --manifest plugin.toml",
+                "\nnext:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin validate target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n  mediaflow plugin publish target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml",
                 dir.display(),
-                name.replace('-', "_")
             );
             Ok(())
         }
@@ -309,22 +354,106 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
             println!("smoke call ({:.1} ms): {}", v.call_ms, v.summary);
             Ok(())
         }
-        PluginCommand::List => {
-            println!(
-                "{:<14} {:<9} {:<20} DESCRIPTION",
-                "NAME", "VERSION", "WORLD"
-            );
-            for p in plugin::bundled::all() {
-                let m = &p.manifest;
-                println!(
-                    "{:<14} {:<9} {:<20} {} (bundled)",
-                    m.name,
-                    m.version,
-                    m.world.name(),
-                    m.description
-                );
+        PluginCommand::Publish {
+            file,
+            name,
+            version,
+            description,
+            manifest,
+            channel,
+            config,
+        } => {
+            let draft = Draft::read(&file, manifest.as_deref(), name, version, description)
+                .map_err(publish_error)?;
+            let wasm = read_wasm(&file)?;
+            let (host, registry) = registry_env(config.as_deref())?;
+            let published =
+                publish::publish(&registry, &host, &wasm, &draft).map_err(publish_error)?;
+            println!("{published}");
+            if let Some(channel) = channel {
+                let m = &published.manifest;
+                let before = publish::set_channel(&registry, &m.name, &channel, &m.version)
+                    .map_err(publish_error)?;
+                print_channel(&m.name, &channel, &m.version, before);
             }
             Ok(())
         }
+        PluginCommand::Channel {
+            name,
+            channel,
+            version,
+            config,
+        } => {
+            let version = semver::Version::parse(&version)
+                .map_err(|e| CliError::Usage(format!("{version:?} is not a version: {e}")))?;
+            let (_, registry) = registry_env(config.as_deref())?;
+            let before = publish::set_channel(&registry, &name, &channel, &version)
+                .map_err(publish_error)?;
+            print_channel(&name, &channel, &version, before);
+            Ok(())
+        }
+        PluginCommand::List { config } => {
+            let config = crate::config::Config::load(config.as_deref())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let host = std::sync::Arc::new(host_for(&config)?);
+            let base = plugin::catalog::Catalog::with_local(&host, &config.plugins.local)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let text = listing::describe(&config, host, base)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// A plugin host with the config's cache and size cap.
+fn host_for(config: &crate::config::Config) -> Result<PluginHost, CliError> {
+    PluginHost::new(&HostConfig {
+        cache_dir: config
+            .plugins
+            .cache_dir
+            .clone()
+            .or_else(plugin::default_cache_dir),
+        max_wasm_bytes: config.plugins.max_wasm_bytes,
+        ..HostConfig::default()
+    })
+    .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// A host for the config and the registry it names (a usage error when it names none).
+fn registry_env(config: Option<&Path>) -> Result<(PluginHost, Registry), CliError> {
+    let config = crate::config::Config::load(config).map_err(|e| CliError::Usage(e.to_string()))?;
+    let host = host_for(&config)?;
+    let registry = Registry::from_config(&config)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no plugin registry: plugins.registry is empty (set it, e.g. \
+                 MEDIAFLOW_PLUGINS__REGISTRY=s3://BUCKET/plugins/)"
+                    .into(),
+            )
+        })?;
+    Ok((host, registry))
+}
+
+fn publish_error(e: publish::PublishError) -> CliError {
+    match e {
+        publish::PublishError::Usage(_) | publish::PublishError::UnknownVersion(_) => {
+            CliError::Usage(e.to_string())
+        }
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
+fn print_channel(
+    name: &str,
+    channel: &str,
+    version: &semver::Version,
+    before: Option<semver::Version>,
+) {
+    match before {
+        Some(b) if b == *version => println!("channel {name}/{channel} already names {version}"),
+        Some(b) => println!("channel {name}/{channel} -> {version} (was {b})"),
+        None => println!("channel {name}/{channel} -> {version} (new)"),
     }
 }

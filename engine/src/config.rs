@@ -7,7 +7,7 @@
 mod profile;
 
 pub use profile::{
-    Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VideoSettings,
+    Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin, VideoSettings,
 };
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +148,14 @@ pub struct PluginsConfig {
     /// Extra plugins from local directories, each holding `plugin.toml` and `plugin.wasm`
     /// (the registry's layout), added to the bundled ones.
     pub local: Vec<PathBuf>,
+    /// The plugin registry (`NAME/VERSION/plugin.{wasm,toml}`, `NAME/channels/CHANNEL`):
+    /// `s3://BUCKET/PREFIX/`, `file:///DIR` or a directory. Unset: the output bucket's
+    /// `plugins/` prefix (on S3 when `worker.queue_url` is set, else
+    /// `DATA_DIR/buckets/OUTPUT_BUCKET/plugins/`). Empty: no registry.
+    pub registry: Option<String>,
+    /// Seconds between the worker's polls of the registry (a listing; only changed objects
+    /// are fetched).
+    pub registry_poll_secs: u64,
 }
 
 impl Default for PluginsConfig {
@@ -156,6 +164,8 @@ impl Default for PluginsConfig {
             cache_dir: None,
             max_wasm_bytes: 64 * 1024 * 1024,
             local: Vec::new(),
+            registry: None,
+            registry_poll_secs: 30,
         }
     }
 }
@@ -379,6 +389,8 @@ impl Config {
                 ));
             }
         }
+        crate::plugin::registry::validate_config(self)
+            .map_err(|(field, problem)| invalid(field.into(), problem))?;
         for (i, route) in self.routes.iter().enumerate() {
             if !self.profiles.contains_key(&route.profile) {
                 return Err(invalid(

@@ -10,7 +10,7 @@ use crate::media::decode::{self, Decoded};
 use crate::media::overlay::{self, Overlay};
 use crate::media::probe::{self, Format, Probe};
 use crate::media::{Pixels, encode, resize};
-use crate::plugin::catalog::Catalog;
+use crate::plugin::catalog::{Catalog, CatalogSource, LiveCatalog};
 use crate::plugin::{Plugin, PluginErrorKind, SourceHandle, types};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -92,7 +92,8 @@ pub struct JobResult {
 #[derive(Debug, Clone)]
 pub struct Processor {
     config: Arc<Config>,
-    catalog: Arc<Catalog>,
+    /// Live for the engine's processor; each job runs on a copy fixed to its snapshot.
+    catalog: CatalogSource,
 }
 
 /// Accumulates per-stage timings.
@@ -187,7 +188,24 @@ fn finish(
 impl Processor {
     /// A processor for `config`, resolving plugins from `catalog`.
     pub fn new(config: Arc<Config>, catalog: Arc<Catalog>) -> Self {
-        Self { config, catalog }
+        Self {
+            config,
+            catalog: CatalogSource::Fixed(catalog),
+        }
+    }
+
+    /// A processor whose jobs each resolve plugins from the catalog `live` holds when they
+    /// start, and keep it to the end whatever the registry swaps in meanwhile.
+    pub fn live(config: Arc<Config>, live: Arc<LiveCatalog>) -> Self {
+        Self {
+            config,
+            catalog: CatalogSource::Live(live),
+        }
+    }
+
+    /// The catalog a job starting now would use.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.snapshot()
     }
 
     /// The configuration.
@@ -202,8 +220,9 @@ impl Processor {
             .config
             .profile(name)
             .ok_or_else(|| JobError::UnknownProfile(name.to_string()))?;
+        let catalog = self.catalog();
         for u in profile.metadata.iter().chain(profile.watermark.iter()) {
-            if self.catalog.resolve_use(u).is_none() {
+            if catalog.resolve_use(u).is_none() {
                 return Err(JobError::PluginNotFound(u.plugin.to_string()));
             }
         }
@@ -212,6 +231,10 @@ impl Processor {
 
     /// Run `job`. Never panics on bad input; failures become a `failed` manifest.
     pub fn run(&self, job: &Job<'_>) -> JobResult {
+        if let CatalogSource::Live(_) = self.catalog {
+            // The job's snapshot: every plugin it uses comes from this one catalog.
+            return Processor::new(self.config.clone(), self.catalog()).run(job);
+        }
         let started = Instant::now();
         let mut run = Run::new(&job.source_uri, &job.etag);
         let outcome = self.run_stages(job, &mut run);

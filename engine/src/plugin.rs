@@ -1,6 +1,7 @@
 //! WebAssembly plugins: the sandboxed host ([`PluginHost`]), loaded plugins ([`Plugin`]) and
 //! their per-job instances ([`PluginInstance`]), limits, world detection, the compiled-code
-//! cache, the plugins bundled into the engine, and plugin authoring tools (inspect, scaffold).
+//! cache, the plugins bundled into the engine, the registry of published plugins (publish,
+//! polling, hot swap, channels), and plugin authoring tools (inspect, scaffold).
 
 mod bindings;
 pub mod bundled;
@@ -11,6 +12,7 @@ mod host;
 pub mod inspect;
 mod limits;
 pub mod manifest;
+pub mod registry;
 pub mod scaffold;
 mod source;
 mod world;

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::manifest::{Manifest, Status};
 use crate::pipeline::{Job, Processor};
 use crate::plugin::catalog::Catalog;
+use crate::plugin::registry::RegistryWatch;
 use crate::plugin::{HostConfig, PluginHost, default_cache_dir};
 use crate::report;
 use crate::storage::{FsStorage, Storage};
@@ -65,32 +66,40 @@ pub enum SetupError {
 #[derive(Debug)]
 pub struct Engine {
     /// Keeps the epoch ticker (plugin deadlines) alive for as long as jobs run.
-    _host: PluginHost,
+    _host: Arc<PluginHost>,
+    /// The registry's plugins over the bundled and local ones.
+    registry: RegistryWatch,
     /// The job runner.
     pub processor: Processor,
 }
 
 impl Engine {
-    /// Load config, start the plugin host and the bundled plugins.
+    /// Load config, start the plugin host, the bundled and local plugins and the registry's.
     pub fn start(config_path: Option<&Path>) -> Result<Engine, SetupError> {
         let config = Config::load(config_path)?;
-        let host = PluginHost::new(&HostConfig {
-            cache_dir: config.plugins.cache_dir.clone().or_else(default_cache_dir),
-            max_wasm_bytes: config.plugins.max_wasm_bytes,
-            ..HostConfig::default()
-        })
-        .map_err(|e| SetupError::Plugins(e.to_string()))?;
-        let mut catalog =
-            Catalog::bundled(&host).map_err(|e| SetupError::Plugins(e.to_string()))?;
-        for dir in &config.plugins.local {
-            catalog
-                .load_dir(&host, dir)
-                .map_err(|e| SetupError::Plugins(e.to_string()))?;
-        }
+        let host = Arc::new(
+            PluginHost::new(&HostConfig {
+                cache_dir: config.plugins.cache_dir.clone().or_else(default_cache_dir),
+                max_wasm_bytes: config.plugins.max_wasm_bytes,
+                ..HostConfig::default()
+            })
+            .map_err(|e| SetupError::Plugins(e.to_string()))?,
+        );
+        let catalog = Catalog::with_local(&host, &config.plugins.local)
+            .map_err(|e| SetupError::Plugins(e.to_string()))?;
+        let registry = RegistryWatch::load(&config, host.clone(), catalog)
+            .map_err(|e| SetupError::Plugins(e.to_string()))?;
         Ok(Engine {
-            processor: Processor::new(Arc::new(config), Arc::new(catalog)),
+            processor: Processor::live(Arc::new(config), registry.live()),
+            registry,
             _host: host,
         })
+    }
+
+    /// Keep the registry's plugins current: poll it every `plugins.registry_poll_secs` (the
+    /// worker does; a `process` run keeps what it loaded at start-up).
+    pub fn poll_registry(&mut self) {
+        self.registry.start_polling();
     }
 }
 

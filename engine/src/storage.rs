@@ -110,6 +110,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<ObjectInfo, StorageError>;
     /// The object's info, or `None`.
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+    /// Every object whose key starts with `prefix` (a plain string prefix, as S3 has it; `""`
+    /// lists everything), with its info, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectInfo)>, StorageError>;
     /// A URI naming the object (`file:///…`, `s3://bucket/key`).
     fn uri(&self, key: &str) -> String;
 }

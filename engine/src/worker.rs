@@ -194,7 +194,8 @@ enum Outcome {
 
 /// Run the worker until SIGTERM/SIGINT.
 pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
-    let engine = Engine::start(config_path)?;
+    let mut engine = Engine::start(config_path)?;
+    engine.poll_registry();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

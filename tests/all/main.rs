@@ -7,6 +7,7 @@ mod deploy;
 mod first_party;
 mod harness;
 mod process;
+mod registry;
 mod sandbox;
 mod video;
 mod worker;

@@ -1,5 +1,6 @@
 //! Profiles: what to make of a source — renditions (size, fit, format, quality) and which
-//! plugins to run (metadata extractors, a watermarker), each named by a semver requirement.
+//! plugins to run (metadata extractors, a watermarker), each named by a semver requirement or
+//! a registry channel.
 
 use crate::plugin::Limits;
 use serde::{Deserialize, Serialize};
@@ -279,11 +280,14 @@ impl ImageFormat {
     }
 }
 
-/// A plugin named by a semver requirement, with its configuration and optional limits.
+/// A plugin named by a semver requirement or a channel, with its configuration and optional
+/// limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginUse {
-    /// `name@requirement`, e.g. `exif@^1` (a bare name means any version).
+    /// `name@requirement` (`exif@^1`: the highest matching version; a bare name means any
+    /// version) or `name@channel` (`exif@stable`: the version the registry's channel file
+    /// names).
     pub plugin: PluginRef,
     /// Configuration over the plugin's defaults.
     #[serde(default)]
@@ -293,14 +297,32 @@ pub struct PluginUse {
     pub limits: Option<Limits>,
 }
 
-/// `name@requirement`.
+/// `name@requirement` or `name@channel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PluginRef {
     /// Plugin name.
     pub name: String,
-    /// Version requirement.
-    pub req: semver::VersionReq,
+    /// Which version.
+    pub req: VersionPin,
+}
+
+/// How a profile picks a plugin's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPin {
+    /// The highest version matching a semver requirement (`^1`, `~1.2`, `=1.2.3`, `*`).
+    Semver(semver::VersionReq),
+    /// The version a channel file names (`stable`): rollback is rewriting that file.
+    Channel(String),
+}
+
+impl std::fmt::Display for VersionPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionPin::Semver(r) => write!(f, "{r}"),
+            VersionPin::Channel(c) => f.write_str(c),
+        }
+    }
 }
 
 impl TryFrom<String> for PluginRef {
@@ -313,8 +335,18 @@ impl TryFrom<String> for PluginRef {
         if !crate::plugin::manifest::valid_name(name) {
             return Err(format!("{s:?}: plugin name must be a-z, 0-9 and '-'"));
         }
-        let req = semver::VersionReq::parse(req)
-            .map_err(|e| format!("{s:?}: bad version requirement: {e}"))?;
+        let req = match semver::VersionReq::parse(req) {
+            Ok(r) => VersionPin::Semver(r),
+            Err(_) if crate::plugin::manifest::valid_name(req) => {
+                VersionPin::Channel(req.to_string())
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{s:?}: bad version requirement ({e}); a channel name is a-z, 0-9 and '-', \
+                     starting with a letter"
+                ));
+            }
+        };
         Ok(PluginRef {
             name: name.to_string(),
             req,
@@ -324,7 +356,7 @@ impl TryFrom<String> for PluginRef {
 
 impl From<PluginRef> for String {
     fn from(r: PluginRef) -> String {
-        format!("{}@{}", r.name, r.req)
+        r.to_string()
     }
 }
 
@@ -396,5 +428,32 @@ impl Profile {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_refs_are_semver_requirements_or_channels() {
+        let r = |s: &str| PluginRef::try_from(s.to_string());
+        assert_eq!(
+            r("exif@^1").map(|p| p.req),
+            Ok(VersionPin::Semver(
+                semver::VersionReq::parse("^1").expect("req")
+            ))
+        );
+        assert_eq!(
+            r("exif").map(|p| p.req),
+            Ok(VersionPin::Semver(semver::VersionReq::STAR))
+        );
+        assert_eq!(
+            r("exif@stable").map(|p| p.req),
+            Ok(VersionPin::Channel("stable".into()))
+        );
+        assert_eq!(r("exif@stable").map(String::from), Ok("exif@stable".into()));
+        assert!(r("exif@Stable!").is_err_and(|e| e.contains("channel name")));
+        assert!(r("Exif@^1").is_err());
     }
 }

@@ -94,6 +94,17 @@ pub enum PluginErrorKind {
     /// Reading the plugin file or the compile cache failed.
     #[error("could not be read: {0}")]
     Io(String),
+    /// The wasm is not the one its `plugin.toml` names (tampered or corrupted): not compiled.
+    #[error("digest mismatch: plugin.toml says {expected}, plugin.wasm is {found}")]
+    DigestMismatch {
+        /// `sha256:<hex>` from `plugin.toml`.
+        expected: String,
+        /// `sha256:<hex>` of the wasm bytes.
+        found: String,
+    },
+    /// Its `plugin.toml` is unusable (unparseable, no digest, or not matching where it lives).
+    #[error("has an unusable plugin.toml: {0}")]
+    BadManifest(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -120,7 +131,8 @@ impl PluginError {
     }
 
     /// A stable, finer-grained code: `guest_error`, `timeout`, `memory_limit`, `fuel`, `trap`,
-    /// `too_large`, `invalid`, `unknown_world`, `wrong_world`, `link`, `io`.
+    /// `too_large`, `invalid`, `unknown_world`, `wrong_world`, `link`, `io`, `digest_mismatch`,
+    /// `bad_manifest`.
     pub fn detail_code(&self) -> &'static str {
         match self.kind {
             PluginErrorKind::Guest { .. } => "guest_error",
@@ -135,6 +147,8 @@ impl PluginError {
             PluginErrorKind::WrongWorld { .. } => "wrong_world",
             PluginErrorKind::Link(_) => "link",
             PluginErrorKind::Io(_) => "io",
+            PluginErrorKind::DigestMismatch { .. } => "digest_mismatch",
+            PluginErrorKind::BadManifest(_) => "bad_manifest",
         }
     }
 }

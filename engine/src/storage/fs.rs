@@ -170,6 +170,56 @@ impl Storage for FsStorage {
         Self::info(&path).map(Some)
     }
 
+    fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectInfo)>, StorageError> {
+        // Walk only the directory the prefix names (up to its last '/'), then filter by prefix.
+        let dir_key = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        let start = if dir_key.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(dir_key)?
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, dir_key.to_string())];
+        while let Some((dir, key)) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(&format!("listing {}", dir.display()), e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| failed(&format!("listing {}", dir.display()), e))?;
+                // Names that are not UTF-8 cannot be keys; temp files are writes in progress.
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let child = if key.is_empty() {
+                    name
+                } else {
+                    format!("{key}/{name}")
+                };
+                // Symlinks are not followed: a store holds its own files only.
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| failed(&format!("stat {}", entry.path().display()), e))?;
+                if kind.is_dir() {
+                    stack.push((entry.path(), child));
+                } else if kind.is_file() && child.starts_with(prefix) {
+                    match Self::info(&entry.path()) {
+                        Ok(info) => out.push((child, info)),
+                        // Removed between the listing and the stat: not there any more.
+                        Err(_) if !entry.path().exists() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     fn uri(&self, key: &str) -> String {
         format!("file://{}", self.root.join(key).display())
     }
@@ -211,6 +261,29 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "temp files cleaned up");
+        Ok(())
+    }
+
+    #[test]
+    fn list_returns_keys_under_a_prefix_in_order() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| failed("tmp", e))?;
+        let s = FsStorage::new(dir.path())?;
+        for key in ["p/b/2.txt", "p/a/1.txt", "p/ab.txt", "q/x.txt"] {
+            s.put(key, key.as_bytes(), "text/plain")?;
+        }
+        let keys = |prefix: &str| -> Result<Vec<String>, StorageError> {
+            Ok(s.list(prefix)?.into_iter().map(|(k, _)| k).collect())
+        };
+        assert_eq!(keys("p/")?, ["p/a/1.txt", "p/ab.txt", "p/b/2.txt"]);
+        assert_eq!(keys("p/a")?, ["p/a/1.txt", "p/ab.txt"]);
+        assert_eq!(keys("")?.len(), 4);
+        assert!(keys("missing/")?.is_empty());
+        let listed = s.list("q/")?;
+        assert_eq!(listed[0].1, s.head("q/x.txt")?.expect("exists"));
+        assert!(matches!(
+            s.list("../"),
+            Err(StorageError::InvalidKey { .. })
+        ));
         Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //! pinned to the event's ETag (`If-Match`), outputs are PUT with a CRC32 checksum, and the
 //! manifest is written with `If-None-Match: *` so exactly one writer wins. Objects from
 //! [`Multipart::threshold_bytes`] up go as a multipart upload (parts sent a few at a time, each
-//! with its CRC32), and any failure aborts the upload so no parts are left behind. The SDK is
-//! async; these calls block on the runtime from the worker's blocking threads.
+//! with its CRC32), and any failure aborts the upload so no parts are left behind. Listings
+//! (`ListObjectsV2`) follow continuation tokens to the last page. The SDK is async; these calls
+//! block on the runtime from the worker's blocking threads.
 
 use super::{ObjectInfo, Storage, StorageError, validate_key};
 use crate::error::ErrorClass;
@@ -408,6 +409,44 @@ impl Storage for S3Storage {
             Err(e) if Self::status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(classify(&format!("HEAD {}", self.uri(key)), &e)),
         }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectInfo)>, StorageError> {
+        let context = || format!("LIST s3://{}/{prefix}", self.bucket);
+        self.runtime.block_on(async {
+            let mut out = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify(&context(), &e))?;
+                for o in page.contents() {
+                    if let Some(key) = o.key() {
+                        out.push((
+                            key.to_string(),
+                            ObjectInfo {
+                                bytes: o.size().unwrap_or(0).max(0) as u64,
+                                etag: etag_of(o.e_tag()),
+                            },
+                        ));
+                    }
+                }
+                match page.next_continuation_token() {
+                    Some(next) if page.is_truncated() == Some(true) => {
+                        token = Some(next.to_string())
+                    }
+                    _ => break,
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
+        })
     }
 
     fn uri(&self, key: &str) -> String {
