@@ -13,6 +13,7 @@ use crate::media::decode;
 use crate::media::probe::{self, Probe};
 use crate::media::video::frame::Frame;
 use crate::media::video::{slideshow, transcode};
+use crate::plugin::catalog::CatalogSource;
 use crate::plugin::types;
 use std::path::Path;
 use std::time::Instant;
@@ -46,6 +47,10 @@ impl Processor {
     /// Run an images-to-video job. Never panics on bad input; failures become a `failed`
     /// manifest naming the picture at fault.
     pub fn run_slideshow(&self, job: &Slideshow<'_>) -> JobResult {
+        if let CatalogSource::Live(_) = self.catalog {
+            // The job's snapshot: its watermarker comes from one catalog, start to end.
+            return Processor::new(self.config.clone(), self.catalog()).run_slideshow(job);
+        }
         let started = Instant::now();
         let first = job.slides.first();
         let uri = first.map(|s| s.uri.clone()).unwrap_or_default();
