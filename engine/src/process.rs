@@ -71,7 +71,11 @@ pub struct Engine {
 impl Engine {
     /// Load config, start the plugin host and the bundled plugins.
     pub fn start(config_path: Option<&Path>) -> Result<Engine, SetupError> {
-        let config = Config::load(config_path)?;
+        Self::with_config(Config::load(config_path)?)
+    }
+
+    /// Start the plugin host and the bundled plugins for an already loaded `config`.
+    pub fn with_config(config: Config) -> Result<Engine, SetupError> {
         let host = PluginHost::new(&HostConfig {
             cache_dir: config.plugins.cache_dir.clone().or_else(default_cache_dir),
             max_wasm_bytes: config.plugins.max_wasm_bytes,
