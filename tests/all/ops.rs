@@ -4,7 +4,8 @@
 //! when moto (S3/SQS) goes away and ready again once it is back with its bucket and queue;
 //! every log line is JSON and the ones written inside a job carry its id; ECS task protection
 //! is requested from a stand-in ECS agent on the first job and released when idle, and an
-//! agent that fails never stops a job.
+//! agent that fails never stops a job; the image's health-check script passes against the
+//! real listener; a taken ops port stops the worker at start with exit code 2.
 
 use crate::harness::{Workers, config_text, signal};
 use mediaflow_tests::{Moto, encode, photo_like};
@@ -239,6 +240,16 @@ fn metrics_move_during_a_real_job_and_parse_with_prometheus_client() {
     w.wait_until("ready", Duration::from_secs(30), POLL, || {
         get(addr, "/readyz").0 == 200
     });
+    // The image's health check script passes against the real listener.
+    let check = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/healthcheck.sh"
+        ))
+        .env("MEDIAFLOW_OPS__LISTEN", addr.to_string())
+        .status()
+        .expect("bash");
+    assert!(check.success(), "deploy/healthcheck.sh against {addr}");
     let (status, idle) = get(addr, "/metrics");
     assert_eq!(status, 200);
     let before = parse_exposition(&idle);
@@ -763,4 +774,19 @@ fn task_protection_is_requested_on_the_first_job_and_released_when_idle() {
         "the failure is logged"
     );
     w.stop_all(&mut [&mut worker], Duration::from_secs(20));
+}
+
+#[test]
+fn a_worker_whose_ops_port_is_taken_stops_at_start_with_exit_2() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let w = Workers::new(|dir| config_text(&dir.join("data"), "", ""), Vec::new());
+    let mut worker = w.spawn_with(&[("MEDIAFLOW_OPS__LISTEN", &format!("127.0.0.1:{port}"))]);
+    assert_eq!(w.wait_exit(&mut worker, Duration::from_secs(20)), 2);
+    let logs = w.logs();
+    assert!(
+        logs.contains(&format!("ops.listen 127.0.0.1:{port}"))
+            && logs.contains("MEDIAFLOW_OPS__LISTEN"),
+        "the error names the setting and how to change it: {logs}"
+    );
 }
