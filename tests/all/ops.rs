@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -59,6 +59,14 @@ fn submit(w: &Workers, name: &str, bytes: Option<Vec<u8>>) {
 
 /// Every `manifest.json` under `dir`.
 fn manifests(dir: &Path) -> Vec<Value> {
+    manifest_files(dir)
+        .iter()
+        .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+        .collect()
+}
+
+/// The paths of every `manifest.json` under `dir`.
+fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
@@ -72,9 +80,6 @@ fn manifests(dir: &Path) -> Vec<Value> {
     let mut paths = Vec::new();
     walk(dir, &mut paths);
     paths
-        .iter()
-        .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
-        .collect()
 }
 
 /// The log lines as JSON, failing on any line that is not a JSON object.
@@ -250,8 +255,19 @@ fn metrics_move_during_a_real_job_and_parse_with_prometheus_client() {
         .status()
         .expect("bash");
     assert!(check.success(), "deploy/healthcheck.sh against {addr}");
-    let (status, idle) = get(addr, "/metrics");
-    assert_eq!(status, 200);
+    // Idle: the worker polls its queue (the first receive may follow readiness by a moment).
+    let mut idle = String::new();
+    w.wait_until(
+        "an idle worker's receive",
+        Duration::from_secs(10),
+        POLL,
+        || {
+            let (status, text) = get(addr, "/metrics");
+            assert_eq!(status, 200);
+            idle = text;
+            idle.contains("mediaflow_queue_requests_total{operation=\"receive\"}")
+        },
+    );
     let before = parse_exposition(&idle);
     assert_eq!(sample(&before, "mediaflow_jobs_in_flight", &[]), Some(0.0));
     for family in [
@@ -616,7 +632,7 @@ fn message_of(l: &Value) -> Option<String> {
 /// `answer()` at that moment.
 struct FakeAgent {
     uri: String,
-    seen: Arc<Mutex<Vec<(Instant, String, String)>>>,
+    seen: Arc<Mutex<Vec<(SystemTime, String, String)>>>,
     failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -653,7 +669,9 @@ impl FakeAgent {
                         }
                     }
                 };
-                log.lock().expect("log").push((Instant::now(), line, body));
+                log.lock()
+                    .expect("log")
+                    .push((SystemTime::now(), line, body));
                 let answer = if fail.load(std::sync::atomic::Ordering::SeqCst) {
                     "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\nno".to_string()
                 } else {
@@ -673,7 +691,7 @@ impl FakeAgent {
         }
     }
 
-    fn requests(&self) -> Vec<(Instant, String, String)> {
+    fn requests(&self) -> Vec<(SystemTime, String, String)> {
         self.seen.lock().expect("log").clone()
     }
 }
@@ -718,19 +736,23 @@ fn task_protection_is_requested_on_the_first_job_and_released_when_idle() {
         first.2,
         r#"{"ProtectionEnabled":true,"ExpiresInMinutes":7}"#
     );
-    assert!(
-        manifests(w.dir.path()).is_empty(),
-        "protected while the job runs"
-    );
 
     w.wait_until("protection released", Duration::from_secs(20), POLL, || {
         agent.requests().len() >= 2
     });
-    let done_at = Instant::now();
+    let done_at = SystemTime::now();
     let requests = agent.requests();
     assert_eq!(requests.len(), 2, "one protect, one release: {requests:?}");
     assert_eq!(requests[1].2, r#"{"ProtectionEnabled":false}"#);
-    assert_eq!(manifests(w.dir.path()).len(), 1, "released after the job");
+    let recorded = manifest_files(w.dir.path());
+    assert_eq!(recorded.len(), 1);
+    let recorded_at = std::fs::metadata(&recorded[0])
+        .and_then(|m| m.modified())
+        .expect("manifest mtime");
+    assert!(
+        requests[0].0 < recorded_at && recorded_at <= requests[1].0,
+        "protected before the job was recorded, released after"
+    );
     let metrics = parse_exposition(&get(addr, "/metrics").1);
     for state in ["on", "off"] {
         assert_eq!(
