@@ -5,7 +5,8 @@
 //! every log line is JSON and the ones written inside a job carry its id; ECS task protection
 //! is requested from a stand-in ECS agent on the first job and released when idle, and an
 //! agent that fails never stops a job; the image's health-check script passes against the
-//! real listener; a taken ops port stops the worker at start with exit code 2.
+//! real listener; a taken ops port stops the worker at start with exit code 2; hostile
+//! plugins show up as traps by reason, with call durations and a memory high-water mark.
 
 use crate::harness::{Workers, config_text, signal};
 use mediaflow_tests::{Moto, encode, photo_like};
@@ -811,4 +812,57 @@ fn a_worker_whose_ops_port_is_taken_stops_at_start_with_exit_2() {
             && logs.contains("MEDIAFLOW_OPS__LISTEN"),
         "the error names the setting and how to change it: {logs}"
     );
+}
+
+#[test]
+fn plugin_traps_limits_duration_and_memory_high_water_are_counted() {
+    use mediaflow::plugin::{Limits, PluginSpec, SourceHandle};
+    use mediaflow::telemetry::metrics::{
+        PLUGIN_CALL_DURATION, PLUGIN_CALLS, PLUGIN_MEMORY_HIGH_WATER, PLUGIN_TRAPS, render,
+    };
+    use mediaflow_tests::{guest, programs};
+    let (host, _dir) = mediaflow_tests::host();
+    let info = crate::image_info("file:///x", "jpeg", 1, 1, 4);
+    let source = SourceHandle::from_bytes(vec![0xFF, 0xD8, 0xFF, 0xD9]);
+    // Names of their own: the registry is process-wide, and other tests run these guests too.
+    let mut bomb = PluginSpec::new("ops-memory-bomb", "0.2.0");
+    bomb.limits = Limits {
+        memory_bytes: 32 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let mut spin = PluginSpec::new("ops-spin", "0.2.0");
+    spin.limits = Limits {
+        timeout_ms: 100,
+        ..Limits::default()
+    };
+    let bomb = guest(&host, programs::MEMORY_BOMB, bomb).expect("load");
+    let spin = guest(&host, programs::SPIN, spin).expect("load");
+    bomb.extract(&info, &source).expect_err("capped");
+    spin.extract(&info, &source).expect_err("stopped");
+
+    let b = ["ops-memory-bomb", "0.2.0"];
+    assert_eq!(PLUGIN_CALLS.get(&[b[0], b[1], "memory_limit"]), 1.0);
+    assert_eq!(PLUGIN_TRAPS.get(&[b[0], b[1], "memory_limit"]), 1.0);
+    let high = PLUGIN_MEMORY_HIGH_WATER.get(&b);
+    assert!(
+        high > 1024.0 * 1024.0 && high <= 32.0 * 1024.0 * 1024.0,
+        "high water {high}: grown towards the cap, never past it"
+    );
+    let s = ["ops-spin", "0.2.0"];
+    assert_eq!(PLUGIN_TRAPS.get(&[s[0], s[1], "timeout"]), 1.0);
+    let (calls, secs) = PLUGIN_CALL_DURATION.count_and_sum(&s);
+    assert!(
+        calls == 1 && (0.1..2.0).contains(&secs),
+        "{calls} calls, {secs} s"
+    );
+    let families = parse_exposition(&render());
+    assert_eq!(
+        sample(
+            &families,
+            "mediaflow_plugin_traps_total",
+            &[("plugin", "ops-spin"), ("reason", "timeout")]
+        ),
+        Some(1.0)
+    );
+    check_histograms(&families);
 }
