@@ -1,5 +1,7 @@
 //! Logging: `tracing` with human-readable lines on a terminal and JSON lines otherwise (one
-//! object per line, for log shippers). `RUST_LOG`/`MEDIAFLOW_LOG` filter it.
+//! object per line, for log shippers, with the current span and the span list on each line:
+//! the worker opens a `message` span per queue message and a `job` span per job inside it).
+//! `RUST_LOG`/`MEDIAFLOW_LOG` filter it.
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
