@@ -196,6 +196,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Plugin(cmd) => run_plugin(cmd),
         Command::Worker { config } => crate::worker::run(config.as_deref()).map_err(|e| match e {
             crate::worker::WorkerError::Setup(e) => CliError::Usage(e.to_string()),
+            e @ crate::worker::WorkerError::Ops(_) => CliError::Usage(e.to_string()),
             other => CliError::Failed(other.to_string()),
         }),
         Command::Submit { files, config } => {

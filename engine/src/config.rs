@@ -33,6 +33,8 @@ pub struct Config {
     pub default_profile: String,
     /// The queue worker (`mediaflow worker`, `mediaflow submit`).
     pub worker: WorkerConfig,
+    /// Health, readiness and metrics listener; ECS task scale-in protection.
+    pub ops: crate::telemetry::OpsConfig,
 }
 
 /// Queue worker settings. With no AWS configured, the worker uses an embedded local queue and
@@ -105,6 +107,7 @@ impl Default for Config {
             routes: Vec::new(),
             default_profile: "default".into(),
             worker: WorkerConfig::default(),
+            ops: crate::telemetry::OpsConfig::default(),
         }
     }
 }
@@ -391,6 +394,9 @@ impl Config {
         }
         crate::plugin::registry::validate_config(self)
             .map_err(|(field, problem)| invalid(field.into(), problem))?;
+        self.ops
+            .validate()
+            .map_err(|(field, problem)| invalid(format!("ops.{field}"), problem))?;
         for (i, route) in self.routes.iter().enumerate() {
             if !self.profiles.contains_key(&route.profile) {
                 return Err(invalid(

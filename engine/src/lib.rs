@@ -17,7 +17,8 @@
 //! - [`error`]: why a job failed, classed permanent or transient.
 //! - [`job`]: what a queue message asks for (S3 events, SNS, EventBridge, explicit jobs).
 //! - [`worker`]: `mediaflow worker` (queue consumer) and `mediaflow submit`.
-//! - [`telemetry`]: logging setup (human-readable on a terminal, JSON otherwise).
+//! - [`telemetry`]: logs (text on a terminal, JSON otherwise, a span per job), Prometheus
+//!   metrics, readiness, the `/healthz` `/readyz` `/metrics` listener, ECS task protection.
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
 

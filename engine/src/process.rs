@@ -76,7 +76,12 @@ pub struct Engine {
 impl Engine {
     /// Load config, start the plugin host, the bundled and local plugins and the registry's.
     pub fn start(config_path: Option<&Path>) -> Result<Engine, SetupError> {
-        let config = Config::load(config_path)?;
+        Self::with_config(Config::load(config_path)?)
+    }
+
+    /// Start the plugin host, the bundled and local plugins and the registry for an already
+    /// loaded `config`.
+    pub fn with_config(config: Config) -> Result<Engine, SetupError> {
         let host = Arc::new(
             PluginHost::new(&HostConfig {
                 cache_dir: config.plugins.cache_dir.clone().or_else(default_cache_dir),

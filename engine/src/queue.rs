@@ -2,10 +2,12 @@
 //! semantics SQS gives a fleet: a received message is hidden for a visibility timeout and
 //! reappears if not deleted (a crashed worker loses nothing), receipts go stale on redelivery,
 //! and a message received more than `max_receive_count` times moves to the dead-letter queue.
-//! Completed messages are deleted in small batches ([`batch::BatchDeleter`]).
+//! Completed messages are deleted in small batches ([`batch::BatchDeleter`]); [`metered::Metered`]
+//! counts any queue's calls for the metrics.
 
 pub mod batch;
 pub mod local;
+pub mod metered;
 pub mod sqs;
 
 use std::time::Duration;

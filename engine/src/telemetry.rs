@@ -1,47 +1,16 @@
-//! Logging: `tracing` with human-readable lines on a terminal and JSON lines otherwise (one
-//! object per line, for log shippers). `RUST_LOG`/`MEDIAFLOW_LOG` filter it.
+//! Telemetry: what the engine tells operators. Logs ([`logs`]: text on a terminal, JSON lines
+//! otherwise, one span per job); Prometheus metrics ([`metrics`]); readiness of the queue, the
+//! store and the plugins ([`health`]); the HTTP listener serving `/healthz`, `/readyz` and
+//! `/metrics` ([`server`]); jobs in flight ([`activity`]) and the ECS task scale-in
+//! protection they drive ([`protection`]); and [`ops`], which starts them for the worker.
 
-use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+pub mod activity;
+pub mod health;
+pub mod logs;
+pub mod metrics;
+pub mod ops;
+pub mod protection;
+pub mod server;
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// JSON when stderr is not a terminal, text when it is.
-    Auto,
-    /// Human-readable text.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Install the global subscriber (once; later calls are ignored).
-pub fn init(format: LogFormat, verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = std::env::var("MEDIAFLOW_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("warn,mediaflow={default}")));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
-    } else {
-        builder.with_target(false).try_init()
-    };
-}
+pub use logs::{LogFormat, init};
+pub use ops::{Ops, OpsConfig, OpsError};

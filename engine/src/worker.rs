@@ -21,10 +21,12 @@ use crate::process::Engine;
 use crate::queue::Queue;
 use crate::queue::batch::{BatchDeleter, DEFAULT_LINGER};
 use crate::queue::local::LocalQueue;
+use crate::queue::metered::Metered;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{QueueError, Received};
 use crate::storage::s3::Multipart;
 use crate::storage::{FsStorage, S3Storage, Storage};
+use crate::telemetry::{health, metrics};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,9 @@ pub enum WorkerError {
     /// The command does not apply to this configuration.
     #[error("{0}")]
     Usage(String),
+    /// The ops listener could not start.
+    #[error(transparent)]
+    Ops(#[from] crate::telemetry::OpsError),
 }
 
 /// Where buckets live: directories under `data_dir/buckets/` (local mode) or S3.
@@ -194,25 +199,40 @@ enum Outcome {
 
 /// Run the worker until SIGTERM/SIGINT.
 pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
-    let mut engine = Engine::start(config_path)?;
-    engine.poll_registry();
+    let config =
+        crate::config::Config::load(config_path).map_err(crate::process::SetupError::from)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| WorkerError::Storage(format!("starting runtime: {e}")))?;
-    let result = runtime.block_on(run_async(engine));
+    // The ops listener first: /healthz answers while plugins compile, /readyz says why not yet.
+    let ops = runtime.block_on(crate::telemetry::Ops::start(&config.ops))?;
+    let mut engine = Engine::with_config(config)?;
+    engine.poll_registry();
+    ops.health.set_plugins_loaded();
+    let result = runtime.block_on(async move {
+        let result = run_async(engine, &ops).await;
+        ops.shutdown().await;
+        result
+    });
     // Past the drain deadline a receive may still be open on a blocking thread: don't wait.
     runtime.shutdown_background();
     result
 }
 
-async fn run_async(engine: Engine) -> Result<(), WorkerError> {
+async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), WorkerError> {
     let processor = engine.processor.clone();
     let w = processor.config().worker.clone();
     let (queue, buckets, mode): (Arc<dyn Queue>, Arc<Buckets>, &str) = match &w.queue_url {
         Some(url) => {
             let aws = crate::aws::Clients::load(w.s3_path_style).await;
+            ops.health.set_backend(health::Backend::Aws {
+                sqs: aws.sqs.clone(),
+                s3: aws.s3.clone(),
+                queue_url: url.clone(),
+                output_bucket: w.output_bucket.clone(),
+            });
             let runtime = tokio::runtime::Handle::current();
             let queue = SqsQueue::new(aws.sqs, url.clone(), runtime.clone())
                 .with_wait(Duration::from_secs(w.receive_wait_secs));
@@ -229,12 +249,19 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
                 "sqs",
             )
         }
-        None => (
-            Arc::new(local_queue(&w)?),
-            Arc::new(Buckets::local(&w.data_dir)),
-            "local",
-        ),
+        None => {
+            ops.health.set_backend(health::Backend::Local {
+                queue: Arc::new(local_queue(&w)?),
+                data_dir: w.data_dir.clone(),
+            });
+            (
+                Arc::new(local_queue(&w)?),
+                Arc::new(Buckets::local(&w.data_dir)),
+                "local",
+            )
+        }
     };
+    let queue: Arc<dyn Queue> = Arc::new(Metered::new(queue));
     let k = if w.concurrency == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -244,8 +271,10 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
     };
     let visibility = Duration::from_secs(w.visibility_timeout_secs);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let health = ops.health.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
+        health.set_draining();
         tracing::info!("shutdown requested: no new receives; draining in-flight jobs");
         let _ = stop_tx.send(true);
     });
@@ -334,6 +363,7 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
                 deleter.clone(),
             );
             let span = tracing::info_span!("message", message_id = %msg.id, receive_count = msg.receive_count);
+            let busy = ops.activity.start();
             tasks.spawn(async move {
                 let (processor, queue, buckets, in_flight, deleter) = ctx;
                 let outcome = process(&processor, &queue, &buckets, &msg, visibility)
@@ -347,6 +377,7 @@ async fn run_async(engine: Engine) -> Result<(), WorkerError> {
                 settle(&queue, &deleter, &msg, outcome, visibility)
                     .instrument(span)
                     .await;
+                drop(busy);
             });
         }
         while tasks.try_join_next().is_some() {}
@@ -459,7 +490,11 @@ async fn process(
     };
     let work = {
         let (processor, buckets, body) = (processor.clone(), buckets.clone(), msg.body.clone());
-        tokio::task::spawn_blocking(move || handle_body(&processor, &buckets, &body))
+        // Blocking threads don't inherit the span: carry the message's into the job.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| handle_body(&processor, &buckets, &body))
+        })
     };
     let outcome = work
         .await
@@ -476,6 +511,11 @@ async fn settle(
     outcome: Outcome,
     visibility: Duration,
 ) {
+    metrics::message_settled(match &outcome {
+        Outcome::Done => "done",
+        Outcome::Retry(_) => "retry",
+        Outcome::Poison(_) => "poison",
+    });
     let q = queue.clone();
     let receipt = msg.receipt.clone();
     let result = match outcome {
@@ -558,6 +598,21 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         .profile
         .clone()
         .unwrap_or_else(|| config.route(&source.bucket, &source.key).to_string());
+    // Every line logged for this job carries its id (as soon as it is known), source and profile.
+    let span = tracing::info_span!("job", job_id = tracing::field::Empty, source = %source.uri(), %profile);
+    let _in_job = span.enter();
+    let job_id = |etag: Option<&str>| {
+        spec.id.clone().unwrap_or_else(|| {
+            let source = ObjectRef {
+                etag: etag.map(str::to_string),
+                ..source.clone()
+            };
+            job::derive_id(&source, &profile)
+        })
+    };
+    if spec.id.is_some() || source.etag.is_some() {
+        span.record("job_id", job_id(source.etag.as_deref()).as_str());
+    }
     let (out_bucket, out_prefix) = spec
         .output
         .clone()
@@ -579,11 +634,14 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         .clone()
         .or_else(|| current.as_ref().map(|c| c.etag.clone()))
         .unwrap_or_else(|| "unknown".into());
+    let id = job_id(Some(&etag));
+    span.record("job_id", id.as_str());
     let prefix = output_prefix(&out_prefix, &profile, &source.key, &etag);
     let manifest_key = format!("{prefix}manifest.json");
     match out.head(&manifest_key) {
         Ok(Some(_)) => {
             tracing::info!(source = %source.uri(), %profile, "already processed (manifest exists): acknowledged without work");
+            metrics::job_duplicate(&profile);
             return Ok(());
         }
         Ok(None) => {}
@@ -609,6 +667,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         message: format!("temp file: {e}"),
         class: ErrorClass::Transient,
     })?;
+    let fetch_started = Instant::now();
     match src_store.get_to_file(&source.key, tmp.path(), Some(&etag)) {
         Ok(_) => {}
         Err(e @ crate::storage::StorageError::Stale { .. }) => {
@@ -624,15 +683,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         }
         Err(e) => return settle_error(e.into()),
     }
-    let id = spec.id.clone().unwrap_or_else(|| {
-        job::derive_id(
-            &ObjectRef {
-                etag: Some(etag.clone()),
-                ..source.clone()
-            },
-            &profile,
-        )
-    });
+    let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
     let job = Job {
         id,
         source_uri: source.uri(),
@@ -641,7 +692,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         profile: profile.clone(),
     };
     let result = processor.run(&job);
-    record(&*out, &prefix, result, started)
+    record(&*out, &prefix, result, started, Some(fetch_ms))
 }
 
 /// Store a finished job's outputs under `prefix`, then its manifest; a transient failure is
@@ -651,6 +702,7 @@ fn record(
     prefix: &str,
     mut result: crate::pipeline::JobResult,
     started: Instant,
+    fetch_ms: Option<f64>,
 ) -> Result<(), JobError> {
     if let Some(err) = &result.manifest.error
         && err.class == ErrorClass::Transient
@@ -660,9 +712,7 @@ fn record(
             class: ErrorClass::Transient,
         });
     }
-    if let Some(total) = result.manifest.timings_ms.get_mut("total") {
-        *total = started.elapsed().as_secs_f64() * 1e3;
-    }
+    let upload_started = Instant::now();
     for f in &mut result.files {
         let key = format!("{prefix}{}", f.key);
         match f.store(out, &key) {
@@ -671,6 +721,15 @@ fn record(
         }
     }
     result.manifest.outputs = result.files.iter().map(|f| f.record.clone()).collect();
+    let timings = &mut result.manifest.timings_ms;
+    if let Some(ms) = fetch_ms {
+        timings.insert("fetch".into(), ms);
+    }
+    timings.insert(
+        "upload".into(),
+        upload_started.elapsed().as_secs_f64() * 1e3,
+    );
+    timings.insert("total".into(), started.elapsed().as_secs_f64() * 1e3);
     write_manifest(out, &format!("{prefix}manifest.json"), &result.manifest)
 }
 
@@ -694,6 +753,8 @@ fn run_slideshow_spec(
         .output
         .clone()
         .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
+    let span = tracing::info_span!("job", job_id = tracing::field::Empty, source = %first.uri(), sources = spec.sources.len(), %profile);
+    let _in_job = span.enter();
     let out = match buckets.bucket(&out_bucket) {
         Ok(o) => o,
         Err(e) => return settle_error(e),
@@ -738,12 +799,14 @@ fn run_slideshow_spec(
     match out.head(&manifest_key) {
         Ok(Some(_)) => {
             tracing::info!(sources = spec.sources.len(), %profile, "already processed (manifest exists): acknowledged without work");
+            metrics::job_duplicate(&profile);
             return Ok(());
         }
         Ok(None) => {}
         Err(e) => return settle_error(e.into()),
     }
     let id = spec.id.clone().unwrap_or_else(|| combined.clone());
+    span.record("job_id", id.as_str());
     let fail = |source: &ObjectRef, e: JobError| {
         let spec = JobSpec {
             id: Some(id.clone()),
@@ -752,6 +815,7 @@ fn run_slideshow_spec(
         record_failure(&*out, &manifest_key, &spec, source, &combined, &profile, e)
     };
     let mut files = Vec::new();
+    let fetch_started = Instant::now();
     for (source, store, current) in &pinned {
         let etag = source.etag.clone().unwrap_or_default();
         let stale = match current {
@@ -781,6 +845,7 @@ fn run_slideshow_spec(
         }
         files.push((source, tmp));
     }
+    let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
     let job = crate::pipeline::Slideshow {
         id,
         slides: files
@@ -793,7 +858,13 @@ fn run_slideshow_spec(
             .collect(),
         profile,
     };
-    record(&*out, &prefix, processor.run_slideshow(&job), started)
+    record(
+        &*out,
+        &prefix,
+        processor.run_slideshow(&job),
+        started,
+        Some(fetch_ms),
+    )
 }
 
 /// Where a job's outputs go: a pure function of (source key, ETag, profile).
@@ -864,10 +935,12 @@ fn write_manifest(out: &dyn Storage, key: &str, m: &Manifest) -> Result<(), JobE
     match out.put_if_absent(key, &m.to_json(), "application/json") {
         Ok(Some(_)) => {
             tracing::info!(job_id = %m.job_id, status = ?m.status, manifest = %out.uri(key), "job recorded");
+            metrics::job_recorded(m);
             Ok(())
         }
         Ok(None) => {
             tracing::info!(job_id = %m.job_id, "another worker recorded this job first");
+            metrics::job_recorded(m);
             Ok(())
         }
         Err(e) => settle_error(e.into()),

@@ -1,6 +1,8 @@
 //! `deploy/` against the engine it deploys: cfn-lint (the version `.ci/setup` pins) passes the
 //! CloudFormation template; the task role grants exactly the IAM actions of the AWS SDK calls
-//! in `engine/src`, each on this stack's own buckets, queue or topics; the task definition's
+//! in `engine/src` (and the ECS-agent call it makes for task protection), each on this stack's
+//! own buckets, queue, topics or tasks; the ops listener's port is the same in the engine, the
+//! health check, the image and the task definition; the task definition's
 //! and the image's `MEDIAFLOW_*` environment is a configuration the engine accepts and agrees
 //! with the queue (visibility, redrive) and `stopTimeout`; the image builds with the pinned
 //! toolchain; the health-check script passes only on HTTP 200 from `/healthz`.
@@ -46,14 +48,26 @@ const ACTIONS: &[(&str, &str, &[&str])] = &[
     ("sqs", "send_message_batch", &["sqs:SendMessage"]),
 ];
 
+/// AWS calls the engine makes without the SDK: a request to a local endpoint (found in
+/// `engine/src` by its path) that AWS serves with the task role's credentials → the IAM
+/// actions it needs. The ECS agent's task-protection endpoint calls `UpdateTaskProtection`.
+const AGENT_CALLS: &[(&str, &[&str])] =
+    &[("/task-protection/v1/state", &["ecs:UpdateTaskProtection"])];
+
 /// IAM service prefixes of SDK crates whose prefix is not the crate's suffix.
 const IAM_PREFIXES: &[(&str, &str)] = &[
     ("aws-sdk-eventbridge", "events"),
     ("aws-sdk-cloudwatchlogs", "logs"),
 ];
 
-/// Resource types a task-role statement may be scoped to.
-const SCOPES: &[&str] = &["AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::SNS::Topic"];
+/// Resource types a task-role statement may be scoped to (a cluster only through the ARN of
+/// its tasks, `task/<cluster>/*`).
+const SCOPES: &[&str] = &[
+    "AWS::S3::Bucket",
+    "AWS::SQS::Queue",
+    "AWS::SNS::Topic",
+    "AWS::ECS::Cluster",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -340,6 +354,16 @@ fn engine_calls() -> BTreeMap<String, Vec<String>> {
                 continue;
             }
             let code = line.split(" //").next().unwrap_or_default();
+            for (path, actions) in AGENT_CALLS {
+                if code.contains(&format!("\"{path}\"")) {
+                    for action in *actions {
+                        calls
+                            .entry(action.to_string())
+                            .or_default()
+                            .push(format!("{rel}:{} {path}", n + 1));
+                    }
+                }
+            }
             for (prefix, ops) in &services {
                 for op in ops {
                     if !code.contains(&format!(".{op}()")) {
@@ -464,8 +488,19 @@ fn task_role_grants_exactly_the_aws_calls_the_engine_makes() {
                 names.iter().any(|n| {
                     SCOPES.contains(&t["Resources"][n]["Type"].as_str().unwrap_or_default())
                 }),
-                "{role} {sid}: resource {r} is none of this stack's buckets, queues or topics"
+                "{role} {sid}: resource {r} is none of this stack's buckets, queues, topics or tasks"
             );
+            // A cluster is named only to scope its own tasks.
+            for n in &names {
+                if t["Resources"][n]["Type"] == "AWS::ECS::Cluster" {
+                    let cluster = resolve(&t, &serde_json::json!({ "Ref": n }));
+                    assert_eq!(
+                        resolve(&t, &r),
+                        format!("arn:aws:ecs:eu-west-1:000000000000:task/{cluster}/*"),
+                        "{role} {sid}: only the tasks of cluster {n}"
+                    );
+                }
+            }
             // Writes stay out of the plugin registry: only `mediaflow plugin publish` adds to it.
             if actions.iter().any(|a| a.starts_with("s3:Put")) {
                 assert!(
@@ -616,6 +651,42 @@ fn image_builds_with_the_pinned_toolchain_and_runs_the_worker_unprivileged() {
     assert!(
         ignore.lines().any(|l| l == "target/"),
         ".dockerignore: target/"
+    );
+}
+
+#[test]
+fn ops_listener_port_is_the_same_in_engine_health_check_image_and_task() {
+    let port = mediaflow::telemetry::OpsConfig::default().listen.port();
+    let script = read("deploy/healthcheck.sh");
+    assert!(
+        script.contains(&format!("${{MEDIAFLOW_OPS__LISTEN:-0.0.0.0:{port}}}")),
+        "deploy/healthcheck.sh defaults to the engine's ops port {port}"
+    );
+    assert!(
+        read("deploy/Dockerfile").contains(&format!("\nEXPOSE {port}\n")),
+        "deploy/Dockerfile exposes the ops port {port}"
+    );
+    let t = template();
+    let (_, taskdef) = only(&t, "AWS::ECS::TaskDefinition", |_| true);
+    let c = &taskdef["Properties"]["ContainerDefinitions"][0];
+    let mapped: Vec<u64> = c["PortMappings"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|p| p["ContainerPort"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(mapped, vec![u64::from(port)], "the task maps the ops port");
+    assert!(
+        c["Environment"]
+            .as_array()
+            .is_some_and(|e| e.iter().all(|e| e["Name"] != "MEDIAFLOW_OPS__LISTEN")),
+        "the task keeps the default listener, which its health check probes"
+    );
+    assert_eq!(
+        c["HealthCheck"]["Command"],
+        serde_json::json!(["CMD", "/usr/local/bin/mediaflow-healthcheck"])
     );
 }
 

@@ -56,6 +56,8 @@ impl Workers {
         c.args(args)
             .arg("--config")
             .arg(&self.config)
+            // Workers run side by side: each takes a free port for its ops listener.
+            .env("MEDIAFLOW_OPS__LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "XDG_CACHE_HOME",

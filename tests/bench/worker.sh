@@ -23,7 +23,8 @@ def png(seed):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 def run_workers(n, env, done, total):
-    env = dict(os.environ, MEDIAFLOW_LOG="warn", **env)
+    # Each worker's ops listener on a free port (the default 9090 fits one worker per machine).
+    env = dict(os.environ, MEDIAFLOW_LOG="warn", MEDIAFLOW_OPS__LISTEN="127.0.0.1:0", **env)
     t = time.monotonic()
     procs = [subprocess.Popen([BIN, "worker", "--config", "mf.toml"], env=env, stderr=subprocess.DEVNULL) for _ in range(n)]
     while done() < total:

@@ -273,6 +273,12 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
+        Self::start_on(port)
+    }
+
+    /// Start moto on `port` (e.g. again where a stopped one was: it keeps no state across
+    /// restarts) and wait until it answers.
+    pub fn start_on(port: u16) -> Moto {
         // `python3 -m moto.server` rather than the `moto_server` script: no PATH/shim surprises.
         let child = std::process::Command::new("python3")
             .args([

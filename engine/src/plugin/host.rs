@@ -636,6 +636,29 @@ impl PluginInstance {
         if self.plugin.world() != expected {
             return Err(self.wrong_world(expected));
         }
+        let started = Instant::now();
+        let result = self.call_inner(f);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.detail_code(),
+        };
+        crate::telemetry::metrics::plugin_call(
+            self.plugin.name(),
+            self.plugin.version(),
+            outcome,
+            started.elapsed(),
+            self.store.data().limiter.peak as u64,
+        );
+        result
+    }
+
+    fn call_inner<R>(
+        &mut self,
+        f: impl FnOnce(
+            &mut Store<HostState>,
+            &Bindings,
+        ) -> wasmtime::Result<Result<R, types::PluginError>>,
+    ) -> Result<R, PluginError> {
         let bindings = match self.bindings.take() {
             Some(b) => b,
             None => {

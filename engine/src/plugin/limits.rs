@@ -1,5 +1,6 @@
 //! Per-plugin resource limits (memory, wall time, fuel) and the `ResourceLimiter` that
-//! enforces the memory cap and remembers when it was hit, so the error can name the limit.
+//! enforces the memory cap, remembers when it was hit (so the error can name the limit) and
+//! the most memory the instance held (for the high-water metric).
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -66,6 +67,8 @@ impl Limits {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     in_use: usize,
+    /// Most linear memory the instance has held, in bytes.
+    pub peak: usize,
     /// `Some(bytes requested)` once a growth was refused.
     pub exceeded: Option<usize>,
 }
@@ -75,6 +78,7 @@ impl MemoryLimiter {
         Self {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             in_use: 0,
+            peak: 0,
             exceeded: None,
         }
     }
@@ -97,6 +101,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             ));
         }
         self.in_use = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -122,6 +127,7 @@ mod tests {
         // A second memory of 50 brings the total to 110 > 100.
         assert!(l.memory_growing(0, 50, None).is_err());
         assert_eq!(l.exceeded, Some(110));
+        assert_eq!(l.peak, 60, "the refused growth never happened");
     }
 
     #[test]
