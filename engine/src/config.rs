@@ -4,8 +4,13 @@
 //! routes map a bucket and key glob to a profile. Validated once at start-up; every error
 //! names the field and the problem.
 
+mod notify;
 mod profile;
 
+pub use notify::{
+    LOG_SINK, LogSinkConfig, NotifyConfig, RuleConfig, Secret, SinkConfig, SnsSinkConfig,
+    SqsSinkConfig, WebhookSinkConfig,
+};
 pub use profile::{
     Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VideoSettings,
 };
@@ -33,6 +38,8 @@ pub struct Config {
     pub default_profile: String,
     /// The queue worker (`mediaflow worker`, `mediaflow submit`).
     pub worker: WorkerConfig,
+    /// Job lifecycle notifications: rules and sinks.
+    pub notify: NotifyConfig,
 }
 
 /// Queue worker settings. With no AWS configured, the worker uses an embedded local queue and
@@ -105,6 +112,7 @@ impl Default for Config {
             routes: Vec::new(),
             default_profile: "default".into(),
             worker: WorkerConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -379,6 +387,9 @@ impl Config {
                 ));
             }
         }
+        self.notify
+            .validate()
+            .map_err(|(field, problem)| invalid(format!("notify.{field}"), problem))?;
         for (i, route) in self.routes.iter().enumerate() {
             if !self.profiles.contains_key(&route.profile) {
                 return Err(invalid(
