@@ -126,6 +126,11 @@ impl Processor {
         &self.config
     }
 
+    /// The plugins jobs resolve from (also the notification rules').
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// Check that every plugin `profile` names can be resolved; the error names the first
     /// that cannot.
     pub fn check_profile(&self, name: &str) -> Result<(), JobError> {
