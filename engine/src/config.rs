@@ -4,8 +4,13 @@
 //! routes map a bucket and key glob to a profile. Validated once at start-up; every error
 //! names the field and the problem.
 
+mod notify;
 mod profile;
 
+pub use notify::{
+    LOG_SINK, LogSinkConfig, NotifyConfig, RuleConfig, Secret, SinkConfig, SnsSinkConfig,
+    SqsSinkConfig, WebhookSinkConfig,
+};
 pub use profile::{
     Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin, VideoSettings,
 };
@@ -35,6 +40,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Health, readiness and metrics listener; ECS task scale-in protection.
     pub ops: crate::telemetry::OpsConfig,
+    /// Job lifecycle notifications: rules and sinks.
+    pub notify: NotifyConfig,
 }
 
 /// Queue worker settings. With no AWS configured, the worker uses an embedded local queue and
@@ -108,6 +115,7 @@ impl Default for Config {
             default_profile: "default".into(),
             worker: WorkerConfig::default(),
             ops: crate::telemetry::OpsConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -397,6 +405,9 @@ impl Config {
         self.ops
             .validate()
             .map_err(|(field, problem)| invalid(format!("ops.{field}"), problem))?;
+        self.notify
+            .validate()
+            .map_err(|(field, problem)| invalid(format!("notify.{field}"), problem))?;
         for (i, route) in self.routes.iter().enumerate() {
             if !self.profiles.contains_key(&route.profile) {
                 return Err(invalid(

@@ -66,6 +66,10 @@ pub enum JobError {
         /// What failed.
         message: String,
     },
+    /// A fail-closed notification rule could not decide the job's notifications: the job is
+    /// not recorded, and its message is retried.
+    #[error(transparent)]
+    NotifyRule(#[from] crate::notify::RuleFailure),
 }
 
 impl JobError {
@@ -73,13 +77,14 @@ impl JobError {
     pub fn class(&self) -> ErrorClass {
         match self {
             JobError::Storage { class, .. } => *class,
+            JobError::NotifyRule(_) => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }
 
     /// Stable code: `unsupported_format`, `unsupported_codec`, `limit_exceeded`,
     /// `corrupt_input`, `plugin_failed`, `plugin_not_found`, `unknown_profile`, `storage`,
-    /// `encode_failed`.
+    /// `encode_failed`, `notify_rule_failed`.
     pub fn code(&self) -> &'static str {
         match self {
             JobError::UnsupportedFormat(_) => "unsupported_format",
@@ -91,6 +96,7 @@ impl JobError {
             JobError::UnknownProfile(_) => "unknown_profile",
             JobError::Storage { .. } => "storage",
             JobError::Encode { .. } => "encode_failed",
+            JobError::NotifyRule(_) => "notify_rule_failed",
         }
     }
 

@@ -14,6 +14,8 @@
 //! - [`storage`]: the object store trait and its filesystem backend.
 //! - [`queue`]: job queues; the embedded local queue with SQS semantics.
 //! - [`manifest`], [`report`]: what a job records, and the HTML report of a run.
+//! - [`notify`]: job lifecycle events, notification-rule plugins, sinks (log, SNS, SQS,
+//!   webhooks) delivered in the background.
 //! - [`error`]: why a job failed, classed permanent or transient.
 //! - [`job`]: what a queue message asks for (S3 events, SNS, EventBridge, explicit jobs).
 //! - [`worker`]: `mediaflow worker` (queue consumer) and `mediaflow submit`.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod job;
 pub mod manifest;
 pub mod media;
+pub mod notify;
 pub mod pipeline;
 pub mod plugin;
 pub mod process;

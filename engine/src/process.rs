@@ -60,6 +60,9 @@ pub enum SetupError {
     /// The output directory cannot be used.
     #[error("output directory: {0}")]
     Output(String),
+    /// Notification rules or sinks cannot be set up.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Everything a `process` run needs, set up once.
@@ -120,8 +123,19 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
         .check_profile(&profile)
         .map_err(SetupError::Profile)?;
     let store = FsStorage::new(&opts.out).map_err(|e| SetupError::Output(e.to_string()))?;
+    // Each job's `succeeded`/`failed` event goes through the configured rules and sinks (by
+    // default: a log line), delivered in the background while the others run.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| SetupError::Output(format!("starting runtime: {e}")))?;
+    let notifier = runtime.block_on(crate::notify::Notifier::start(
+        &processor.config().notify,
+        &processor.catalog(),
+    ))?;
     if opts.slideshow {
-        return slideshow(processor, &store, opts, &profile);
+        return slideshow(processor, &store, opts, &profile, &runtime, &notifier);
     }
 
     let dirs = unique_dirs(&opts.files);
@@ -155,6 +169,7 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
                     }
                     let manifest =
                         process_one(processor, &store, &opts.files[i], &dirs[i], &profile);
+                    notifier.emit(&crate::notify::Event::from_manifest(&manifest));
                     match &progress {
                         Some(bar) => {
                             bar.inc(1);
@@ -177,6 +192,7 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    runtime.block_on(notifier.shutdown());
     let manifests: Vec<Manifest> = results
         .into_inner()
         .unwrap_or_default()
@@ -236,6 +252,8 @@ fn slideshow(
     store: &FsStorage,
     opts: &Options,
     profile: &str,
+    runtime: &tokio::runtime::Runtime,
+    notifier: &crate::notify::Notifier,
 ) -> Result<Summary, SetupError> {
     let dir = "slideshow";
     let slides: Vec<crate::pipeline::Slide<'_>> = opts
@@ -253,6 +271,8 @@ fn slideshow(
         profile: profile.to_string(),
     };
     let manifest = store_result(store, dir, processor.run_slideshow(&job));
+    notifier.emit(&crate::notify::Event::from_manifest(&manifest));
+    runtime.block_on(notifier.shutdown());
     tracing::info!(
         sources = opts.files.len(),
         status = ?manifest.status,

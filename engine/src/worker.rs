@@ -5,7 +5,9 @@
 //! receipt is logged with the message id, never taken as deleted); transient failures are left to
 //! reappear with backoff, and unparseable messages to reach the dead-letter queue. On a signal
 //! the worker stops receiving at once, lets in-flight jobs finish within the drain deadline,
-//! releases the rest (visibility 0) and exits 0.
+//! releases the rest (visibility 0) and exits 0. Each job's lifecycle event (`succeeded`,
+//! `failed`, `retrying`, `dead-lettered` on the queue's last receive) goes through
+//! [`crate::notify`]: rules run before the manifest is written, delivery in the background.
 //!
 //! Two backends: SQS + S3 when `worker.queue_url` is set, else local mode (the embedded queue
 //! and filesystem buckets under `worker.data_dir`, with SQS/S3 semantics). Output keys are a pure function of (source key,
@@ -16,6 +18,7 @@ use crate::config::{Config, WorkerConfig};
 use crate::error::{ErrorClass, JobError};
 use crate::job::{self, JobSpec, ObjectRef, Parsed};
 use crate::manifest::{self, Manifest, Status};
+use crate::notify::{Attempt, Notifier};
 use crate::pipeline::{Job, Processor};
 use crate::process::Engine;
 use crate::queue::Queue;
@@ -224,6 +227,8 @@ pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
 async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), WorkerError> {
     let processor = engine.processor.clone();
     let w = processor.config().worker.clone();
+    // Which receive is the last (for `dead-lettered` events): on SQS, the queue's redrive.
+    let mut max_receive = Some(w.max_receive_count);
     let (queue, buckets, mode): (Arc<dyn Queue>, Arc<Buckets>, &str) = match &w.queue_url {
         Some(url) => {
             let aws = crate::aws::Clients::load(w.s3_path_style).await;
@@ -236,6 +241,7 @@ async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), Wo
             let runtime = tokio::runtime::Handle::current();
             let queue = SqsQueue::new(aws.sqs, url.clone(), runtime.clone())
                 .with_wait(Duration::from_secs(w.receive_wait_secs));
+            max_receive = redrive_limit(&queue, &w).await;
             (
                 Arc::new(queue),
                 Arc::new(Buckets::S3 {
@@ -262,6 +268,11 @@ async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), Wo
         }
     };
     let queue: Arc<dyn Queue> = Arc::new(Metered::new(queue));
+    let notifier = Arc::new(
+        Notifier::start(&processor.config().notify, &processor.catalog())
+            .await
+            .map_err(crate::process::SetupError::from)?,
+    );
     let k = if w.concurrency == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -355,6 +366,7 @@ async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), Wo
             if let Ok(mut f) = in_flight.lock() {
                 f.insert(msg.id.clone(), msg.receipt.clone());
             }
+            let attempt = Attempt::new(notifier.clone(), &msg.id, msg.receive_count, max_receive);
             let ctx = (
                 processor.clone(),
                 queue.clone(),
@@ -366,7 +378,7 @@ async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), Wo
             let busy = ops.activity.start();
             tasks.spawn(async move {
                 let (processor, queue, buckets, in_flight, deleter) = ctx;
-                let outcome = process(&processor, &queue, &buckets, &msg, visibility)
+                let outcome = process(&processor, &queue, &buckets, &msg, visibility, attempt)
                     .instrument(span.clone())
                     .await;
                 // The job is over: its slot is free while the delete waits for its batch.
@@ -416,8 +428,22 @@ async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), Wo
             "pending deletes not sent in time: those messages will reappear and be acknowledged by their manifests"
         );
     }
+    // Deliveries still pending get the flush window (notify.flush_timeout_ms).
+    notifier.shutdown().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// The SQS queue's `maxReceiveCount` (none without a redrive policy); if it cannot be read,
+/// `worker.max_receive_count`.
+async fn redrive_limit(queue: &SqsQueue, w: &WorkerConfig) -> Option<u32> {
+    match queue.max_receive_count().await {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, fallback = w.max_receive_count, "could not read the queue's RedrivePolicy: using worker.max_receive_count");
+            Some(w.max_receive_count)
+        }
+    }
 }
 
 /// Make a received message visible again at once, for another worker.
@@ -469,6 +495,7 @@ async fn process(
     buckets: &Arc<Buckets>,
     msg: &Received,
     visibility: Duration,
+    attempt: Attempt,
 ) -> Outcome {
     let heartbeat = {
         let queue = queue.clone();
@@ -493,7 +520,7 @@ async fn process(
         // Blocking threads don't inherit the span: carry the message's into the job.
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
-            span.in_scope(|| handle_body(&processor, &buckets, &body))
+            span.in_scope(|| handle_body(&processor, &buckets, &body, &attempt))
         })
     };
     let outcome = work
@@ -563,19 +590,27 @@ fn truncate(s: &str, n: usize) -> &str {
     &s[..end]
 }
 
-fn handle_body(processor: &Processor, buckets: &Buckets, body: &str) -> Outcome {
+fn handle_body(processor: &Processor, buckets: &Buckets, body: &str, attempt: &Attempt) -> Outcome {
     let jobs = match job::parse(body) {
         Ok(Parsed::Ignore(why)) => {
             tracing::info!(reason = %why, "nothing to do: acknowledged");
             return Outcome::Done;
         }
         Ok(Parsed::Jobs(jobs)) => jobs,
-        Err(e) => return Outcome::Poison(e.to_string()),
+        Err(e) => {
+            attempt.bad_message(&e.to_string());
+            return Outcome::Poison(e.to_string());
+        }
     };
     let mut retry = None;
     for spec in &jobs {
-        if let Err(e) = run_spec(processor, buckets, spec) {
-            retry = Some(e.to_string());
+        if let Err(e) = run_spec(processor, buckets, spec, attempt) {
+            if e.class() == ErrorClass::Permanent {
+                tracing::error!(code = e.code(), error = %e, "permanent failure before the job could be recorded");
+            } else {
+                retry = Some(e.to_string());
+            }
+            attempt.job_failed(processor.config(), spec, &e);
         }
     }
     match retry {
@@ -584,15 +619,21 @@ fn handle_body(processor: &Processor, buckets: &Buckets, body: &str) -> Outcome 
     }
 }
 
-/// Run one job spec; `Err` only for transient failures (the message should be retried).
-fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<(), JobError> {
+/// Run one job spec. `Err` when the job could not be recorded: transient (the message should
+/// be retried) or permanent (no manifest could be written; the message is dropped).
+fn run_spec(
+    processor: &Processor,
+    buckets: &Buckets,
+    spec: &JobSpec,
+    attempt: &Attempt,
+) -> Result<(), JobError> {
     let config = processor.config();
     let w = &config.worker;
     let Some(source) = spec.sources.first() else {
         return Ok(());
     };
     if spec.sources.len() > 1 {
-        return run_slideshow_spec(processor, buckets, spec);
+        return run_slideshow_spec(processor, buckets, spec, attempt);
     }
     let profile = spec
         .profile
@@ -621,14 +662,11 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
     let src_store = buckets.bucket(&source.bucket);
     let (out, src_store) = match (out, src_store) {
         (Ok(o), Ok(s)) => (o, s),
-        (Err(e), _) | (_, Err(e)) => return settle_error(e),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     let started = Instant::now();
     // Pin to the event's version: a replaced object is a stale event, not a wrong output.
-    let current = match src_store.head(&source.key) {
-        Ok(c) => c,
-        Err(e) => return settle_error(e.into()),
-    };
+    let current = src_store.head(&source.key)?;
     let etag = source
         .etag
         .clone()
@@ -645,7 +683,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
             return Ok(());
         }
         Ok(None) => {}
-        Err(e) => return settle_error(e.into()),
+        Err(e) => return Err(e.into()),
     }
     let stale = match &current {
         None => Some(format!("source {} does not exist", source.uri())),
@@ -661,7 +699,16 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
             message,
             class: ErrorClass::Permanent,
         };
-        return record_failure(&*out, &manifest_key, spec, source, &etag, &profile, e);
+        return record_failure(
+            &*out,
+            &manifest_key,
+            spec,
+            source,
+            &etag,
+            &profile,
+            e,
+            attempt,
+        );
     }
     let tmp = tempfile::NamedTempFile::new().map_err(|e| JobError::Storage {
         message: format!("temp file: {e}"),
@@ -679,9 +726,10 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
                 &etag,
                 &profile,
                 e.into(),
+                attempt,
             );
         }
-        Err(e) => return settle_error(e.into()),
+        Err(e) => return Err(e.into()),
     }
     let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
     let job = Job {
@@ -692,7 +740,7 @@ fn run_spec(processor: &Processor, buckets: &Buckets, spec: &JobSpec) -> Result<
         profile: profile.clone(),
     };
     let result = processor.run(&job);
-    record(&*out, &prefix, result, started, Some(fetch_ms))
+    record(&*out, &prefix, result, started, Some(fetch_ms), attempt)
 }
 
 /// Store a finished job's outputs under `prefix`, then its manifest; a transient failure is
@@ -703,6 +751,7 @@ fn record(
     mut result: crate::pipeline::JobResult,
     started: Instant,
     fetch_ms: Option<f64>,
+    attempt: &Attempt,
 ) -> Result<(), JobError> {
     if let Some(err) = &result.manifest.error
         && err.class == ErrorClass::Transient
@@ -717,7 +766,7 @@ fn record(
         let key = format!("{prefix}{}", f.key);
         match f.store(out, &key) {
             Ok(_) => f.record.uri = out.uri(&key),
-            Err(e) => return settle_error(e.into()),
+            Err(e) => return Err(e.into()),
         }
     }
     result.manifest.outputs = result.files.iter().map(|f| f.record.clone()).collect();
@@ -730,7 +779,12 @@ fn record(
         upload_started.elapsed().as_secs_f64() * 1e3,
     );
     timings.insert("total".into(), started.elapsed().as_secs_f64() * 1e3);
-    write_manifest(out, &format!("{prefix}manifest.json"), &result.manifest)
+    write_manifest(
+        out,
+        &format!("{prefix}manifest.json"),
+        &result.manifest,
+        attempt,
+    )
 }
 
 /// Several sources: images to video. Each source is pinned to its ETag like a single one; the
@@ -739,6 +793,7 @@ fn run_slideshow_spec(
     processor: &Processor,
     buckets: &Buckets,
     spec: &JobSpec,
+    attempt: &Attempt,
 ) -> Result<(), JobError> {
     let config = processor.config();
     let w = &config.worker;
@@ -755,10 +810,7 @@ fn run_slideshow_spec(
         .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
     let span = tracing::info_span!("job", job_id = tracing::field::Empty, source = %first.uri(), sources = spec.sources.len(), %profile);
     let _in_job = span.enter();
-    let out = match buckets.bucket(&out_bucket) {
-        Ok(o) => o,
-        Err(e) => return settle_error(e),
-    };
+    let out = buckets.bucket(&out_bucket)?;
     let started = Instant::now();
     let mut pinned: Vec<(
         ObjectRef,
@@ -766,14 +818,8 @@ fn run_slideshow_spec(
         Option<crate::storage::ObjectInfo>,
     )> = Vec::new();
     for source in &spec.sources {
-        let store = match buckets.bucket(&source.bucket) {
-            Ok(s) => s,
-            Err(e) => return settle_error(e),
-        };
-        let current = match store.head(&source.key) {
-            Ok(c) => c,
-            Err(e) => return settle_error(e.into()),
-        };
+        let store = buckets.bucket(&source.bucket)?;
+        let current = store.head(&source.key)?;
         let etag = source
             .etag
             .clone()
@@ -803,7 +849,7 @@ fn run_slideshow_spec(
             return Ok(());
         }
         Ok(None) => {}
-        Err(e) => return settle_error(e.into()),
+        Err(e) => return Err(e.into()),
     }
     let id = spec.id.clone().unwrap_or_else(|| combined.clone());
     span.record("job_id", id.as_str());
@@ -812,7 +858,16 @@ fn run_slideshow_spec(
             id: Some(id.clone()),
             ..spec.clone()
         };
-        record_failure(&*out, &manifest_key, &spec, source, &combined, &profile, e)
+        record_failure(
+            &*out,
+            &manifest_key,
+            &spec,
+            source,
+            &combined,
+            &profile,
+            e,
+            attempt,
+        )
     };
     let mut files = Vec::new();
     let fetch_started = Instant::now();
@@ -841,7 +896,7 @@ fn run_slideshow_spec(
         match store.get_to_file(&source.key, tmp.path(), Some(&etag)) {
             Ok(_) => {}
             Err(e @ crate::storage::StorageError::Stale { .. }) => return fail(source, e.into()),
-            Err(e) => return settle_error(e.into()),
+            Err(e) => return Err(e.into()),
         }
         files.push((source, tmp));
     }
@@ -864,6 +919,7 @@ fn run_slideshow_spec(
         processor.run_slideshow(&job),
         started,
         Some(fetch_ms),
+        attempt,
     )
 }
 
@@ -882,18 +938,7 @@ fn output_prefix(out_prefix: &str, profile: &str, key: &str, etag: &str) -> Stri
     format!("{out_prefix}{profile}/{key}/{etag}/")
 }
 
-/// A permanent error becomes a failure manifest (and the message is deleted); a transient one
-/// is returned for retry.
-fn settle_error(e: JobError) -> Result<(), JobError> {
-    match e.class() {
-        ErrorClass::Transient => Err(e),
-        ErrorClass::Permanent => {
-            tracing::error!(code = e.code(), error = %e, "permanent failure before processing");
-            Ok(())
-        }
-    }
-}
-
+#[allow(clippy::too_many_arguments)]
 fn record_failure(
     out: &dyn Storage,
     manifest_key: &str,
@@ -902,6 +947,7 @@ fn record_failure(
     etag: &str,
     profile: &str,
     e: JobError,
+    attempt: &Attempt,
 ) -> Result<(), JobError> {
     let manifest = Manifest {
         schema: manifest::SCHEMA,
@@ -927,15 +973,24 @@ fn record_failure(
         notes: Vec::new(),
     };
     tracing::error!(source = %source.uri(), code = e.code(), error = %e, "job failed permanently");
-    write_manifest(out, manifest_key, &manifest)
+    write_manifest(out, manifest_key, &manifest, attempt)
 }
 
-/// The manifest goes last, create-if-absent: exactly one writer wins.
-fn write_manifest(out: &dyn Storage, key: &str, m: &Manifest) -> Result<(), JobError> {
+/// The manifest goes last, create-if-absent: exactly one writer wins, and only the winner
+/// sends the job's notifications. The rules run before the write: a fail-closed rule that
+/// fails leaves the job unrecorded, to be retried.
+fn write_manifest(
+    out: &dyn Storage,
+    key: &str,
+    m: &Manifest,
+    attempt: &Attempt,
+) -> Result<(), JobError> {
+    let notifications = attempt.prepare(m)?;
     match out.put_if_absent(key, &m.to_json(), "application/json") {
         Ok(Some(_)) => {
             tracing::info!(job_id = %m.job_id, status = ?m.status, manifest = %out.uri(key), "job recorded");
             metrics::job_recorded(m);
+            notifications.send();
             Ok(())
         }
         Ok(None) => {
@@ -943,7 +998,7 @@ fn write_manifest(out: &dyn Storage, key: &str, m: &Manifest) -> Result<(), JobE
             metrics::job_recorded(m);
             Ok(())
         }
-        Err(e) => settle_error(e.into()),
+        Err(e) => Err(e.into()),
     }
 }
 

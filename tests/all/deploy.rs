@@ -190,7 +190,7 @@ fn references(v: &Value, out: &mut BTreeSet<String>) {
 }
 
 /// A template value as the stack would see it with every parameter at its default, in a
-/// stand-in account and region (resources by their names, queues by a URL).
+/// stand-in account and region (resources by their names, queues by a URL, topics by an ARN).
 fn resolve(t: &Value, v: &Value) -> String {
     let name = |id: &str| -> String {
         match id {
@@ -211,6 +211,7 @@ fn resolve(t: &Value, v: &Value) -> String {
                     Some("AWS::SQS::Queue") => {
                         format!("https://sqs.eu-west-1.amazonaws.com/000000000000/{id}")
                     }
+                    Some("AWS::SNS::Topic") => format!("arn:aws:sns:eu-west-1:000000000000:{id}"),
                     Some(_) => match r["Properties"].get("BucketName") {
                         Some(n) => resolve(t, n),
                         None => id.to_ascii_lowercase(),
@@ -564,6 +565,14 @@ fn task_environment_is_a_config_the_engine_accepts_and_matches_the_queue() {
     });
     let w = &config.worker;
     assert!(w.queue_url.is_some(), "the task consumes SQS: {env:?}");
+    assert!(
+        matches!(
+            config.notify.sinks.get(&config.notify.default_sink),
+            Some(mediaflow::config::SinkConfig::Sns(s)) if s.topic_arn.ends_with(":NotificationsTopic")
+        ),
+        "job events go to the stack's notifications topic: {:?}",
+        config.notify
+    );
     assert_eq!(w.output_bucket, "mediaflow-output-000000000000-eu-west-1");
     assert_eq!(w.source_bucket, "mediaflow-source-000000000000-eu-west-1");
     assert_eq!(

@@ -8,7 +8,9 @@
 use super::{Queue, QueueError, Received};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -39,6 +41,27 @@ impl SqsQueue {
     pub fn with_wait(mut self, wait: Duration) -> Self {
         self.wait_secs = wait.as_secs().min(LONG_POLL_SECS as u64) as i32;
         self
+    }
+
+    /// The queue's redrive limit (`maxReceiveCount` of its `RedrivePolicy`): the receive at or
+    /// past it is the last before the message moves to the dead-letter queue. `None` when the
+    /// queue has no dead-letter queue.
+    pub async fn max_receive_count(&self) -> Result<Option<u32>, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| QueueError::Failed(describe(&e)))?;
+        match out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        {
+            Some(policy) => redrive_max_receive_count(policy).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Enqueue `body`; returns the message id.
@@ -177,6 +200,21 @@ fn settle_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
+/// `maxReceiveCount` from a `RedrivePolicy` JSON document (AWS gives it as a number or a
+/// string).
+fn redrive_max_receive_count(policy: &str) -> Result<u32, QueueError> {
+    let bad = |why: String| QueueError::Failed(format!("RedrivePolicy {policy:?}: {why}"));
+    let v: serde_json::Value = serde_json::from_str(policy).map_err(|e| bad(e.to_string()))?;
+    let n = match &v["maxReceiveCount"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    n.and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| bad("no positive maxReceiveCount".into()))
+}
+
 impl Queue for SqsQueue {
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let max = max.clamp(1, 10) as i32;
@@ -240,5 +278,23 @@ impl Queue for SqsQueue {
 
     fn max_batch(&self) -> usize {
         10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redrive_policies_give_max_receive_count_as_number_or_string() {
+        let f = super::redrive_max_receive_count;
+        assert_eq!(
+            f(r#"{"deadLetterTargetArn":"arn:aws:sqs:r:1:dlq","maxReceiveCount":5}"#).ok(),
+            Some(5)
+        );
+        assert_eq!(
+            f(r#"{"deadLetterTargetArn":"a","maxReceiveCount":"3"}"#).ok(),
+            Some(3)
+        );
+        assert!(f(r#"{"deadLetterTargetArn":"a"}"#).is_err());
+        assert!(f("not json").is_err());
     }
 }

@@ -1,0 +1,482 @@
+//! The notifier: rules evaluated where the job runs, deliveries in the background.
+//!
+//! [`Notifier::evaluate`] runs the rules for an event on the caller's thread (so a fail-closed
+//! rule can still change the job's outcome) and gives a [`Pending`] set of notifications;
+//! [`Pending::send`] puts them on a bounded queue without ever waiting: when the queue is full
+//! the event's notifications are dropped, each logged with the event id and counted. One
+//! background task drains the queue, delivering up to [`MAX_IN_FLIGHT`] notifications at once
+//! (a webhook that retries for a minute holds one slot, not the queue). [`Notifier::shutdown`]
+//! closes the queue and gives what is pending `notify.flush_timeout_ms` to finish; whatever is
+//! still pending then is abandoned, logged and counted as dropped.
+//!
+//! [`Attempt`] is how the worker reports one message's jobs: it knows the receive count and
+//! whether this receive is the queue's last, so a transient failure becomes `retrying` or
+//! `dead-lettered`.
+
+use super::counters::Counters;
+use super::event::{Event, EventStatus};
+use super::log::LogSink;
+use super::rules::{RuleFailure, Rules};
+use super::sink::Sink;
+use super::sns::SnsSink;
+use super::sqs::SqsSink;
+use super::webhook::{self, WebhookSink};
+use crate::config::{Config, LOG_SINK, NotifyConfig, SinkConfig};
+use crate::error::{ErrorClass, JobError};
+use crate::job::{self, JobSpec};
+use crate::manifest::{ErrorRecord, Manifest};
+use crate::plugin::catalog::Catalog;
+use crate::plugin::types::Notification;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Deliveries in progress at once.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// The notifier could not start (exit code 2: configuration).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// A rule cannot be used.
+    #[error("config: `{field}` {problem}")]
+    Rule {
+        /// `notify.rules[i].plugin`.
+        field: String,
+        /// Why.
+        problem: String,
+    },
+    /// A sink cannot be set up.
+    #[error("config: `notify.sinks.{sink}`: {problem}")]
+    Sink {
+        /// The sink.
+        sink: String,
+        /// Why.
+        problem: String,
+    },
+}
+
+/// One notification on its way.
+struct Delivery {
+    id: u64,
+    event_id: Arc<str>,
+    notification: Notification,
+}
+
+/// Deliveries accepted and not finished: id → (event id, sink). Whoever removes an entry
+/// (the delivery when it ends, the shutdown when it gives up) counts it, exactly once.
+type InFlight = Arc<Mutex<BTreeMap<u64, (Arc<str>, String)>>>;
+
+/// Rules, sinks, the delivery queue and its counters.
+pub struct Notifier {
+    rules: Rules,
+    sinks: Arc<BTreeMap<String, Sink>>,
+    counters: Arc<Counters>,
+    queue: Mutex<Option<mpsc::Sender<Vec<Delivery>>>>,
+    in_flight: InFlight,
+    next_id: AtomicU64,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    flush: Duration,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("rules", &self.rules)
+            .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// Resolve the rules in `catalog`, set up the sinks (AWS clients from the standard
+    /// environment when an SNS or SQS sink is configured; an HTTP client for webhooks) and
+    /// start the delivery task on the current Tokio runtime.
+    pub async fn start(config: &NotifyConfig, catalog: &Catalog) -> Result<Notifier, NotifyError> {
+        Self::start_with(config, catalog, None).await
+    }
+
+    /// [`Notifier::start`] with this AWS configuration for SNS and SQS sinks (instead of the
+    /// standard environment's).
+    pub async fn start_with(
+        config: &NotifyConfig,
+        catalog: &Catalog,
+        aws: Option<&aws_config::SdkConfig>,
+    ) -> Result<Notifier, NotifyError> {
+        let rules = Rules::resolve(config, catalog)
+            .map_err(|(field, problem)| NotifyError::Rule { field, problem })?;
+        let aws = match aws {
+            Some(a) => Some(a.clone()),
+            None if config
+                .sinks
+                .values()
+                .any(|s| matches!(s, SinkConfig::Sns(_) | SinkConfig::Sqs(_))) =>
+            {
+                Some(crate::aws::sdk_config().await)
+            }
+            None => None,
+        };
+        let webhooks: Vec<(&String, &crate::config::WebhookSinkConfig)> = config
+            .sinks
+            .iter()
+            .filter_map(|(n, s)| match s {
+                SinkConfig::Webhook(w) => Some((n, w)),
+                _ => None,
+            })
+            .collect();
+        let http = match webhooks.first() {
+            None => None,
+            Some((first, _)) => {
+                let need_https = webhooks.iter().any(|(_, w)| w.url.starts_with("https:"));
+                Some(
+                    webhook::http_client(need_https).map_err(|problem| NotifyError::Sink {
+                        sink: (*first).clone(),
+                        problem,
+                    })?,
+                )
+            }
+        };
+        let mut sinks = BTreeMap::new();
+        for (name, c) in &config.sinks {
+            let sink = match (c, &aws, &http) {
+                (SinkConfig::Log(_), _, _) => Sink::Log(LogSink::new(name)),
+                (SinkConfig::Sns(s), Some(aws), _) => Sink::Sns(SnsSink::new(
+                    name,
+                    aws_sdk_sns::Client::new(aws),
+                    &s.topic_arn,
+                )),
+                (SinkConfig::Sqs(s), Some(aws), _) => Sink::Sqs(SqsSink::new(
+                    name,
+                    aws_sdk_sqs::Client::new(aws),
+                    &s.queue_url,
+                )),
+                (SinkConfig::Webhook(w), _, Some(client)) => Sink::Webhook(Box::new(
+                    WebhookSink::new(name, w, client.clone()).map_err(|problem| {
+                        NotifyError::Sink {
+                            sink: name.clone(),
+                            problem,
+                        }
+                    })?,
+                )),
+                _ => {
+                    return Err(NotifyError::Sink {
+                        sink: name.clone(),
+                        problem: "no client for this kind of sink".into(),
+                    });
+                }
+            };
+            sinks.insert(name.clone(), sink);
+        }
+        sinks
+            .entry(LOG_SINK.to_string())
+            .or_insert_with(|| Sink::Log(LogSink::new(LOG_SINK)));
+        let counters = Arc::new(Counters::new(
+            sinks.iter().map(|(n, s)| (n.as_str(), s.kind())),
+            rules.labels(),
+        ));
+        let sinks = Arc::new(sinks);
+        let in_flight: InFlight = Arc::default();
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let dispatcher = tokio::spawn(dispatch(
+            rx,
+            sinks.clone(),
+            counters.clone(),
+            in_flight.clone(),
+        ));
+        tracing::info!(
+            target: "mediaflow::notify",
+            rules = ?rules.labels(),
+            sinks = ?sinks.iter().map(|(n, s)| format!("{n} ({})", s.kind())).collect::<Vec<_>>(),
+            queue_capacity = config.queue_capacity,
+            "notifications ready"
+        );
+        Ok(Notifier {
+            rules,
+            sinks,
+            counters,
+            queue: Mutex::new(Some(tx)),
+            in_flight,
+            next_id: AtomicU64::new(0),
+            dispatcher: Mutex::new(Some(dispatcher)),
+            flush: Duration::from_millis(config.flush_timeout_ms),
+        })
+    }
+
+    /// The counters (shared; they keep counting).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Evaluate the rules for `event` on this thread: the notifications of the rules that
+    /// answered, and the failure of a fail-closed rule if one failed (already logged and
+    /// counted).
+    pub fn evaluate(&self, event: &Event) -> Pending<'_> {
+        let out = self
+            .rules
+            .evaluate(event, |s| self.sinks.contains_key(s), &self.counters);
+        Pending {
+            notifier: self,
+            event_id: Arc::from(event.id.as_str()),
+            notifications: out.notifications,
+            fail_closed: out.fail_closed,
+        }
+    }
+
+    /// Evaluate and send what the rules that answered returned; a fail-closed rule's failure
+    /// changes nothing here (it is logged and counted by the evaluation).
+    pub fn emit(&self, event: &Event) {
+        self.evaluate(event).send();
+    }
+
+    fn enqueue(&self, event_id: Arc<str>, notifications: Vec<Notification>) {
+        if notifications.is_empty() {
+            return;
+        }
+        let batch: Vec<Delivery> = notifications
+            .into_iter()
+            .map(|notification| Delivery {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                event_id: event_id.clone(),
+                notification,
+            })
+            .collect();
+        if let Ok(mut f) = self.in_flight.lock() {
+            for d in &batch {
+                f.insert(d.id, (d.event_id.clone(), d.notification.sink.clone()));
+            }
+        }
+        let sender = self.queue.lock().ok().and_then(|q| q.clone());
+        let refused = match sender {
+            Some(tx) => match tx.try_send(batch) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(b)) => (b, "the delivery queue is full"),
+                Err(mpsc::error::TrySendError::Closed(b)) => (b, "notifications are shut down"),
+            },
+            None => (batch, "notifications are shut down"),
+        };
+        let (batch, why) = refused;
+        for d in batch {
+            let removed = self
+                .in_flight
+                .lock()
+                .map(|mut f| f.remove(&d.id).is_some())
+                .unwrap_or(true);
+            if removed {
+                self.counters.dropped(&d.notification.sink);
+                tracing::warn!(
+                    target: "mediaflow::notify",
+                    event_id = %d.event_id, sink = %d.notification.sink, error_code = "notification_dropped",
+                    "notification dropped: {why}"
+                );
+            }
+        }
+    }
+
+    /// Stop accepting notifications, let pending deliveries run for the flush window
+    /// (`notify.flush_timeout_ms`), then abandon the rest (each logged and counted as dropped).
+    pub async fn shutdown(&self) {
+        self.shutdown_within(self.flush).await;
+    }
+
+    /// [`Notifier::shutdown`] with another flush window.
+    pub async fn shutdown_within(&self, window: Duration) {
+        drop(self.queue.lock().ok().and_then(|mut q| q.take()));
+        let Some(mut dispatcher) = self.dispatcher.lock().ok().and_then(|mut d| d.take()) else {
+            return;
+        };
+        let pending = self.in_flight.lock().map(|f| f.len()).unwrap_or(0);
+        if pending > 0 {
+            tracing::info!(target: "mediaflow::notify", pending, window_ms = window.as_millis() as u64, "flushing notifications");
+        }
+        if tokio::time::timeout(window, &mut dispatcher).await.is_err() {
+            dispatcher.abort();
+            let _ = dispatcher.await;
+        }
+        let left = self
+            .in_flight
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
+        for (event_id, sink) in left.into_values() {
+            self.counters.dropped(&sink);
+            tracing::warn!(
+                target: "mediaflow::notify",
+                %event_id, %sink, error_code = "notification_abandoned",
+                "notification not delivered: still pending when the shutdown flush window ended"
+            );
+        }
+    }
+}
+
+/// Notifications an event deserves, not sent yet.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    notifier: &'a Notifier,
+    event_id: Arc<str>,
+    notifications: Vec<Notification>,
+    fail_closed: Option<RuleFailure>,
+}
+
+impl Pending<'_> {
+    /// The failure of a fail-closed rule, if one failed (taken: asked twice, `None`).
+    pub fn take_fail_closed(&mut self) -> Option<RuleFailure> {
+        self.fail_closed.take()
+    }
+
+    /// Queue them for delivery (never waits; a full queue drops them, logged and counted).
+    pub fn send(self) {
+        self.notifier.enqueue(self.event_id, self.notifications);
+    }
+
+    /// The notifications.
+    pub fn notifications(&self) -> &[Notification] {
+        &self.notifications
+    }
+}
+
+/// The background task: deliver what comes off the queue, up to [`MAX_IN_FLIGHT`] at once,
+/// until the queue is closed and empty and every delivery has ended.
+async fn dispatch(
+    mut rx: mpsc::Receiver<Vec<Delivery>>,
+    sinks: Arc<BTreeMap<String, Sink>>,
+    counters: Arc<Counters>,
+    in_flight: InFlight,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut running = JoinSet::new();
+    while let Some(batch) = rx.recv().await {
+        for d in batch {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            while running.try_join_next().is_some() {}
+            let (sinks, counters, in_flight) = (sinks.clone(), counters.clone(), in_flight.clone());
+            running.spawn(async move {
+                let _slot = slot;
+                let sink_name = d.notification.sink.as_str();
+                let result = match sinks.get(sink_name) {
+                    Some(sink) => sink
+                        .deliver(&d.event_id, &d.notification)
+                        .await
+                        .map_err(|e| (sink.kind(), e.to_string())),
+                    None => Err(("none", "no such sink".to_string())),
+                };
+                let mine = in_flight
+                    .lock()
+                    .map(|mut f| f.remove(&d.id).is_some())
+                    .unwrap_or(true);
+                if !mine {
+                    return;
+                }
+                match result {
+                    Ok(()) => counters.delivered(sink_name),
+                    Err((kind, error)) => {
+                        counters.failed(sink_name);
+                        tracing::warn!(
+                            target: "mediaflow::notify",
+                            event_id = %d.event_id, sink = sink_name, kind, error_code = "notification_failed", %error,
+                            "notification not delivered: given up"
+                        );
+                    }
+                }
+            });
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// One received message's attempt at its jobs, as the events it causes see it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    notifier: Arc<Notifier>,
+    message_id: String,
+    number: u32,
+    last: bool,
+    started: Instant,
+}
+
+impl Attempt {
+    /// Receive number `receive_count` of message `message_id`; with `max_receive_count` (the
+    /// queue's redrive limit, if it has one) a receive at or past it is the last.
+    pub fn new(
+        notifier: Arc<Notifier>,
+        message_id: &str,
+        receive_count: u32,
+        max_receive_count: Option<u32>,
+    ) -> Attempt {
+        Attempt {
+            notifier,
+            message_id: message_id.to_string(),
+            number: receive_count.max(1),
+            last: max_receive_count.is_some_and(|m| receive_count >= m),
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether a failure now sends the message to the dead-letter queue.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
+    /// Before recording a job: evaluate the rules for its manifest's event. A fail-closed
+    /// rule's failure is a transient [`JobError`]: do not record the job, retry it (the
+    /// other rules' notifications are not sent; the `retrying` event's are).
+    pub fn prepare(&self, m: &Manifest) -> Result<Pending<'_>, JobError> {
+        let event = Event::from_manifest(m).at(self.number, self.started.elapsed());
+        let mut pending = self.notifier.evaluate(&event);
+        match pending.take_fail_closed() {
+            Some(failure) => Err(failure.into()),
+            None => Ok(pending),
+        }
+    }
+
+    /// A job of this message failed without being recorded: `failed` when permanent; when
+    /// transient, `retrying`, or `dead-lettered` on the queue's last receive.
+    pub fn job_failed(&self, config: &Config, spec: &JobSpec, error: &JobError) {
+        let status = match (error.class(), self.last) {
+            (ErrorClass::Permanent, _) => EventStatus::Failed,
+            (ErrorClass::Transient, false) => EventStatus::Retrying,
+            (ErrorClass::Transient, true) => EventStatus::DeadLettered,
+        };
+        let (job_id, uri, profile) = match spec.sources.first() {
+            Some(source) => {
+                let profile = spec
+                    .profile
+                    .clone()
+                    .unwrap_or_else(|| config.route(&source.bucket, &source.key).to_string());
+                let id = spec
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| job::derive_id(source, &profile));
+                (id, source.uri(), profile)
+            }
+            None => (
+                spec.id.clone().unwrap_or_else(|| self.message_id.clone()),
+                String::new(),
+                spec.profile.clone().unwrap_or_default(),
+            ),
+        };
+        let event = Event::new(status, job_id, uri, profile)
+            .with_error(error)
+            .at(self.number, self.started.elapsed());
+        self.notifier.emit(&event);
+    }
+
+    /// The message is not a job: on the queue's last receive, a `dead-lettered` event (job id
+    /// = message id, error code `bad_message`); before that, nothing (it will not get better).
+    pub fn bad_message(&self, reason: &str) {
+        if !self.last {
+            return;
+        }
+        let mut event = Event::new(EventStatus::DeadLettered, &self.message_id, "", "")
+            .at(self.number, self.started.elapsed());
+        event.error = Some(ErrorRecord {
+            class: ErrorClass::Permanent,
+            code: "bad_message".into(),
+            message: reason.to_string(),
+        });
+        self.notifier.emit(&event);
+    }
+}

@@ -1,0 +1,249 @@
+//! Rules: which notifications an event deserves. Each configured notification-rule plugin
+//! (resolved through the plugin catalog, like a profile's plugins) evaluates every event in a
+//! fresh instance; with none configured, the default rule sends `succeeded` and `failed` events
+//! to `notify.default_sink` with the event JSON as the body.
+//!
+//! A rule that traps, times out or returns an error is logged (plugin name and version, event
+//! id) and counted; its event goes on to the other rules (fail-open). A fail-closed rule's
+//! failure is also returned, for the worker to retry the job. Notifications addressed to a
+//! sink that is not configured are logged and counted, and go nowhere.
+
+use super::counters::Counters;
+use super::event::{Event, EventStatus};
+use crate::config::NotifyConfig;
+use crate::plugin::catalog::Catalog;
+use crate::plugin::types::Notification;
+use crate::plugin::{Plugin, PluginError, World};
+use std::time::Instant;
+
+/// Most notifications one rule may return for one event; the rest are logged and left out.
+pub const MAX_NOTIFICATIONS_PER_RULE: usize = 100;
+
+/// A fail-closed rule could not decide an event's notifications.
+#[derive(Debug, thiserror::Error)]
+#[error("notification rule {rule} failed and is fail_closed: {error}")]
+pub struct RuleFailure {
+    /// `name@version` of the rule plugin.
+    pub rule: String,
+    /// What went wrong.
+    pub error: PluginError,
+}
+
+/// What the rules made of one event.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Notifications for configured sinks.
+    pub notifications: Vec<Notification>,
+    /// The first fail-closed rule that failed, if any.
+    pub fail_closed: Option<RuleFailure>,
+}
+
+struct Rule {
+    plugin: Plugin,
+    label: String,
+    fail_closed: bool,
+}
+
+/// The configured rules (or the default rule).
+pub struct Rules {
+    rules: Vec<Rule>,
+    default_sink: String,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("rules", &self.labels())
+            .field("default_sink", &self.default_sink)
+            .finish()
+    }
+}
+
+impl Rules {
+    /// Resolve `config.rules` in `catalog`. The error names the rule (`rules[i]`) and why.
+    pub fn resolve(config: &NotifyConfig, catalog: &Catalog) -> Result<Rules, (String, String)> {
+        let mut rules = Vec::new();
+        for (i, r) in config.rules.iter().enumerate() {
+            let field = format!("notify.rules[{i}].plugin");
+            let plugin = catalog.resolve_use(&r.plugin_use()).ok_or_else(|| {
+                (
+                    field.clone(),
+                    format!(
+                        "{} is not available (no loaded plugin version matches)",
+                        r.plugin
+                    ),
+                )
+            })?;
+            if plugin.world() != World::NotificationRule {
+                return Err((
+                    field,
+                    format!(
+                        "{}@{} is a {} plugin, not a notification-rule",
+                        plugin.name(),
+                        plugin.version(),
+                        plugin.world()
+                    ),
+                ));
+            }
+            rules.push(Rule {
+                label: format!("{}@{}", plugin.name(), plugin.version()),
+                plugin,
+                fail_closed: r.fail_closed,
+            });
+        }
+        Ok(Rules {
+            rules,
+            default_sink: config.default_sink.clone(),
+        })
+    }
+
+    /// `name@version` of every rule plugin, in order (empty: the default rule).
+    pub fn labels(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.label.clone()).collect()
+    }
+
+    /// Evaluate `event` with every rule; `known` says whether a sink exists.
+    pub fn evaluate(
+        &self,
+        event: &Event,
+        known: impl Fn(&str) -> bool,
+        counters: &Counters,
+    ) -> Evaluation {
+        let mut out = Evaluation::default();
+        let accept = |rule: &str, n: Notification, out: &mut Evaluation| {
+            if known(&n.sink) {
+                out.notifications.push(n);
+            } else {
+                counters.unknown_sink();
+                tracing::warn!(
+                    target: "mediaflow::notify",
+                    event_id = %event.id, rule, sink = %n.sink, error_code = "unknown_sink",
+                    "notification addressed to a sink that is not configured: not delivered"
+                );
+            }
+        };
+        if self.rules.is_empty() {
+            if let Some(n) = default_notification(event, &self.default_sink) {
+                accept("default", n, &mut out);
+            }
+            return out;
+        }
+        let wit = event.to_wit();
+        for rule in &self.rules {
+            let started = Instant::now();
+            let result = rule.plugin.evaluate(&wit);
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            match result {
+                Ok(mut notifications) => {
+                    tracing::debug!(
+                        target: "mediaflow::notify",
+                        event_id = %event.id, rule = %rule.label, notifications = notifications.len(), ms,
+                        "rule evaluated"
+                    );
+                    if notifications.len() > MAX_NOTIFICATIONS_PER_RULE {
+                        tracing::warn!(
+                            target: "mediaflow::notify",
+                            event_id = %event.id, rule = %rule.label, returned = notifications.len(),
+                            error_code = "too_many_notifications",
+                            "rule returned more than {MAX_NOTIFICATIONS_PER_RULE} notifications: the rest are left out"
+                        );
+                        notifications.truncate(MAX_NOTIFICATIONS_PER_RULE);
+                    }
+                    for n in notifications {
+                        accept(&rule.label, n, &mut out);
+                    }
+                }
+                Err(error) => {
+                    counters.rule_failed(&rule.label);
+                    tracing::warn!(
+                        target: "mediaflow::notify",
+                        event_id = %event.id, status = event.status.name(), job_id = %event.job_id,
+                        plugin = rule.plugin.name(), version = rule.plugin.version(),
+                        fail_closed = rule.fail_closed, error_code = error.detail_code(), %error, ms,
+                        "notification rule failed"
+                    );
+                    if rule.fail_closed && out.fail_closed.is_none() {
+                        out.fail_closed = Some(RuleFailure {
+                            rule: rule.label.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The default rule: `succeeded` and `failed` events to `sink`, the event JSON as the body,
+/// attributes `status`, `profile` and (when failed) `error_code`.
+pub fn default_notification(event: &Event, sink: &str) -> Option<Notification> {
+    if !matches!(event.status, EventStatus::Succeeded | EventStatus::Failed) {
+        return None;
+    }
+    let status = event.status.name();
+    let mut attributes = vec![
+        ("status".to_string(), status.to_string()),
+        ("profile".to_string(), event.profile.clone()),
+    ];
+    if let Some(e) = &event.error {
+        attributes.push(("error_code".to_string(), e.code.clone()));
+    }
+    Some(Notification {
+        sink: sink.to_string(),
+        subject: format!("[mediaflow] {status}: {}", event.source.uri),
+        body: event.to_json(),
+        attributes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorClass, JobError};
+
+    #[test]
+    fn the_default_rule_sends_succeeded_and_failed_only() {
+        let ok = Event::new(EventStatus::Succeeded, "j", "s3://b/a.jpg", "default");
+        let n = default_notification(&ok, "log").expect("succeeded");
+        assert_eq!(n.sink, "log");
+        assert_eq!(n.subject, "[mediaflow] succeeded: s3://b/a.jpg");
+        let body: serde_json::Value = serde_json::from_str(&n.body).expect("JSON");
+        assert_eq!(body["id"], ok.id.as_str());
+        let failed = Event::new(EventStatus::Failed, "j", "s3://b/a.jpg", "default")
+            .with_error(&JobError::CorruptInput("truncated".into()));
+        let n = default_notification(&failed, "hook").expect("failed");
+        assert!(
+            n.attributes
+                .contains(&("error_code".into(), "corrupt_input".into()))
+        );
+        let retry = Event::new(EventStatus::Retrying, "j", "s3://b/a.jpg", "default").with_error(
+            &JobError::Storage {
+                message: "503".into(),
+                class: ErrorClass::Transient,
+            },
+        );
+        assert!(default_notification(&retry, "log").is_none());
+        assert!(
+            default_notification(
+                &Event::new(EventStatus::DeadLettered, "j", "", "default"),
+                "log"
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn unknown_sinks_are_counted_not_delivered() {
+        let config = NotifyConfig {
+            default_sink: "nowhere".into(),
+            ..NotifyConfig::default()
+        };
+        let rules = Rules::resolve(&config, &Catalog::default()).expect("no rules to resolve");
+        let counters = Counters::new([("log", "log")], []);
+        let e = Event::new(EventStatus::Succeeded, "j", "s3://b/a.jpg", "default");
+        let out = rules.evaluate(&e, |s| s == "log", &counters);
+        assert!(out.notifications.is_empty());
+        assert_eq!(counters.snapshot().unknown_sink, 1);
+    }
+}
