@@ -9,6 +9,7 @@ mod harness;
 mod process;
 mod sandbox;
 mod video;
+mod wit_versions;
 mod worker;
 
 /// Media info for an image source.
