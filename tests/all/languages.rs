@@ -385,6 +385,27 @@ local = ["{}"]
         reused[reused.len() / 2]
     );
 
+    // With a call budget under its 100 ms reserve, `host.time-left-ms` (WIT 0.1.1) tells the
+    // plugin to skip hashing: it still answers, in time, and says the hash is incomplete.
+    let hurried = plugin.with_overrides(
+        &Default::default(),
+        Some(mediaflow::plugin::Limits {
+            timeout_ms: 90,
+            ..plugin.limits()
+        }),
+    );
+    let entries = hurried.extract(&info, &source).expect("extract in 90 ms");
+    let value = |k: &str| {
+        entries
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| mediaflow::pipeline::metadata_json(e.value.clone()))
+            .unwrap_or_else(|| panic!("{k} in {entries:?}"))
+    };
+    assert_eq!(value("file.sha256_head_complete"), false);
+    assert_eq!(value("file.sha256_head_bytes"), 0);
+    assert_eq!(value("header.width"), 320);
+
     // A bad configuration is the plugin's typed error (raised in Python), naming the key; with
     // strict metadata the job fails with it and the run exits 1.
     let strict_out = dir.path().join("strict");
