@@ -30,8 +30,8 @@
 //!
 //! The three attributes are [`metadata_extractor`], [`watermarker`] and
 //! [`notification_rule`]; each checks the function's signature and generates the component's
-//! exports. Inside a plugin, [`log`] writes to the engine's log and [`config`] reads the
-//! plugin's configuration. Everything else a plugin needs — reading the source, returning
+//! exports. Inside a plugin, [`log`] writes to the engine's log, [`config`] reads the
+//! plugin's configuration and [`time_left`] says how long the current call may still run. Everything else a plugin needs — reading the source, returning
 //! typed metadata, an overlay or notifications — is in the types re-exported here.
 //!
 //! Plugins run sandboxed: no files, no network, no environment, a memory cap and a time limit
@@ -46,9 +46,9 @@ mod bindings {
         inline: "
             package mediaflow:sdk;
             world sdk {
-                import mediaflow:plugin/types@0.1.0;
-                import mediaflow:plugin/host@0.1.0;
-                import mediaflow:plugin/input@0.1.0;
+                import mediaflow:plugin/types@0.1.1;
+                import mediaflow:plugin/host@0.1.1;
+                import mediaflow:plugin/input@0.1.1;
             }
         ",
         path: "../wit",
@@ -68,8 +68,16 @@ pub use bindings::mediaflow::plugin::types::{
 pub use mediaflow_plugin_sdk_macro::{metadata_extractor, notification_rule, watermarker};
 pub use reader::SourceReader;
 
-/// The WIT package version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this SDK builds plugins against. They run on engines hosting this
+/// version (mediaflow lists them in `HOSTED_WIT_VERSIONS`).
+pub const WIT_VERSION: &str = "0.1.1";
+
+/// Time left before the current call reaches its wall-time limit (the plugin's `timeout_ms`).
+/// Check it in open-ended work (scanning a long video, hashing a large file) and return what
+/// you have rather than be interrupted. Since WIT 0.1.1.
+pub fn time_left() -> std::time::Duration {
+    std::time::Duration::from_millis(crate::bindings::mediaflow::plugin::host::time_left_ms())
+}
 
 /// Generated modules the attribute macros refer to. Not a stable API.
 #[doc(hidden)]
@@ -264,6 +272,12 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wit_version_is_the_contract_the_sdk_is_built_from() {
+        let wit = include_str!("../../wit/plugin.wit");
+        assert!(wit.contains(&format!("package mediaflow:plugin@{WIT_VERSION};")));
+    }
 
     #[test]
     fn civil_dates_convert_to_unix_seconds() {

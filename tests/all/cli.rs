@@ -57,7 +57,7 @@ fn inspect_and_validate_accept_all_three_first_party_plugins() {
         };
         assert!(
             text(&out).contains(&format!(
-                "world:       {expected_world} (mediaflow:plugin@0.1.0)"
+                "world:       {expected_world} (mediaflow:plugin@0.1.1)"
             )),
             "{}",
             text(&out)

@@ -6,12 +6,14 @@ mod cli;
 mod deploy;
 mod first_party;
 mod harness;
+mod languages;
 mod notify;
 mod ops;
 mod process;
 mod registry;
 mod sandbox;
 mod video;
+mod wit_versions;
 mod worker;
 
 /// Media info for an image source.

@@ -1,13 +1,20 @@
 //! The one place the WIT contract becomes Rust on the host side: `bindgen!` for the three
 //! plugin worlds. The shared interfaces (`types`, `host`, `input`) are generated once, with the
 //! metadata-extractor world, and the other two worlds reuse them.
+//!
+//! Generated from the newest contract only (`wit/plugin.wit`). Plugins built against an older
+//! compatible version (`0.1.0`, frozen in `wit/frozen/`) need no bindings of their own:
+//! wasmtime matches names semver-compatibly both ways — their import of
+//! `mediaflow:plugin/host@0.1.0` is satisfied by the linker's `host@0.1.1`, and the typed lookup
+//! of `extractor@0.1.1` finds their export `extractor@0.1.0` — and then checks the types
+//! structurally, which an additive change keeps equal.
 
 #![allow(missing_docs, clippy::all)]
 
 pub mod extractor {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "mediaflow:plugin/metadata-extractor@0.1.0",
+        world: "mediaflow:plugin/metadata-extractor@0.1.1",
         with: {
             "mediaflow:plugin/input.source": crate::plugin::source::SourceHandle,
         },
@@ -19,7 +26,7 @@ pub mod extractor {
 pub mod watermarker {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "mediaflow:plugin/watermarker@0.1.0",
+        world: "mediaflow:plugin/watermarker@0.1.1",
         with: {
             "mediaflow:plugin/types": super::extractor::mediaflow::plugin::types,
             "mediaflow:plugin/host": super::extractor::mediaflow::plugin::host,
@@ -30,7 +37,7 @@ pub mod watermarker {
 pub mod notifier {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "mediaflow:plugin/notification-rule@0.1.0",
+        world: "mediaflow:plugin/notification-rule@0.1.1",
         with: {
             "mediaflow:plugin/types": super::extractor::mediaflow::plugin::types,
             "mediaflow:plugin/host": super::extractor::mediaflow::plugin::host,

@@ -80,6 +80,21 @@ pub enum PluginErrorKind {
         /// WIT versions this engine hosts.
         hosted: String,
     },
+    /// The component implements a mediaflow world, but at a WIT version this engine does not
+    /// host (a newer one than it knows, or an incompatible line).
+    #[error(
+        "is a {world} plugin built against mediaflow:plugin@{version}, which this engine does \
+         not host (it hosts {hosted}): run it on an engine that hosts {version}, or rebuild it \
+         against one of those"
+    )]
+    UnhostedWitVersion {
+        /// The world it implements.
+        world: &'static str,
+        /// The WIT version it was built against.
+        version: String,
+        /// WIT versions this engine hosts.
+        hosted: String,
+    },
     /// The component is a different kind of plugin than the one asked for.
     #[error("is a {found} plugin, not a {expected}")]
     WrongWorld {
@@ -131,8 +146,8 @@ impl PluginError {
     }
 
     /// A stable, finer-grained code: `guest_error`, `timeout`, `memory_limit`, `fuel`, `trap`,
-    /// `too_large`, `invalid`, `unknown_world`, `wrong_world`, `link`, `io`, `digest_mismatch`,
-    /// `bad_manifest`.
+    /// `too_large`, `invalid`, `unknown_world`, `unhosted_wit_version`, `wrong_world`, `link`,
+    /// `io`, `digest_mismatch`, `bad_manifest`.
     pub fn detail_code(&self) -> &'static str {
         match self.kind {
             PluginErrorKind::Guest { .. } => "guest_error",
@@ -144,6 +159,7 @@ impl PluginError {
             PluginErrorKind::TooLarge { .. } => "too_large",
             PluginErrorKind::Invalid(_) => "invalid",
             PluginErrorKind::UnknownWorld { .. } => "unknown_world",
+            PluginErrorKind::UnhostedWitVersion { .. } => "unhosted_wit_version",
             PluginErrorKind::WrongWorld { .. } => "wrong_world",
             PluginErrorKind::Link(_) => "link",
             PluginErrorKind::Io(_) => "io",

@@ -237,16 +237,22 @@ impl PluginHost {
         } = self.compile(&label, wasm)?;
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         let (_, export_names) = self.interface_names(&component);
-        let (world, wit_version) = world::detect(export_names.iter().map(String::as_str))
-            .ok_or_else(|| {
-                PluginError::new(
-                    &label,
-                    PluginErrorKind::UnknownWorld {
-                        exports: export_names.join(", "),
-                        hosted: world::HOSTED_WIT_VERSIONS.join(", "),
-                    },
-                )
-            })?;
+        let exports = || export_names.iter().map(String::as_str);
+        let (world, wit_version) = world::detect(exports()).ok_or_else(|| {
+            let hosted = world::HOSTED_WIT_VERSIONS.join(", ");
+            let kind = match world::detect_unhosted(exports()) {
+                Some((world, version)) => PluginErrorKind::UnhostedWitVersion {
+                    world: world.name(),
+                    version: version.to_string(),
+                    hosted,
+                },
+                None => PluginErrorKind::UnknownWorld {
+                    exports: export_names.join(", "),
+                    hosted,
+                },
+            };
+            PluginError::new(&label, kind)
+        })?;
         if let Some(expected) = spec.expect
             && expected != world
         {
@@ -876,6 +882,11 @@ impl extractor::mediaflow::plugin::host::Host for HostState {
 
     fn config_keys(&mut self) -> wasmtime::Result<Vec<String>> {
         Ok(self.plugin.spec.config.keys().cloned().collect())
+    }
+
+    fn time_left_ms(&mut self) -> wasmtime::Result<u64> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        Ok(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

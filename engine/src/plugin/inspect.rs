@@ -17,6 +17,8 @@ pub struct Inspection {
     pub world: Option<World>,
     /// The `mediaflow:plugin` WIT version, if a world was found.
     pub wit_version: Option<String>,
+    /// Whether this engine hosts that WIT version (false also when no world was found).
+    pub wit_hosted: bool,
     /// Imported interfaces.
     pub imports: Vec<String>,
     /// Exported interfaces.
@@ -27,10 +29,14 @@ pub struct Inspection {
 pub fn inspect(host: &PluginHost, wasm: &[u8]) -> Result<Inspection, PluginError> {
     let compiled = host.compile("(inspect)", wasm)?;
     let (imports, exports) = host.interface_names(&compiled.component);
-    let found = super::world::detect(exports.iter().map(String::as_str));
+    let names = || exports.iter().map(String::as_str);
+    let hosted = super::world::detect(names());
+    let wit_hosted = hosted.is_some();
+    let found = hosted.or_else(|| super::world::detect_unhosted(names()));
     Ok(Inspection {
         size: wasm.len() as u64,
         sha256: format!("sha256:{}", compiled.digest),
+        wit_hosted,
         world: found.as_ref().map(|(w, _)| *w),
         wit_version: found.map(|(_, v)| v.to_string()),
         imports,
@@ -41,7 +47,14 @@ pub fn inspect(host: &PluginHost, wasm: &[u8]) -> Result<Inspection, PluginError
 impl std::fmt::Display for Inspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.world, &self.wit_version) {
-            (Some(w), Some(v)) => writeln!(f, "world:       {w} (mediaflow:plugin@{v})")?,
+            (Some(w), Some(v)) if self.wit_hosted => {
+                writeln!(f, "world:       {w} (mediaflow:plugin@{v})")?
+            }
+            (Some(w), Some(v)) => writeln!(
+                f,
+                "world:       {w} (mediaflow:plugin@{v}, not hosted by this engine: it hosts {})",
+                super::HOSTED_WIT_VERSIONS.join(", ")
+            )?,
             _ => writeln!(f, "world:       none (not a mediaflow plugin)")?,
         }
         writeln!(f, "size:        {} bytes", self.size)?;
