@@ -139,6 +139,23 @@ impl Run {
             scratch: None,
         }
     }
+
+    /// The job's scratch directory (for file-backed outputs), made on first use and removed
+    /// with the job's result.
+    fn scratch_dir(&mut self) -> Result<std::path::PathBuf, JobError> {
+        if self.scratch.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("mediaflow-job-")
+                .tempdir()
+                .map_err(video::scratch_err)?;
+            self.scratch = Some(dir);
+        }
+        Ok(self
+            .scratch
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default())
+    }
 }
 
 /// The job's result from how its stages went.
@@ -206,6 +223,11 @@ impl Processor {
     /// The catalog a job starting now would use.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.snapshot()
+    }
+
+    /// Where this processor resolves plugins (live: follows the registry).
+    pub fn catalog_source(&self) -> CatalogSource {
+        self.catalog.clone()
     }
 
     /// The configuration.

@@ -132,7 +132,7 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
         .map_err(|e| SetupError::Output(format!("starting runtime: {e}")))?;
     let notifier = runtime.block_on(crate::notify::Notifier::start(
         &processor.config().notify,
-        &processor.catalog(),
+        processor.catalog_source(),
     ))?;
     if opts.slideshow {
         return slideshow(processor, &store, opts, &profile, &runtime, &notifier);

@@ -269,7 +269,7 @@ async fn run_async(engine: Engine, ops: &crate::telemetry::Ops) -> Result<(), Wo
     };
     let queue: Arc<dyn Queue> = Arc::new(Metered::new(queue));
     let notifier = Arc::new(
-        Notifier::start(&processor.config().notify, &processor.catalog())
+        Notifier::start(&processor.config().notify, processor.catalog_source())
             .await
             .map_err(crate::process::SetupError::from)?,
     );
@@ -685,20 +685,7 @@ fn run_spec(
         Ok(None) => {}
         Err(e) => return Err(e.into()),
     }
-    let stale = match &current {
-        None => Some(format!("source {} does not exist", source.uri())),
-        Some(c) if c.etag != etag => Some(format!(
-            "stale event: {} was replaced (event ETag {etag}, now {})",
-            source.uri(),
-            c.etag
-        )),
-        Some(_) => None,
-    };
-    if let Some(message) = stale {
-        let e = JobError::Storage {
-            message,
-            class: ErrorClass::Permanent,
-        };
+    if let Some(e) = missing_or_stale(source, current.as_ref(), &etag) {
         return record_failure(
             &*out,
             &manifest_key,
@@ -873,20 +860,7 @@ fn run_slideshow_spec(
     let fetch_started = Instant::now();
     for (source, store, current) in &pinned {
         let etag = source.etag.clone().unwrap_or_default();
-        let stale = match current {
-            None => Some(format!("source {} does not exist", source.uri())),
-            Some(c) if c.etag != etag => Some(format!(
-                "stale event: {} was replaced (event ETag {etag}, now {})",
-                source.uri(),
-                c.etag
-            )),
-            Some(_) => None,
-        };
-        if let Some(message) = stale {
-            let e = JobError::Storage {
-                message,
-                class: ErrorClass::Permanent,
-            };
+        if let Some(e) = missing_or_stale(source, current.as_ref(), &etag) {
             return fail(source, e);
         }
         let tmp = tempfile::NamedTempFile::new().map_err(|e| JobError::Storage {
@@ -921,6 +895,28 @@ fn run_slideshow_spec(
         Some(fetch_ms),
         attempt,
     )
+}
+
+/// A source that is gone, or was replaced since the event that named it (`etag`): a
+/// permanent failure — the event can never be processed as it was meant.
+fn missing_or_stale(
+    source: &ObjectRef,
+    current: Option<&crate::storage::ObjectInfo>,
+    etag: &str,
+) -> Option<JobError> {
+    let message = match current {
+        None => format!("source {} does not exist", source.uri()),
+        Some(c) if c.etag != etag => format!(
+            "stale event: {} was replaced (event ETag {etag}, now {})",
+            source.uri(),
+            c.etag
+        ),
+        Some(_) => return None,
+    };
+    Some(JobError::Storage {
+        message,
+        class: ErrorClass::Permanent,
+    })
 }
 
 /// Where a job's outputs go: a pure function of (source key, ETag, profile).

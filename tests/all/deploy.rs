@@ -252,9 +252,9 @@ fn resolve(t: &Value, v: &Value) -> String {
     }
 }
 
-/// The IAM service prefix and the operations (snake case) of each `aws-sdk-*` crate the
-/// engine depends on, from the crates' sources (`src/operation/<name>/`).
-fn sdk_operations() -> Vec<(String, BTreeSet<String>)> {
+/// The IAM service prefix, the crate's Rust name and the operations (snake case) of each
+/// `aws-sdk-*` crate the engine depends on, from the crates' sources (`src/operation/<name>/`).
+fn sdk_operations() -> Vec<(String, String, BTreeSet<String>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let host = Command::new("rustc")
         .arg("-vV")
@@ -311,10 +311,10 @@ fn sdk_operations() -> Vec<(String, BTreeSet<String>)> {
             .find(|(k, _)| *k == krate)
             .map(|(_, p)| p.to_string())
             .unwrap_or_else(|| suffix.to_string());
-        services.push((prefix, ops));
+        services.push((prefix, krate.replace('-', "_"), ops));
     }
     assert!(
-        services.iter().any(|(p, _)| p == "s3") && services.iter().any(|(p, _)| p == "sqs"),
+        services.iter().any(|(p, _, _)| p == "s3") && services.iter().any(|(p, _, _)| p == "sqs"),
         "the engine depends on aws-sdk-s3 and aws-sdk-sqs"
     );
     services
@@ -335,7 +335,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// IAM action → where the engine's code calls an SDK operation that needs it (`file:line
-/// .op()`). A call is `.<operation>()`: fluent SDK operations take no arguments.
+/// .op()`). A call is `.<operation>()`: fluent SDK operations take no arguments. Only files
+/// that name the SDK crate (`aws_sdk_sns::…`) are searched for its operations, so that
+/// `watch::Sender::subscribe()` is not taken for SNS `Subscribe`.
 fn engine_calls() -> BTreeMap<String, Vec<String>> {
     let services = sdk_operations();
     let mut files = Vec::new();
@@ -365,7 +367,10 @@ fn engine_calls() -> BTreeMap<String, Vec<String>> {
                     }
                 }
             }
-            for (prefix, ops) in &services {
+            for (prefix, krate, ops) in &services {
+                if !text.contains(krate.as_str()) {
+                    continue;
+                }
                 for op in ops {
                     if !code.contains(&format!(".{op}()")) {
                         continue;

@@ -890,6 +890,12 @@ config = {{ on_succeeded = "hook", on_failed = "hook", on_retrying = "hook", on_
 fn on_sqs_the_last_receive_is_the_redrive_policys_and_the_sqs_sink_gets_the_dead_letter() {
     let moto = Moto::start();
     let aws = Aws::new(&moto);
+    // The worker's output bucket: its default plugin registry (`plugins/` there) is listed at
+    // start-up, and a bucket that does not exist stops the worker (exit 2).
+    let (s3, _) = aws.rt.block_on(moto.clients());
+    aws.rt
+        .block_on(s3.create_bucket().bucket("renditions").send())
+        .expect("output bucket");
     let (_, dlq_arn) = aws.queue("jobs-dlq", &[]);
     let (jobs_url, _) = aws.queue(
         "jobs",

@@ -8,11 +8,14 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Exit code, stdout+stderr, and peak RSS (KiB) of `mediaflow-cli ARGS`.
-#[allow(unsafe_code)] // wait4(2) is the only way to read one child's peak RSS.
+/// Exit code, stdout+stderr, and peak RSS (KiB) of `mediaflow-cli ARGS`: the child's own,
+/// since its `exec` (it reports its `VmHWM`; see `tests/src/bin/mediaflow-cli.rs`).
+#[allow(unsafe_code)] // wait4(2) reaps the child with its rusage (the fallback figure).
 pub(crate) fn run_measured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, u64) {
+    let peak_file = tempfile::NamedTempFile::new().expect("peak RSS file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
     cmd.args(args)
+        .env("PEAK_RSS_REPORT_FILE", peak_file.path())
         .env(
             "XDG_CACHE_HOME",
             std::env::temp_dir().join("mediaflow-cli-test-cache"),
@@ -52,7 +55,13 @@ pub(crate) fn run_measured(args: &[&str], env: &[(&str, &str)]) -> (i32, String,
     } else {
         -1
     };
-    (code, out, usage.ru_maxrss as u64)
+    // wait4's ru_maxrss includes this (test) process's own peak from before the child's exec:
+    // only a fallback, when the child could not report (it crashed).
+    let peak = std::fs::read_to_string(peak_file.path())
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(usage.ru_maxrss as u64);
+    (code, out, peak)
 }
 
 fn manifest(out: &Path, dir: &str) -> Value {

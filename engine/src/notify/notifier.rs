@@ -25,7 +25,7 @@ use crate::config::{Config, LOG_SINK, NotifyConfig, SinkConfig};
 use crate::error::{ErrorClass, JobError};
 use crate::job::{self, JobSpec};
 use crate::manifest::{ErrorRecord, Manifest};
-use crate::plugin::catalog::Catalog;
+use crate::plugin::catalog::CatalogSource;
 use crate::plugin::types::Notification;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,7 +94,10 @@ impl Notifier {
     /// Resolve the rules in `catalog`, set up the sinks (AWS clients from the standard
     /// environment when an SNS or SQS sink is configured; an HTTP client for webhooks) and
     /// start the delivery task on the current Tokio runtime.
-    pub async fn start(config: &NotifyConfig, catalog: &Catalog) -> Result<Notifier, NotifyError> {
+    pub async fn start(
+        config: &NotifyConfig,
+        catalog: impl Into<CatalogSource>,
+    ) -> Result<Notifier, NotifyError> {
         Self::start_with(config, catalog, None).await
     }
 
@@ -102,10 +105,10 @@ impl Notifier {
     /// standard environment's).
     pub async fn start_with(
         config: &NotifyConfig,
-        catalog: &Catalog,
+        catalog: impl Into<CatalogSource>,
         aws: Option<&aws_config::SdkConfig>,
     ) -> Result<Notifier, NotifyError> {
-        let rules = Rules::resolve(config, catalog)
+        let rules = Rules::resolve(config, catalog.into())
             .map_err(|(field, problem)| NotifyError::Rule { field, problem })?;
         let aws = match aws {
             Some(a) => Some(a.clone()),

@@ -10,8 +10,8 @@
 
 use super::counters::Counters;
 use super::event::{Event, EventStatus};
-use crate::config::NotifyConfig;
-use crate::plugin::catalog::Catalog;
+use crate::config::{NotifyConfig, PluginUse};
+use crate::plugin::catalog::CatalogSource;
 use crate::plugin::types::Notification;
 use crate::plugin::{Plugin, PluginError, World};
 use std::time::Instant;
@@ -39,8 +39,11 @@ pub struct Evaluation {
 }
 
 struct Rule {
+    /// What the configuration asks for, resolved again for every event (the registry may have
+    /// swapped in another version since).
+    wanted: PluginUse,
+    /// The version resolved at start-up: used when the current catalog has none that fits.
     plugin: Plugin,
-    label: String,
     fail_closed: bool,
 }
 
@@ -48,6 +51,7 @@ struct Rule {
 pub struct Rules {
     rules: Vec<Rule>,
     default_sink: String,
+    catalog: CatalogSource,
 }
 
 impl std::fmt::Debug for Rules {
@@ -60,8 +64,13 @@ impl std::fmt::Debug for Rules {
 }
 
 impl Rules {
-    /// Resolve `config.rules` in `catalog`. The error names the rule (`rules[i]`) and why.
-    pub fn resolve(config: &NotifyConfig, catalog: &Catalog) -> Result<Rules, (String, String)> {
+    /// Resolve `config.rules` in `catalog` (each event resolves them again there, so a live
+    /// catalog's new versions are used as soon as the registry swaps them in). The error names
+    /// the rule (`rules[i]`) and why.
+    pub fn resolve(
+        config: &NotifyConfig,
+        catalog: CatalogSource,
+    ) -> Result<Rules, (String, String)> {
         let mut rules = Vec::new();
         for (i, r) in config.rules.iter().enumerate() {
             let field = format!("notify.rules[{i}].plugin");
@@ -86,7 +95,7 @@ impl Rules {
                 ));
             }
             rules.push(Rule {
-                label: format!("{}@{}", plugin.name(), plugin.version()),
+                wanted: r.plugin_use(),
                 plugin,
                 fail_closed: r.fail_closed,
             });
@@ -94,12 +103,27 @@ impl Rules {
         Ok(Rules {
             rules,
             default_sink: config.default_sink.clone(),
+            catalog,
         })
     }
 
-    /// `name@version` of every rule plugin, in order (empty: the default rule).
+    /// `name@version` of every rule plugin as of now, in order (empty: the default rule).
     pub fn labels(&self) -> Vec<String> {
-        self.rules.iter().map(|r| r.label.clone()).collect()
+        self.rules
+            .iter()
+            .map(|r| {
+                let p = self.current(r);
+                format!("{}@{}", p.name(), p.version())
+            })
+            .collect()
+    }
+
+    /// The rule's plugin in the catalog as of now, else the one resolved at start-up.
+    fn current(&self, rule: &Rule) -> Plugin {
+        self.catalog
+            .resolve_use(&rule.wanted)
+            .filter(|p| p.world() == World::NotificationRule)
+            .unwrap_or_else(|| rule.plugin.clone())
     }
 
     /// Evaluate `event` with every rule; `known` says whether a sink exists.
@@ -130,43 +154,42 @@ impl Rules {
         }
         let wit = event.to_wit();
         for rule in &self.rules {
+            let plugin = self.current(rule);
+            let label = format!("{}@{}", plugin.name(), plugin.version());
             let started = Instant::now();
-            let result = rule.plugin.evaluate(&wit);
+            let result = plugin.evaluate(&wit);
             let ms = started.elapsed().as_secs_f64() * 1e3;
             match result {
                 Ok(mut notifications) => {
                     tracing::debug!(
                         target: "mediaflow::notify",
-                        event_id = %event.id, rule = %rule.label, notifications = notifications.len(), ms,
+                        event_id = %event.id, rule = %label, notifications = notifications.len(), ms,
                         "rule evaluated"
                     );
                     if notifications.len() > MAX_NOTIFICATIONS_PER_RULE {
                         tracing::warn!(
                             target: "mediaflow::notify",
-                            event_id = %event.id, rule = %rule.label, returned = notifications.len(),
+                            event_id = %event.id, rule = %label, returned = notifications.len(),
                             error_code = "too_many_notifications",
                             "rule returned more than {MAX_NOTIFICATIONS_PER_RULE} notifications: the rest are left out"
                         );
                         notifications.truncate(MAX_NOTIFICATIONS_PER_RULE);
                     }
                     for n in notifications {
-                        accept(&rule.label, n, &mut out);
+                        accept(&label, n, &mut out);
                     }
                 }
                 Err(error) => {
-                    counters.rule_failed(&rule.label);
+                    counters.rule_failed(&label);
                     tracing::warn!(
                         target: "mediaflow::notify",
                         event_id = %event.id, status = event.status.name(), job_id = %event.job_id,
-                        plugin = rule.plugin.name(), version = rule.plugin.version(),
+                        plugin = plugin.name(), version = plugin.version(),
                         fail_closed = rule.fail_closed, error_code = error.detail_code(), %error, ms,
                         "notification rule failed"
                     );
                     if rule.fail_closed && out.fail_closed.is_none() {
-                        out.fail_closed = Some(RuleFailure {
-                            rule: rule.label.clone(),
-                            error,
-                        });
+                        out.fail_closed = Some(RuleFailure { rule: label, error });
                     }
                 }
             }
@@ -201,6 +224,7 @@ pub fn default_notification(event: &Event, sink: &str) -> Option<Notification> {
 mod tests {
     use super::*;
     use crate::error::{ErrorClass, JobError};
+    use crate::plugin::catalog::Catalog;
 
     #[test]
     fn the_default_rule_sends_succeeded_and_failed_only() {
@@ -239,7 +263,8 @@ mod tests {
             default_sink: "nowhere".into(),
             ..NotifyConfig::default()
         };
-        let rules = Rules::resolve(&config, &Catalog::default()).expect("no rules to resolve");
+        let rules =
+            Rules::resolve(&config, (&Catalog::default()).into()).expect("no rules to resolve");
         let counters = Counters::new([("log", "log")], []);
         let e = Event::new(EventStatus::Succeeded, "j", "s3://b/a.jpg", "default");
         let out = rules.evaluate(&e, |s| s == "log", &counters);

@@ -4,7 +4,7 @@
 //! once, and encoded through the same streaming ladder as video (a single rung named
 //! `slideshow`, plus HLS, poster and sprite as the profile's video settings say).
 
-use super::video::{collect, scratch_err};
+use super::video::collect;
 use super::{JobResult, OutputFile, Processor, Run, finish, hash_file};
 use crate::config::Profile;
 use crate::error::JobError;
@@ -186,12 +186,7 @@ impl Processor {
             audio: None,
             audio_samples: 0,
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("mediaflow-job-")
-            .tempdir()
-            .map_err(scratch_err)?;
-        let dir = scratch.path().to_path_buf();
-        run.scratch = Some(scratch);
+        let dir = run.scratch_dir()?;
         let decode_ms = std::cell::Cell::new(0.0);
         let make: transcode::MakeFrames<'_> = Box::new(|emit| {
             let mut resizer = fast_image_resize::Resizer::new();

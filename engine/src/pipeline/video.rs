@@ -74,12 +74,7 @@ impl Processor {
 
         let rungs = transcode::plan((v.width, v.height), v.rotation, &profile.video);
         let overlays = self.video_overlays(run, profile, &info, &rungs, v.rotation)?;
-        let scratch = tempfile::Builder::new()
-            .prefix("mediaflow-job-")
-            .tempdir()
-            .map_err(scratch_err)?;
-        let dir = scratch.path().to_path_buf();
-        run.scratch = Some(scratch);
+        let dir = run.scratch_dir()?;
         let out = run.timings.time("transcode", || {
             transcode::run(
                 &transcode::Input::of_movie(&movie),

@@ -197,6 +197,18 @@ pub enum CatalogSource {
     Live(Arc<LiveCatalog>),
 }
 
+impl From<&Catalog> for CatalogSource {
+    fn from(c: &Catalog) -> Self {
+        CatalogSource::Fixed(Arc::new(c.clone()))
+    }
+}
+
+impl From<Arc<Catalog>> for CatalogSource {
+    fn from(c: Arc<Catalog>) -> Self {
+        CatalogSource::Fixed(c)
+    }
+}
+
 impl CatalogSource {
     /// The catalog as of now.
     pub fn snapshot(&self) -> Arc<Catalog> {
