@@ -1,6 +1,6 @@
 //! The log sink: one `info` line per notification under the target `mediaflow::notify`, with
-//! the sink name, event id, subject, attributes and body as fields (JSON logs keep them as
-//! fields; the body is not re-encoded).
+//! the sink name, event id, subject and attributes as fields, and the body (the event JSON, often
+//! kilobytes) on a `debug` line beside it (JSON logs keep it as a field, not re-encoded).
 
 use crate::plugin::types::Notification;
 
@@ -29,8 +29,15 @@ impl LogSink {
             event_id,
             subject = %n.subject,
             attributes = %attributes.join(","),
-            body = %n.body,
+            body_bytes = n.body.len(),
             "notification"
+        );
+        tracing::debug!(
+            target: "mediaflow::notify",
+            sink = %self.name,
+            event_id,
+            body = %n.body,
+            "notification body"
         );
     }
 }
