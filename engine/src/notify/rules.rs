@@ -271,4 +271,48 @@ mod tests {
         assert!(out.notifications.is_empty());
         assert_eq!(counters.snapshot().unknown_sink, 1);
     }
+    #[test]
+    fn rules_follow_the_live_catalog_when_the_registry_swaps_a_version_in() {
+        use crate::plugin::catalog::{LiveCatalog, spec_for};
+        use crate::plugin::{HostConfig, PluginHost, bundled};
+        use std::sync::Arc;
+        let host = PluginHost::new(&HostConfig {
+            cache_dir: None,
+            ..HostConfig::default()
+        })
+        .expect("host");
+        let rule = bundled::get("notify-rules").expect("bundled notify-rules");
+        let load = |version: &str, on_succeeded: &str| {
+            let mut m = rule.manifest.clone();
+            m.version = semver::Version::parse(version).expect("version");
+            m.config.insert("on_succeeded".into(), on_succeeded.into());
+            host.load(spec_for(&m), rule.wasm).expect("load")
+        };
+        let mut first = Catalog::default();
+        first.insert(semver::Version::new(1, 0, 0), load("1.0.0", "events"));
+        let live = Arc::new(LiveCatalog::new(first.clone()));
+        let config: NotifyConfig =
+            toml::from_str("[[rules]]\nplugin = \"notify-rules@^1\"\n").expect("config");
+        let rules = Rules::resolve(&config, CatalogSource::Live(live.clone())).expect("resolves");
+        let counters = Counters::new([("log", "log")], []);
+        let event = Event::new(EventStatus::Succeeded, "j", "s3://b/a.jpg", "default");
+        let sinks = |rules: &Rules| -> Vec<String> {
+            rules
+                .evaluate(&event, |_| true, &counters)
+                .notifications
+                .into_iter()
+                .map(|n| n.sink)
+                .collect()
+        };
+        assert_eq!(sinks(&rules), vec!["events"]);
+        // The registry publishes 1.1.0 (another default sink): the next event uses it.
+        let mut second = first;
+        second.insert(semver::Version::new(1, 1, 0), load("1.1.0", "audit"));
+        live.replace(second);
+        assert_eq!(sinks(&rules), vec!["audit"]);
+        assert_eq!(rules.labels(), vec!["notify-rules@1.1.0"]);
+        // Every version gone from the catalog: the one resolved at start-up still answers.
+        live.replace(Catalog::default());
+        assert_eq!(sinks(&rules), vec!["events"]);
+    }
 }
