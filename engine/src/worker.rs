@@ -628,17 +628,13 @@ fn run_spec(
     attempt: &Attempt,
 ) -> Result<(), JobError> {
     let config = processor.config();
-    let w = &config.worker;
     let Some(source) = spec.sources.first() else {
         return Ok(());
     };
     if spec.sources.len() > 1 {
         return run_slideshow_spec(processor, buckets, spec, attempt);
     }
-    let profile = spec
-        .profile
-        .clone()
-        .unwrap_or_else(|| config.route(&source.bucket, &source.key).to_string());
+    let (profile, out_bucket, out_prefix) = destination(config, spec, source);
     // Every line logged for this job carries its id (as soon as it is known), source and profile.
     let span = tracing::info_span!("job", job_id = tracing::field::Empty, source = %source.uri(), %profile);
     let _in_job = span.enter();
@@ -654,10 +650,6 @@ fn run_spec(
     if spec.id.is_some() || source.etag.is_some() {
         span.record("job_id", job_id(source.etag.as_deref()).as_str());
     }
-    let (out_bucket, out_prefix) = spec
-        .output
-        .clone()
-        .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
     let out = buckets.bucket(&out_bucket);
     let src_store = buckets.bucket(&source.bucket);
     let (out, src_store) = match (out, src_store) {
@@ -783,18 +775,10 @@ fn run_slideshow_spec(
     attempt: &Attempt,
 ) -> Result<(), JobError> {
     let config = processor.config();
-    let w = &config.worker;
     let Some(first) = spec.sources.first() else {
         return Ok(());
     };
-    let profile = spec
-        .profile
-        .clone()
-        .unwrap_or_else(|| config.route(&first.bucket, &first.key).to_string());
-    let (out_bucket, out_prefix) = spec
-        .output
-        .clone()
-        .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
+    let (profile, out_bucket, out_prefix) = destination(config, spec, first);
     let span = tracing::info_span!("job", job_id = tracing::field::Empty, source = %first.uri(), sources = spec.sources.len(), %profile);
     let _in_job = span.enter();
     let out = buckets.bucket(&out_bucket)?;
@@ -895,6 +879,25 @@ fn run_slideshow_spec(
         Some(fetch_ms),
         attempt,
     )
+}
+
+/// A job's profile (named, else routed by its first source) and where its outputs go (named,
+/// else `worker.output_bucket` + `worker.output_prefix`).
+fn destination(
+    config: &crate::config::Config,
+    spec: &JobSpec,
+    first: &ObjectRef,
+) -> (String, String, String) {
+    let w = &config.worker;
+    let profile = spec
+        .profile
+        .clone()
+        .unwrap_or_else(|| config.route(&first.bucket, &first.key).to_string());
+    let (bucket, prefix) = spec
+        .output
+        .clone()
+        .unwrap_or_else(|| (w.output_bucket.clone(), w.output_prefix.clone()));
+    (profile, bucket, prefix)
 }
 
 /// A source that is gone, or was replaced since the event that named it (`etag`): a

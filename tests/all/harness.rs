@@ -177,3 +177,22 @@ pub fn signal(child: &Child, sig: i32) {
     let r = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     assert_eq!(r, 0, "kill");
 }
+
+/// Every `manifest.json` under `root` (a local bucket's directory), parsed. Manifests are
+/// written by rename, so a file that exists is never partial.
+pub fn manifests_under(root: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
+                let text = std::fs::read_to_string(&p).expect("read manifest");
+                out.push(serde_json::from_str(&text).expect("manifest JSON"));
+            }
+        }
+    }
+    out
+}

@@ -627,20 +627,7 @@ fn submit(w: &Workers, files: &[PathBuf]) {
 
 /// Every manifest under `root`.
 fn manifests(root: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
-                let text = std::fs::read_to_string(&p).expect("read manifest");
-                out.push(serde_json::from_str(&text).expect("manifest JSON"));
-            }
-        }
-    }
-    out
+    crate::harness::manifests_under(root)
 }
 
 /// `tests/programs/guest-rule-panic` as a local plugin directory (`rule-panic` 0.1.0).

@@ -298,21 +298,7 @@ impl Setup {
     }
 
     fn manifests(&self) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.dir.path().join("data/buckets/renditions")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.file_name().is_some_and(|n| n == "manifest.json") {
-                    // Written by rename: never partial.
-                    let text = std::fs::read_to_string(&p).expect("read manifest");
-                    out.push(serde_json::from_str(&text).expect("manifest JSON"));
-                }
-            }
-        }
-        out
+        crate::harness::manifests_under(&self.dir.path().join("data/buckets/renditions"))
     }
 
     fn stop(&self, mut w: Child) {

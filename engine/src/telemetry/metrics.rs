@@ -321,20 +321,19 @@ impl Counter {
 
 impl Family for Counter {
     fn render(&self, out: &mut String) {
-        self.desc.head(out, "counter");
-        let values = lock(&self.values);
-        if values.is_empty() && self.desc.labels.is_empty() {
-            let _ = writeln!(out, "{} 0", self.desc.name);
-        }
-        for (key, v) in values.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {}",
-                self.desc.name,
-                self.desc.labels(key, None),
-                value(*v)
-            );
-        }
+        render_values(&self.desc, "counter", &lock(&self.values), out);
+    }
+}
+
+/// A counter's or gauge's lines: HELP/TYPE, then one sample per label set (an unlabelled
+/// family never set shows 0).
+fn render_values(desc: &Desc, kind: &str, values: &BTreeMap<Vec<String>, f64>, out: &mut String) {
+    desc.head(out, kind);
+    if values.is_empty() && desc.labels.is_empty() {
+        let _ = writeln!(out, "{} 0", desc.name);
+    }
+    for (key, v) in values.iter() {
+        let _ = writeln!(out, "{}{} {}", desc.name, desc.labels(key, None), value(*v));
     }
 }
 
@@ -383,20 +382,7 @@ impl Gauge {
 
 impl Family for Gauge {
     fn render(&self, out: &mut String) {
-        self.desc.head(out, "gauge");
-        let values = lock(&self.values);
-        if values.is_empty() && self.desc.labels.is_empty() {
-            let _ = writeln!(out, "{} 0", self.desc.name);
-        }
-        for (key, v) in values.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {}",
-                self.desc.name,
-                self.desc.labels(key, None),
-                value(*v)
-            );
-        }
+        render_values(&self.desc, "gauge", &lock(&self.values), out);
     }
 }
 
