@@ -7,7 +7,8 @@ use mediaflow_tests::programs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn mediaflow(args: &[&str]) -> Output {
+/// `mediaflow-cli ARGS` with the shared compile cache, its output captured.
+pub(crate) fn mediaflow(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
         .args(args)
         .env(
@@ -19,7 +20,8 @@ fn mediaflow(args: &[&str]) -> Output {
         .expect("running mediaflow")
 }
 
-fn text(o: &Output) -> String {
+/// stdout then stderr, as text.
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

@@ -5,32 +5,12 @@
 //! `extractor@0.1.1` lookup. A plugin built against a version the engine does not host is
 //! refused by name, by the host and by `plugin inspect`/`validate`.
 
+use crate::cli::{mediaflow, text};
 use crate::image_info;
 use mediaflow::plugin::{
     HOSTED_WIT_VERSIONS, Limits, PluginErrorKind, PluginSpec, SourceHandle, World, inspect,
 };
 use mediaflow_tests::{encode, guest, host, photo_like, programs};
-use std::process::{Command, Output};
-
-fn mediaflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
-        .args(args)
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("mediaflow-cli-test-cache"),
-        )
-        .env("MEDIAFLOW_LOG", "warn")
-        .output()
-        .expect("running mediaflow")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn jpeg() -> Vec<u8> {
     encode(&photo_like(32, 24), image::ImageFormat::Jpeg)
