@@ -180,6 +180,12 @@ impl CliError {
 
 /// Parse the command line, run it, and map the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // The same binary is the isolated decoder's child process.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(crate::media::decoder::CHILD_ARG))
+    {
+        return crate::media::decoder::child::main();
+    }
     let cli = Cli::parse();
     telemetry::init(cli.log_format, cli.verbose);
     match run(cli) {

@@ -134,6 +134,16 @@ pub struct Limits {
     pub max_frames: u64,
     /// Longest video accepted, in seconds.
     pub max_duration_s: u64,
+    /// Address space each decoder process may map, in bytes (FFmpeg decodes in a child
+    /// process per source; past this it fails with `limit_exceeded` instead of taking the
+    /// machine's memory).
+    pub decoder_memory_bytes: u64,
+    /// A decoder process that produces nothing for this many seconds while the engine waits
+    /// for it is killed and the job fails with `decode_timeout`.
+    pub decode_stall_secs: u64,
+    /// Damaged video is accepted (its damaged frames concealed) while at most this share of
+    /// its frames, in percent, was damaged or lost; past it the job fails `corrupt_input`.
+    pub max_damaged_frames_percent: u8,
 }
 
 impl Default for Limits {
@@ -144,6 +154,9 @@ impl Default for Limits {
             max_dimension: 65_535,
             max_frames: 100_000,
             max_duration_s: 3 * 3600,
+            decoder_memory_bytes: 3 << 30,
+            decode_stall_secs: 60,
+            max_damaged_frames_percent: 25,
         }
     }
 }
@@ -312,6 +325,8 @@ impl Config {
             ("max_pixels", l.max_pixels),
             ("max_frames", l.max_frames),
             ("max_duration_s", l.max_duration_s),
+            ("decoder_memory_bytes", l.decoder_memory_bytes),
+            ("decode_stall_secs", l.decode_stall_secs),
         ] {
             if v == 0 {
                 return Err(invalid(
@@ -319,6 +334,12 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
+        }
+        if l.max_damaged_frames_percent > 100 {
+            return Err(invalid(
+                "limits.max_damaged_frames_percent".into(),
+                "must be at most 100".into(),
+            ));
         }
         if l.max_dimension == 0 {
             return Err(invalid(

@@ -41,6 +41,14 @@ pub enum JobError {
     /// The media is damaged (truncated, malformed headers or data).
     #[error("corrupt input: {0}")]
     CorruptInput(String),
+    /// The decoder process died (a signal, or an exit without an answer) decoding this
+    /// source: hostile or unlucky bytes hit a bug in C code. Retried by the queue (a machine
+    /// fault looks the same), recorded as failed once the retries run out.
+    #[error("decoder crashed: {0}")]
+    DecoderCrashed(String),
+    /// The decoder process stopped making progress and was killed.
+    #[error("decode timed out: {0}")]
+    DecodeTimeout(String),
     /// A plugin failed (trap, limit, error value, or could not be loaded).
     #[error(transparent)]
     Plugin(#[from] PluginError),
@@ -77,13 +85,15 @@ impl JobError {
     pub fn class(&self) -> ErrorClass {
         match self {
             JobError::Storage { class, .. } => *class,
-            JobError::NotifyRule(_) => ErrorClass::Transient,
+            JobError::NotifyRule(_) | JobError::DecoderCrashed(_) | JobError::DecodeTimeout(_) => {
+                ErrorClass::Transient
+            }
             _ => ErrorClass::Permanent,
         }
     }
 
     /// Stable code: `unsupported_format`, `unsupported_codec`, `limit_exceeded`,
-    /// `corrupt_input`, `plugin_failed`, `plugin_not_found`, `unknown_profile`, `storage`,
+    /// `corrupt_input`, `decoder_crashed`, `decode_timeout`, `plugin_failed`, `plugin_not_found`, `unknown_profile`, `storage`,
     /// `encode_failed`, `notify_rule_failed`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -91,6 +101,8 @@ impl JobError {
             JobError::UnsupportedCodec(_) => "unsupported_codec",
             JobError::LimitExceeded { .. } | JobError::DecoderLimit(_) => "limit_exceeded",
             JobError::CorruptInput(_) => "corrupt_input",
+            JobError::DecoderCrashed(_) => "decoder_crashed",
+            JobError::DecodeTimeout(_) => "decode_timeout",
             JobError::Plugin(_) => "plugin_failed",
             JobError::PluginNotFound(_) => "plugin_not_found",
             JobError::UnknownProfile(_) => "unknown_profile",

@@ -68,7 +68,7 @@ pub struct Source {
 }
 
 /// Probed media facts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Media {
     /// `image` or `video`.
     pub kind: String,
@@ -93,6 +93,51 @@ pub struct Media {
     pub frames: u64,
     /// EXIF orientation as stored (1 = upright).
     pub orientation: u8,
+    /// Container (video: `mp4`, `mov`, `webm`, `mkv`, `ts`, `avi`; stills decoded by the
+    /// isolated decoder: `heif`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container: Option<String>,
+    /// Codec profile (`High 10`, `Main 10`, `Profile 2`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub profile: Option<String>,
+    /// Bits per sample of the source's pictures.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bit_depth: Option<u8>,
+    /// Chroma subsampling (`4:2:0`, `4:2:2`, `4:4:4`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chroma: Option<String>,
+    /// The source's colour description.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub color: Option<Color>,
+    /// High dynamic range: `hlg`, `pq`, with Dolby Vision named (`dolby_vision 8.4, hlg`);
+    /// absent for SDR.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hdr: Option<String>,
+    /// The pictures were tone-mapped to SDR BT.709 for the outputs.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub tone_mapped: bool,
+    /// Interlaced source (deinterlaced for the outputs).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub interlaced: bool,
+    /// Audio codec of the source (`aac`, `opus`, `pcm_s16le` …); outputs carry AAC.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub audio_codec: Option<String>,
+    /// Frames the decoder had to conceal damage in (or lost).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub damaged_frames: Option<u64>,
+}
+
+/// A source's colour description, as FFmpeg names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Color {
+    /// YCbCr matrix (`bt709`, `bt470bg`, `bt2020nc`, `unknown` …).
+    pub matrix: String,
+    /// Primaries (`bt709`, `bt2020` …).
+    pub primaries: String,
+    /// Transfer (`bt709`, `smpte2084`, `arib-std-b67` …).
+    pub transfer: String,
+    /// `limited` or `full`.
+    pub range: String,
 }
 
 /// One output file.

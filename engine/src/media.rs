@@ -1,7 +1,11 @@
 //! Media processing: probing sources, decoding images, resizing, blending overlays and
 //! encoding renditions. Pure functions over files and pixel buffers; no storage, no plugins.
+//! What C libraries decode (FFmpeg: video, HEIF, AVIF) runs in a child process per decode:
+//! [`decoder`].
 
+pub mod container;
 pub mod decode;
+pub mod decoder;
 pub mod encode;
 pub mod overlay;
 pub mod probe;

@@ -7,8 +7,9 @@ use crate::config::{Config, Profile, Rendition};
 use crate::error::JobError;
 use crate::manifest::{self, Manifest, Status};
 use crate::media::decode::{self, Decoded};
+use crate::media::decoder::picture::Picture;
 use crate::media::overlay::{self, Overlay};
-use crate::media::probe::{self, Format, Probe};
+use crate::media::probe::{self, Probe};
 use crate::media::{Pixels, encode, resize};
 use crate::plugin::catalog::{Catalog, CatalogSource, LiveCatalog};
 use crate::plugin::{Plugin, PluginErrorKind, SourceHandle, types};
@@ -283,8 +284,17 @@ impl Processor {
             .timings
             .time("probe", || probe::probe_file(job.path, &limits))?;
         if !probe.format.is_image() {
-            return self.video_stages(job, run, profile);
+            return self.video_stages(job, run, profile, probe.format.name());
         }
+        // HEIF/AVIF: the decoder child describes the picture, then waits to decode it.
+        let (probe, picture) = if probe.format.in_child() {
+            let p = run.timings.time("probe", || {
+                Picture::open(job.path, &probe, &job.source_uri, &limits)
+            })?;
+            (p.probe.clone(), Some(p))
+        } else {
+            (probe, None)
+        };
         let (dw, dh) = probe.display_size();
         run.source.media = Some(manifest::Media {
             kind: "image".into(),
@@ -297,6 +307,7 @@ impl Processor {
             has_audio: false,
             frames: probe.frames,
             orientation: probe.orientation,
+            ..Default::default()
         });
         if probe.animated() {
             run.notes.push(format!(
@@ -309,9 +320,10 @@ impl Processor {
         self.metadata(job, run, profile, &info)?;
 
         let need = largest_need(dw, dh, &profile.renditions);
-        let decoded = run
-            .timings
-            .time("decode", || decode::decode(job.path, &probe, &limits, need))?;
+        let decoded = run.timings.time("decode", || match picture {
+            Some(p) => p.decode(),
+            None => decode::decode(job.path, &probe, &limits, need),
+        })?;
         let files = self.renditions(job, run, profile, &info, &probe, &decoded)?;
         Ok(files)
     }
@@ -569,7 +581,7 @@ pub fn media_info(uri: &str, p: &Probe) -> types::MediaInfo {
     let (w, h) = p.display_size();
     types::MediaInfo {
         uri: uri.into(),
-        kind: if p.format == Format::Mp4 {
+        kind: if !p.format.is_image() {
             types::MediaKind::Video
         } else {
             types::MediaKind::Image

@@ -79,7 +79,12 @@ fn decode_with_image<R: std::io::BufRead + std::io::Seek>(
         Format::Gif => image::ImageFormat::Gif,
         Format::Webp => image::ImageFormat::WebP,
         Format::Tiff => image::ImageFormat::Tiff,
-        Format::Mp4 => return Err(JobError::UnsupportedFormat("video is not an image".into())),
+        Format::Container(c) => {
+            return Err(JobError::UnsupportedFormat(format!(
+                "{} is decoded by the isolated decoder, not here",
+                c.name()
+            )));
+        }
     };
     let mut reader = ImageReader::with_format(input, format);
     let mut l = image::Limits::default();

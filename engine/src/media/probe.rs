@@ -2,6 +2,7 @@
 //! dimensions, EXIF orientation, frame count, colour model — and refusing it, before anything
 //! is decoded or allocated, when it exceeds a limit. Every refusal names the limit and value.
 
+use super::container::{self, Container};
 use crate::config::Limits;
 use crate::error::JobError;
 use std::fs::File;
@@ -21,8 +22,8 @@ pub enum Format {
     Webp,
     /// TIFF.
     Tiff,
-    /// ISO BMFF video (MP4, MOV).
-    Mp4,
+    /// What the isolated decoder reads: video containers, HEIF and AVIF.
+    Container(Container),
 }
 
 impl Format {
@@ -34,13 +35,21 @@ impl Format {
             Format::Gif => "gif",
             Format::Webp => "webp",
             Format::Tiff => "tiff",
-            Format::Mp4 => "mp4",
+            Format::Container(c) => c.name(),
         }
     }
 
     /// Whether this is a still/animated image format.
     pub fn is_image(self) -> bool {
-        !matches!(self, Format::Mp4)
+        match self {
+            Format::Container(c) => c.is_still(),
+            _ => true,
+        }
+    }
+
+    /// Decoded by the isolated decoder (FFmpeg in a child process).
+    pub fn in_child(self) -> bool {
+        matches!(self, Format::Container(_))
     }
 }
 
@@ -120,7 +129,7 @@ pub fn probe_reader<R: Read + Seek>(
     bytes: u64,
     limits: &Limits,
 ) -> Result<Probe, JobError> {
-    let mut magic = [0u8; 16];
+    let mut magic = [0u8; container::HEAD];
     let n = read_upto(r, &mut magic).map_err(|e| io(e, "file"))?;
     let magic = &magic[..n];
     r.seek(SeekFrom::Start(0)).map_err(|e| io(e, "file"))?;
@@ -146,7 +155,8 @@ pub fn probe_reader<R: Read + Seek>(
         Format::Gif => gif(r, &mut p, limits.max_frames)?,
         Format::Webp => webp(r, &mut p)?,
         Format::Tiff => tiff(r, &mut p)?,
-        Format::Mp4 => return Ok(p),
+        // The decoder child reads these headers (and checks the limits) itself.
+        Format::Container(_) => return Ok(p),
     }
     if p.width == 0 || p.height == 0 {
         return Err(corrupt(format!(
@@ -191,10 +201,8 @@ pub fn sniff(m: &[u8]) -> Option<Format> {
         Some(Format::Webp)
     } else if m.starts_with(b"II*\0") || m.starts_with(b"MM\0*") {
         Some(Format::Tiff)
-    } else if m.len() >= 12 && &m[4..8] == b"ftyp" {
-        Some(Format::Mp4)
     } else {
-        None
+        container::sniff(m).map(Format::Container)
     }
 }
 

@@ -1,14 +1,16 @@
-//! Video: H.264 in MP4/MOV to an adaptive-bitrate ladder (an MP4 per rung with the source's
-//! AAC copied, HLS with CMAF segments, a poster and a seek-preview sprite), streamed frame by
-//! frame. Submodules, in the order data flows: [`demux`], [`h264`], [`codec`], [`frame`],
-//! [`mux`], [`thumbs`]; [`transcode`] wires them together with bounded queues. Images to
-//! video: [`slideshow`] makes the frames that [`transcode`] encodes.
+//! Video: what people upload (decoded in an isolated child, see [`crate::media::decoder`]) to
+//! an adaptive-bitrate ladder (an MP4 per rung with AAC audio, HLS with CMAF segments, a
+//! poster and a seek-preview sprite), streamed frame by frame. Submodules, in the order data
+//! flows: [`source`] (the decoded source described and checked), [`colour`] (normalisation
+//! to 8-bit BT.709, HDR tone mapping), [`frame`], [`codec`] (H.264 encoding), [`mux`],
+//! [`thumbs`]; [`transcode`] wires them together with bounded queues. Images to video:
+//! [`slideshow`] makes the frames that [`transcode`] encodes.
 
 pub mod codec;
-pub mod demux;
+pub mod colour;
 pub mod frame;
-pub mod h264;
 pub mod mux;
 pub mod slideshow;
+pub mod source;
 pub mod thumbs;
 pub mod transcode;

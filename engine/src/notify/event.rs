@@ -354,6 +354,7 @@ mod tests {
                     has_audio: false,
                     frames: 1,
                     orientation: 6,
+                    ..Media::default()
                 }),
             },
             sources: Vec::new(),

@@ -10,6 +10,7 @@ use crate::config::Profile;
 use crate::error::JobError;
 use crate::manifest;
 use crate::media::decode;
+use crate::media::decoder::picture::Picture;
 use crate::media::probe::{self, Probe};
 use crate::media::video::frame::Frame;
 use crate::media::video::{slideshow, transcode};
@@ -106,7 +107,14 @@ impl Processor {
                 .map_err(which)?;
             let p = run
                 .timings
-                .time("probe", || probe::probe_file(slide.path, &limits))
+                .time("probe", || {
+                    let p = probe::probe_file(slide.path, &limits)?;
+                    if p.format.in_child() && p.format.is_image() {
+                        // HEIF/AVIF: the decoder child reads the header.
+                        return Ok(Picture::open(slide.path, &p, &slide.uri, &limits)?.probe);
+                    }
+                    Ok(p)
+                })
                 .map_err(which)?;
             if !p.format.is_image() {
                 return Err(which(JobError::UnsupportedFormat(format!(
@@ -131,6 +139,7 @@ impl Processor {
                     has_audio: false,
                     frames: p.frames,
                     orientation: p.orientation,
+                    ..Default::default()
                 }),
             });
             probes.push(p);
@@ -176,7 +185,7 @@ impl Processor {
         let overlays = self.video_overlays(run, profile, &info, &rungs, 0)?;
         let input = transcode::Input {
             timescale: timing.timescale(),
-            matrix: [0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x4000_0000],
+            matrix: crate::media::video::source::IDENTITY,
             width,
             height,
             rotation: 0,
@@ -194,8 +203,12 @@ impl Processor {
                 let t = Instant::now();
                 let (slide, p) = (&job.slides[i], &probes[i]);
                 let need = Some((width, height));
-                let picture = decode::decode(slide.path, p, &limits, need)
-                    .map_err(|e| at_slide(e, i, &slide.uri))?;
+                let picture = if p.format.in_child() {
+                    Picture::open(slide.path, p, &slide.uri, &limits).and_then(Picture::decode)
+                } else {
+                    decode::decode(slide.path, p, &limits, need)
+                }
+                .map_err(|e| at_slide(e, i, &slide.uri))?;
                 let frame = slideshow::letterbox(&mut resizer, &picture.pixels, width, height);
                 decode_ms.set(decode_ms.get() + t.elapsed().as_secs_f64() * 1e3);
                 frame

@@ -1,15 +1,20 @@
-//! The video branch of a job: demux and check the source (limits, codec), metadata plugins,
-//! one watermark per rung size from the watermarker (drawn upright, turned to the stored
-//! orientation, converted to YUV once), the streaming transcode into the job's scratch
-//! directory, and a manifest entry per file written.
+//! The video branch of a job: the decoder child describes the source and the limits are
+//! checked, metadata plugins run, one watermark per rung size comes from the watermarker
+//! (drawn upright, turned to the stored orientation, converted to YUV once), the streaming
+//! transcode runs into the job's scratch directory, damage is weighed, and every file
+//! written gets a manifest entry.
 
 use super::{Body, Job, OutputFile, Processor, Run, plugin_record};
+use crate::config::Limits;
 use crate::config::Profile;
 use crate::error::{ErrorClass, JobError};
 use crate::manifest;
+use crate::media::decoder::protocol::{Mode, Start, Summary, TIMESCALE, VideoInfo};
+use crate::media::decoder::{self, Session};
 use crate::media::overlay::Overlay;
 use crate::media::video::frame::{YuvOverlay, canvas};
-use crate::media::video::{demux, transcode};
+use crate::media::video::source::Source;
+use crate::media::video::transcode;
 use crate::plugin::types;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -29,71 +34,133 @@ impl Processor {
         job: &Job<'_>,
         run: &mut Run,
         profile: &Profile,
+        sniffed: &'static str,
     ) -> Result<Vec<OutputFile>, JobError> {
         let limits = self.config.limits;
-        let (movie, demuxer) = run
-            .timings
-            .time("probe", || demux::open(job.path, &limits))?;
-        let v = &movie.video;
-        let (dw, dh) = v.display_size();
-        run.source.media = Some(manifest::Media {
-            kind: "video".into(),
-            format: "mp4".into(),
-            codec: Some("h264".into()),
-            width: dw,
-            height: dh,
-            duration_s: Some(movie.duration_s),
-            fps: Some(movie.fps),
-            has_audio: movie.audio.is_some() || movie.dropped_audio.is_some(),
-            frames: movie.frames,
-            orientation: 1,
-        });
-        if let Some(note) = &movie.dropped_audio {
-            run.notes.push(note.clone());
-        }
-        if v.rotation != 0 {
-            run.notes.push(format!(
-                "stored {}x{} with a {}° display rotation, kept on the outputs",
-                v.width, v.height, v.rotation
-            ));
-        }
+        let settings = decoder::Settings::from_limits(&limits);
+        let req = decoder::session::request(job.path, Mode::Video, &job.source_uri);
+        let (mut session, src) = run.timings.time("probe", || {
+            let (session, header) = Session::open(req, &settings, &job.source_uri)?;
+            Ok::<_, JobError>((session, Source::new(header, &limits, sniffed)?))
+        })?;
+        let (dw, dh) = src.display_size();
+        run.source.media = Some(media_record(&src, (dw, dh)));
+        self.notes_for(run, &src);
         let info = types::MediaInfo {
             uri: job.source_uri.clone(),
             kind: types::MediaKind::Video,
-            format: "mp4".into(),
-            codec: Some("h264".into()),
+            format: src.container.into(),
+            codec: Some(src.video.codec.clone()),
             width: dw,
             height: dh,
             orientation: 1,
-            duration_s: Some(movie.duration_s),
-            fps: Some(movie.fps),
-            has_audio: movie.audio.is_some(),
-            bytes: movie.bytes,
+            duration_s: Some(src.duration_s),
+            fps: Some(src.fps),
+            has_audio: src.header.audio.is_some(),
+            bytes: run.source.bytes,
         };
         self.metadata(job, run, profile, &info)?;
 
-        let rungs = transcode::plan((v.width, v.height), v.rotation, &profile.video);
-        let overlays = self.video_overlays(run, profile, &info, &rungs, v.rotation)?;
+        let rungs = transcode::plan(src.square, src.rotation, &profile.video);
+        let overlays = self.video_overlays(run, profile, &info, &rungs, src.rotation)?;
         let dir = run.scratch_dir()?;
+        let (work_w, work_h) = rungs.first().map_or(src.square, |r| (r.width, r.height));
+        let audio = src.audio_entry();
+        session.start(Start {
+            width: work_w,
+            height: work_h,
+            audio: audio.is_some(),
+        })?;
+        let input = transcode::Input {
+            timescale: TIMESCALE,
+            matrix: src.matrix,
+            width: work_w,
+            height: work_h,
+            rotation: src.rotation,
+            fps: src.fps,
+            frames: src.frames,
+            duration_s: src.duration_s,
+            audio_samples: src.header.audio.as_ref().map_or(0, |a| {
+                (src.duration_s * f64::from(a.rate) / f64::from(a.frame_samples.max(1))).ceil()
+                    as u64
+                    + 16
+            }),
+            audio: audio.map(|(entry, timescale, media_start)| transcode::AudioTrack {
+                timescale,
+                entry,
+                media_start,
+            }),
+        };
         let out = run.timings.time("transcode", || {
             transcode::run(
-                &transcode::Input::of_movie(&movie),
-                transcode::Frames::Decode(&movie.video, demuxer),
+                &input,
+                transcode::Frames::Decoded(&mut session),
                 &rungs,
                 &overlays,
                 &profile.video,
                 &dir,
             )
         })?;
+        drop(session);
+        check_damage(&out.decode, &src, &limits)?;
+        if let Some(m) = run.source.media.as_mut() {
+            m.damaged_frames = Some(out.decode.damaged_frames + out.decode.rejected_packets);
+        }
+        if out.decode.damaged_frames + out.decode.rejected_packets > 0 {
+            run.notes.push(format!(
+                "{} damaged frames were concealed ({} of {} packets could not be decoded)",
+                out.decode.damaged_frames, out.decode.rejected_packets, out.decode.packets
+            ));
+        }
         for r in &out.rungs {
-            if r.frames + r.frames / 10 < movie.frames {
+            if r.frames + r.frames / 10 < src.frames {
                 run.notes.push(format!(
                     "{}: {} of {} frames were encoded",
-                    r.plan.name, r.frames, movie.frames
+                    r.plan.name, r.frames, src.frames
                 ));
             }
         }
-        run.timings.time("hash", || collect(&dir, &out, v.rotation))
+        run.timings
+            .time("hash", || collect(&dir, &out, src.rotation))
+    }
+
+    fn notes_for(&self, run: &mut Run, src: &Source) {
+        let v = &src.video;
+        if src.rotation != 0 {
+            run.notes.push(format!(
+                "stored {}x{} with a {}° display rotation, kept on the outputs",
+                v.width, v.height, src.rotation
+            ));
+        }
+        if src.square != (v.width, v.height) {
+            run.notes.push(format!(
+                "stored {}x{} with {}:{} pixels, shown as {}x{}",
+                v.width, v.height, v.sar.0, v.sar.1, src.square.0, src.square.1
+            ));
+        }
+        if let Some(hdr) = hdr_name(v) {
+            run.notes.push(format!(
+                "{hdr} HDR ({}, {} primaries) tone-mapped to SDR BT.709",
+                v.transfer, v.primaries
+            ));
+        }
+        if v.interlaced {
+            run.notes.push("interlaced: deinterlaced (bwdif)".into());
+        }
+        if let Some(a) = &src.header.audio
+            && !a.copied
+        {
+            run.notes.push(format!(
+                "{} audio ({} Hz, {} channels) re-encoded to AAC-LC stereo at {} Hz",
+                a.codec, a.source_rate, a.channels, a.rate
+            ));
+        }
+        if src.header.audio_streams > 1 {
+            run.notes.push(format!(
+                "{} audio tracks: the default one was used",
+                src.header.audio_streams
+            ));
+        }
     }
 
     /// One overlay per rung (drawn once per distinct size), in the stored orientation.
@@ -310,4 +377,66 @@ pub(super) fn collect(
         }
     }
     Ok(files)
+}
+
+/// `hlg`, `pq`, with Dolby Vision named.
+fn hdr_name(v: &VideoInfo) -> Option<String> {
+    let base = v.hdr.clone()?;
+    Some(match v.dolby_vision {
+        Some((p, _, compat)) => format!("dolby_vision {p}.{compat}, {base}"),
+        None => base,
+    })
+}
+
+/// The manifest's description of a video source.
+fn media_record(src: &Source, (width, height): (u32, u32)) -> manifest::Media {
+    let v = &src.video;
+    manifest::Media {
+        kind: "video".into(),
+        format: src.container.into(),
+        codec: Some(v.codec.clone()),
+        width,
+        height,
+        duration_s: Some(src.duration_s),
+        fps: Some(src.fps),
+        has_audio: src.header.audio_streams > 0,
+        frames: src.frames,
+        orientation: 1,
+        container: Some(src.container.into()),
+        profile: v.profile.clone(),
+        bit_depth: Some(v.bit_depth),
+        chroma: Some(v.chroma.clone()),
+        color: Some(manifest::Color {
+            matrix: v.matrix.clone(),
+            primaries: v.primaries.clone(),
+            transfer: v.transfer.clone(),
+            range: if v.full_range { "full" } else { "limited" }.into(),
+        }),
+        hdr: hdr_name(v),
+        tone_mapped: v.hdr.is_some(),
+        interlaced: v.interlaced,
+        audio_codec: src.header.audio.as_ref().map(|a| a.codec.clone()),
+        damaged_frames: None,
+    }
+}
+
+/// Damage the decoder concealed is accepted up to `limits.max_damaged_frames_percent`; a
+/// file cut short is refused.
+fn check_damage(d: &Summary, src: &Source, limits: &Limits) -> Result<(), JobError> {
+    if d.truncated {
+        return Err(JobError::CorruptInput(format!(
+            "the file is truncated: its index lists {} video frames, {} were found",
+            src.frames, d.packets
+        )));
+    }
+    let expected = src.frames.max(d.frames).max(1);
+    let bad = d.damaged_frames + d.rejected_packets;
+    let percent = bad * 100 / expected;
+    if percent > u64::from(limits.max_damaged_frames_percent) {
+        return Err(JobError::CorruptInput(format!(
+            "{bad} of {expected} frames are damaged ({percent} %, over limits.max_damaged_frames_percent = {})",
+            limits.max_damaged_frames_percent
+        )));
+    }
+    Ok(())
 }

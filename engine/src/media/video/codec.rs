@@ -1,21 +1,14 @@
-//! OpenH264 behind two small types. [`Decoder`] turns MP4 samples (decode order) into frames
-//! in presentation order with their timestamps (OpenH264 reorders B-frames but carries no
-//! timestamps, so the pending presentation times are kept in a min-heap). [`Encoder`] makes
-//! a bitrate-controlled Constrained Baseline stream whose keyframes fall on a fixed time grid
-//! shared by every rung, so HLS segments line up across the ladder.
+//! OpenH264's encoder behind one small type: [`Encoder`] makes a bitrate-controlled
+//! Constrained Baseline stream whose keyframes fall on a fixed time grid shared by every
+//! rung, so HLS segments line up across the ladder.
 
-use super::demux::{Packet, VideoTrack};
 use super::frame::Frame;
-use super::h264;
 use crate::error::JobError;
-use openh264::decoder::{DecodeOptions, Decoder as OhDecoder, DecoderConfig, Flush};
 use openh264::encoder::{
     BitRate, Complexity, Encoder as OhEncoder, EncoderConfig, FrameRate, FrameType,
-    IntraFramePeriod, Level, Profile, RateControlMode, UsageType,
+    IntraFramePeriod, Level, Profile, RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSource;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 impl YUVSource for Frame {
     fn dimensions(&self) -> (usize, usize) {
@@ -38,123 +31,6 @@ impl YUVSource for Frame {
     fn v(&self) -> &[u8] {
         &self.v
     }
-}
-
-/// H.264 samples in, frames with presentation timestamps out.
-pub struct Decoder {
-    inner: OhDecoder,
-    length_size: usize,
-    param_sets: Vec<u8>,
-    annexb: Vec<u8>,
-    pending: BinaryHeap<Reverse<i64>>,
-    size: (u32, u32),
-    samples: u64,
-}
-
-impl std::fmt::Debug for Decoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decoder")
-            .field("samples", &self.samples)
-            .finish()
-    }
-}
-
-impl Decoder {
-    /// A decoder for `track`.
-    pub fn new(track: &VideoTrack) -> Result<Self, JobError> {
-        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-        let inner = OhDecoder::with_api_config(openh264::OpenH264API::from_source(), config)
-            .map_err(|e| JobError::CorruptInput(format!("starting the H.264 decoder: {e}")))?;
-        let mut param_sets = Vec::new();
-        let avcc = &track.avc1.avcc_box;
-        for nal in avcc.sps_list.iter().chain(&avcc.pps_list) {
-            param_sets.extend_from_slice(&[0, 0, 0, 1]);
-            param_sets.extend_from_slice(nal);
-        }
-        Ok(Decoder {
-            inner,
-            length_size: track.length_size,
-            param_sets,
-            annexb: Vec::new(),
-            pending: BinaryHeap::new(),
-            size: (track.width, track.height),
-            samples: 0,
-        })
-    }
-
-    /// Decode one video sample; every frame that becomes ready goes to `out` with its
-    /// presentation time (in the track's timescale).
-    pub fn push(
-        &mut self,
-        p: &Packet,
-        out: &mut dyn FnMut(Frame, i64) -> Result<(), JobError>,
-    ) -> Result<(), JobError> {
-        self.annexb.clear();
-        if self.samples == 0 || p.keyframe {
-            self.annexb.extend_from_slice(&self.param_sets);
-        }
-        h264::to_annexb(&p.data, self.length_size, &mut self.annexb)?;
-        self.samples += 1;
-        self.pending.push(Reverse(p.pts));
-        let n = self.samples;
-        let decoded = self
-            .inner
-            .decode_with_options(
-                &self.annexb,
-                DecodeOptions::new().flush_after_decode(Flush::NoFlush),
-            )
-            .map_err(|e| {
-                JobError::CorruptInput(format!(
-                    "H.264 data is damaged at sample {n} (the decoder said: {e})"
-                ))
-            })?;
-        if let Some(yuv) = decoded {
-            let frame = copy_frame(&yuv, self.size)?;
-            let pts = self.pending.pop().map_or(0, |Reverse(t)| t);
-            out(frame, pts)?;
-        }
-        Ok(())
-    }
-
-    /// Drain the frames still held for reordering.
-    pub fn finish(
-        &mut self,
-        out: &mut dyn FnMut(Frame, i64) -> Result<(), JobError>,
-    ) -> Result<(), JobError> {
-        let frames = self.inner.flush_remaining().map_err(|e| {
-            JobError::CorruptInput(format!("H.264 data is damaged at the end: {e}"))
-        })?;
-        let mut owned = Vec::with_capacity(frames.len());
-        for yuv in &frames {
-            owned.push(copy_frame(yuv, self.size)?);
-        }
-        drop(frames);
-        for frame in owned {
-            let pts = self.pending.pop().map_or(0, |Reverse(t)| t);
-            out(frame, pts)?;
-        }
-        Ok(())
-    }
-}
-
-fn copy_frame(
-    yuv: &openh264::decoder::DecodedYUV<'_>,
-    expect: (u32, u32),
-) -> Result<Frame, JobError> {
-    let (w, h) = yuv.dimensions();
-    if (w as u32, h as u32) != expect {
-        return Err(JobError::CorruptInput(format!(
-            "the H.264 stream changes picture size to {w}x{h} (its header says {}x{})",
-            expect.0, expect.1
-        )));
-    }
-    Frame::from_planes(
-        w as u32,
-        h as u32,
-        (yuv.y(), yuv.u(), yuv.v()),
-        yuv.strides(),
-    )
-    .ok_or_else(|| JobError::CorruptInput("decoder returned a short picture".into()))
 }
 
 /// One encoded picture.
@@ -234,6 +110,8 @@ impl Encoder {
             // same bitrate and speed (tests/bench/video.sh's clip).
             .background_detection(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(0))
+            // Every frame is BT.709 limited range (see media::video::colour): say so in the SPS.
+            .vui(VuiConfig::bt709())
             .num_threads(1);
         let inner = OhEncoder::with_api_config(openh264::OpenH264API::from_source(), config)
             .map_err(|e| encode_err(format!("starting the H.264 encoder: {e}")))?;
@@ -270,7 +148,7 @@ impl Encoder {
             sps: Vec::new(),
             pps: Vec::new(),
         };
-        for nal in h264::nal_units(&self.annexb) {
+        for nal in nal_units(&self.annexb) {
             match nal.first().map(|b| b & 0x1f) {
                 Some(7) => out.sps.push(nal.to_vec()),
                 Some(8) => out.pps.push(nal.to_vec()),
@@ -294,6 +172,34 @@ fn encode_err(message: String) -> JobError {
         format: "mp4",
         message,
     }
+}
+
+/// Split Annex-B data into NAL units (without start codes).
+pub fn nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut units = Vec::new();
+    let mut i = 0;
+    let mut start = None;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            if let Some(s) = start {
+                let mut end = i;
+                while end > s && data[end - 1] == 0 {
+                    end -= 1;
+                }
+                units.push(&data[s..end]);
+            }
+            i += 3;
+            start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(s) = start
+        && s < data.len()
+    {
+        units.push(&data[s..]);
+    }
+    units
 }
 
 #[cfg(test)]

@@ -65,10 +65,10 @@ impl Frame {
         })
     }
 
-    /// From RGB(A) pixels (BT.709 limited range for HD sizes, BT.601 below), alpha ignored.
+    /// From RGB(A) pixels (BT.709, limited range), alpha ignored.
     pub fn from_rgb(p: &Pixels) -> Frame {
         let (w, h) = (p.width, p.height);
-        let m = Matrix::for_height(h);
+        let m = Matrix::BT709;
         let c = usize::from(p.channels);
         let (cw, ch) = Self::chroma_size(w, h);
         let mut f = Frame::filled(w, h, (16, 128, 128));
@@ -103,7 +103,7 @@ impl Frame {
 
     /// To RGB (for posters and thumbnails).
     pub fn to_rgb(&self) -> Pixels {
-        let m = Matrix::for_height(self.height);
+        let m = Matrix::BT709;
         let (w, h) = (self.width as usize, self.height as usize);
         let cw = self.width.div_ceil(2) as usize;
         let mut data = vec![0u8; w * h * 3];
@@ -135,19 +135,12 @@ struct Matrix {
 }
 
 impl Matrix {
-    fn for_height(h: u32) -> Matrix {
-        if h >= 720 {
-            Matrix {
-                kr: 0.2126,
-                kb: 0.0722,
-            }
-        } else {
-            Matrix {
-                kr: 0.299,
-                kb: 0.114,
-            }
-        }
-    }
+    /// Every frame the ladder sees is BT.709 (the decoder child converts SD BT.601 sources),
+    /// and every output is tagged so.
+    const BT709: Matrix = Matrix {
+        kr: 0.2126,
+        kb: 0.0722,
+    };
 
     fn luma(self, r: u8, g: u8, b: u8) -> f32 {
         let kg = 1.0 - self.kr - self.kb;
@@ -309,7 +302,7 @@ impl YuvOverlay {
         // Align the box to chroma samples.
         let (x0, y0) = (x0 & !1, y0 & !1);
         let (x1, y1) = ((x1 + 1).min(fw), (y1 + 1).min(fh));
-        let m = Matrix::for_height(height);
+        let m = Matrix::BT709;
         let (w, h) = (x1 - x0, y1 - y0);
         let mut luma = Vec::with_capacity(w * h);
         for y in y0..y1 {

@@ -4,7 +4,6 @@
 //! segment plus `.m4s` media segments cut on the aligned keyframes, and the playlists.
 //! Samples go straight to disk; only the current HLS segment is held in memory.
 
-use super::h264;
 use crate::error::JobError;
 use shiguredo_mp4::boxes::{EdtsBox, ElstBox, ElstEntry, FtypBox, MoovBox, SampleEntry};
 use shiguredo_mp4::mux::{
@@ -45,7 +44,8 @@ pub fn avc1_entry(sps: &[Vec<u8>], pps: &[Vec<u8>]) -> Result<SampleEntry, JobEr
 pub struct Carry {
     /// The video track's display matrix.
     pub matrix: [i32; 9],
-    /// Audio: sample entry, timescale and the edit list's start (priming samples to skip).
+    /// Audio: sample entry, timescale and the edit list's start (priming samples to skip, or
+    /// when negative, a delay before the audio begins).
     pub audio: Option<(SampleEntry, NonZeroU32, i64)>,
 }
 
@@ -57,17 +57,37 @@ fn patch_moov(moov: &mut MoovBox, carry: &Carry) {
             b"vide" => trak.tkhd_box.matrix = carry.matrix,
             b"soun" => {
                 if let Some((_, ts, start)) = &carry.audio
-                    && *start > 0
+                    && *start != 0
                 {
-                    let skip = (*start as u64).saturating_mul(movie_ts) / u64::from(ts.get());
+                    let to_movie =
+                        |samples: u64| samples.saturating_mul(movie_ts) / u64::from(ts.get());
+                    let rate = FixedPointNumber::new(1, 0);
+                    let entries = if *start > 0 {
+                        // Skip the priming samples.
+                        let skip = to_movie(*start as u64);
+                        vec![ElstEntry {
+                            edit_duration: trak.tkhd_box.duration.saturating_sub(skip),
+                            media_time: *start,
+                            media_rate: rate,
+                        }]
+                    } else {
+                        // The audio begins after the video: an empty edit first.
+                        let delay = to_movie(start.unsigned_abs());
+                        vec![
+                            ElstEntry {
+                                edit_duration: delay,
+                                media_time: -1,
+                                media_rate: rate,
+                            },
+                            ElstEntry {
+                                edit_duration: trak.tkhd_box.duration,
+                                media_time: 0,
+                                media_rate: rate,
+                            },
+                        ]
+                    };
                     trak.edts_box = Some(EdtsBox {
-                        elst_box: Some(ElstBox {
-                            entries: vec![ElstEntry {
-                                edit_duration: trak.tkhd_box.duration.saturating_sub(skip),
-                                media_time: *start,
-                                media_rate: FixedPointNumber::new(1, 0),
-                            }],
-                        }),
+                        elst_box: Some(ElstBox { entries }),
                         unknown_boxes: Vec::new(),
                     });
                 }
@@ -399,8 +419,8 @@ pub struct Variant {
     pub width: u32,
     /// See `width`.
     pub height: u32,
-    /// H.264 profile triple (for CODECS).
-    pub profile: (u8, u8, u8),
+    /// RFC 6381 codec string of the video (`avc1.42c01f`).
+    pub codec: String,
     /// Peak and average bits per second of video + audio.
     pub peak_bps: u64,
     /// See `peak_bps`.
@@ -409,18 +429,32 @@ pub struct Variant {
     pub fps: f64,
 }
 
+/// The audio rendition of the master playlist.
+#[derive(Debug, Clone)]
+pub struct AudioRendition {
+    /// Directory of its media playlist.
+    pub dir: String,
+    /// RFC 6381 codec string (`mp4a.40.2`).
+    pub codec: String,
+}
+
+/// The RFC 6381 codec string of a sample entry (`avc1.42c01f`, `mp4a.40.2`).
+pub fn codec_string(entry: &SampleEntry) -> Result<String, JobError> {
+    shiguredo_mp4::codec_string::from_sample_entry(entry).map_err(err)
+}
+
 /// The master playlist: one `EXT-X-STREAM-INF` per rung, audio as a separate rendition.
-pub fn master_playlist(variants: &[Variant], audio: Option<&str>) -> String {
+pub fn master_playlist(variants: &[Variant], audio: Option<&AudioRendition>) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    if let Some(dir) = audio {
+    if let Some(AudioRendition { dir, .. }) = audio {
         out.push_str(&format!(
             "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"Audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{dir}/index.m3u8\"\n"
         ));
     }
     for v in variants {
         let codecs = match audio {
-            Some(_) => format!("{},mp4a.40.2", h264::codec_string(v.profile)),
-            None => h264::codec_string(v.profile),
+            Some(a) => format!("{},{}", v.codec, a.codec),
+            None => v.codec.clone(),
         };
         out.push_str(&format!(
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{codecs}\",FRAME-RATE={:.3}{}\n{}/index.m3u8\n",

@@ -1,16 +1,17 @@
-//! The streaming ladder: one thread demuxes and decodes (or makes pictures, for a slideshow),
-//! and hands each frame (shared, not copied) through a bounded queue to one thread per rung,
-//! which resizes the planes, blends the rung's watermark, encodes and writes the MP4 and HLS
-//! segments. Audio samples are copied to every rung and to one HLS audio rendition. The
-//! queues hold a few frames, so memory does not grow with the duration.
+//! The streaming ladder: one thread takes frames from the decoder child (or makes pictures,
+//! for a slideshow) and hands each frame (shared, not copied) through a bounded queue to one
+//! thread per rung, which resizes the planes, blends the rung's watermark, encodes and writes
+//! the MP4 and HLS segments. AAC packets go to every rung and to one HLS audio rendition.
+//! The queues hold a few frames, so memory does not grow with the duration.
 
-use super::codec::{Decoder, Encoded, Encoder};
-use super::demux::{AudioTrack, Demuxer, Movie, Packet, VideoTrack};
+use super::codec::{Encoded, Encoder};
 use super::frame::{Frame, Scaler, YuvOverlay};
 use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
 use super::thumbs::Thumbs;
 use crate::config::VideoSettings;
 use crate::error::JobError;
+use crate::media::decoder::protocol::Summary;
+use crate::media::decoder::{Event, Session};
 use shiguredo_mp4::TrackKind;
 use shiguredo_mp4::boxes::SampleEntry;
 use std::num::NonZeroU32;
@@ -107,13 +108,15 @@ pub struct RungOutput {
     pub video_bytes: u64,
     /// Duration written, seconds.
     pub duration_s: f64,
-    /// H.264 profile triple of the output.
-    pub profile: (u8, u8, u8),
+    /// RFC 6381 codec string of the video (`avc1.42c01f`).
+    pub codec: String,
 }
 
 /// What a transcode produced, all under its output directory.
 #[derive(Debug, Clone)]
 pub struct Output {
+    /// How the decode went (damage concealed, truncation).
+    pub decode: Summary,
     /// Rungs, largest first.
     pub rungs: Vec<RungOutput>,
     /// HLS audio segments (in `hls/audio/`), when the source had AAC.
@@ -124,9 +127,32 @@ pub struct Output {
     pub sprite: (u32, u32),
 }
 
+/// An AAC packet on its way to the rungs.
+#[derive(Debug)]
+pub struct AudioPacket {
+    /// The raw AAC frame.
+    pub data: Vec<u8>,
+    /// Presentation time in samples (from the stream's zero).
+    pub pts: i64,
+    /// Duration in samples.
+    pub duration: u32,
+}
+
+/// The audio the outputs carry.
+#[derive(Debug, Clone)]
+pub struct AudioTrack {
+    /// Timescale (the sample rate).
+    pub timescale: u32,
+    /// The `mp4a` sample entry.
+    pub entry: SampleEntry,
+    /// Edit: samples to skip at the start (priming), or, when negative, a delay before the
+    /// audio begins.
+    pub media_start: i64,
+}
+
 enum Msg {
     Video(Arc<Frame>, u64),
-    Audio(Arc<Packet>),
+    Audio(Arc<AudioPacket>),
 }
 
 /// What the ladder needs to know about its input, however its pictures are made.
@@ -154,25 +180,6 @@ pub struct Input {
     pub audio_samples: u64,
 }
 
-impl Input {
-    /// The input a demuxed movie describes.
-    pub fn of_movie(movie: &Movie) -> Input {
-        let v = &movie.video;
-        Input {
-            timescale: v.timescale,
-            matrix: v.matrix,
-            width: v.width,
-            height: v.height,
-            rotation: v.rotation,
-            fps: movie.fps,
-            frames: movie.frames,
-            duration_s: movie.duration_s,
-            audio: movie.audio.clone(),
-            audio_samples: movie.audio_samples,
-        }
-    }
-}
-
 /// Calls its argument once per picture, in presentation order, with the picture's time in
 /// the input's timescale.
 pub type MakeFrames<'a> = Box<
@@ -181,8 +188,8 @@ pub type MakeFrames<'a> = Box<
 
 /// Where the pictures come from.
 pub enum Frames<'a> {
-    /// Demuxed samples decoded with OpenH264 (audio copied along).
-    Decode(&'a VideoTrack, Demuxer),
+    /// The decoder child, already started (audio comes along).
+    Decoded(&'a mut Session),
     /// Pictures made by the caller (a slideshow); no audio.
     Make(MakeFrames<'a>),
 }
@@ -282,19 +289,21 @@ pub fn run(
             }
         }
         let fed = match fed {
-            Ok(0) => Err(JobError::CorruptInput(format!(
-                "none of the {} video samples could be decoded: the H.264 data is damaged",
+            Ok(s) if s.frames == 0 => Err(JobError::CorruptInput(format!(
+                "none of the {} video frames could be decoded: the video data is damaged",
                 input.frames
             ))),
             other => other,
         };
-        if let Err(e) = fed {
+        let decode = match fed {
+            Ok(s) => s,
             // Nothing decodable explains the encoders' complaints; otherwise a rung's own
             // error explains a stopped feed better than "an encoder stopped".
-            if matches!(e, JobError::CorruptInput(_)) || first_err.is_none() {
+            Err(e) if matches!(e, JobError::CorruptInput(_)) || first_err.is_none() => {
                 return Err(e);
             }
-        }
+            Err(_) => Summary::default(),
+        };
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -310,7 +319,7 @@ pub fn run(
                         dir: o.plan.name.clone(),
                         width: w,
                         height: h,
-                        profile: o.profile,
+                        codec: o.codec.clone(),
                         peak_bps: peak_bps(&o.segments)
                             + audio_segments.as_ref().map_or(0, |a| peak_bps(a)),
                         average_bps: avg_bps(&o.segments) + audio_bps,
@@ -318,10 +327,18 @@ pub fn run(
                     }
                 })
                 .collect();
-            let master = mux::master_playlist(&variants, audio_segments.as_ref().map(|_| "audio"));
+            let audio = match (&audio_segments, &carry.audio) {
+                (Some(_), Some((entry, ..))) => Some(mux::AudioRendition {
+                    dir: "audio".into(),
+                    codec: mux::codec_string(entry)?,
+                }),
+                _ => None,
+            };
+            let master = mux::master_playlist(&variants, audio.as_ref());
             std::fs::write(dir.join("hls").join("master.m3u8"), master).map_err(io)?;
         }
         Ok(Output {
+            decode,
             rungs: outputs,
             audio_segments,
             poster,
@@ -349,8 +366,8 @@ fn avg_bps(segs: &[Segment]) -> u64 {
     }
 }
 
-/// Demux and decode (or make) pictures, fanning frames and audio out; stops early when a
-/// rung has failed.
+/// Take decoded (or made) pictures and fan frames and audio out; stops early when a rung
+/// has failed.
 fn feed(
     movie: &Input,
     frames: Frames<'_>,
@@ -358,7 +375,7 @@ fn feed(
     thumbs: &mut Thumbs,
     audio_hls: &mut Option<HlsWriter>,
     timescale: NonZeroU32,
-) -> Result<u64, JobError> {
+) -> Result<Summary, JobError> {
     let mut decoded = 0u64;
     let mut base: Option<i64> = None;
     let ts = f64::from(timescale.get());
@@ -378,30 +395,48 @@ fn feed(
         }
         Ok(())
     };
-    let (track, mut demux) = match frames {
+    let session = match frames {
         Frames::Make(make) => {
             make(&mut on_frame)?;
-            return Ok(decoded);
+            return Ok(Summary {
+                frames: decoded,
+                ..Summary::default()
+            });
         }
-        Frames::Decode(track, demux) => (track, demux),
+        Frames::Decoded(session) => session,
     };
-    let mut decoder = Decoder::new(track)?;
-    let audio_entry = movie.audio.as_ref().map(|a| a.entry.clone());
-    while let Some(p) = demux.next_packet()? {
-        if p.video {
-            decoder.push(&p, &mut on_frame)?;
-        } else if let Some(entry) = &audio_entry {
-            if let Some(h) = audio_hls.as_mut() {
-                h.push(&p.data, true, p.dts, p.duration, entry)?;
+    let entry = movie.audio.as_ref().map(|a| a.entry.clone());
+    let mut audio_dts = 0u64;
+    while let Some(event) = session.next_event()? {
+        match event {
+            Event::Frame(head, frame) => on_frame(frame, head.pts)?,
+            Event::Audio(head, data) => {
+                let Some(entry) = &entry else { continue };
+                if let Some(h) = audio_hls.as_mut() {
+                    h.push(&data, true, audio_dts, head.duration, entry)?;
+                }
+                audio_dts += u64::from(head.duration);
+                let p = Arc::new(AudioPacket {
+                    data,
+                    pts: head.pts,
+                    duration: head.duration,
+                });
+                for tx in senders {
+                    tx.send(Msg::Audio(p.clone())).map_err(|_| stopped())?;
+                }
             }
-            let p = Arc::new(p);
-            for tx in senders {
-                tx.send(Msg::Audio(p.clone())).map_err(|_| stopped())?;
+            Event::Picture(..) => {
+                return Err(JobError::DecoderCrashed(
+                    "the decoder process sent a still picture for a video".into(),
+                ));
             }
+            Event::Done(summary) => return Ok(summary),
         }
     }
-    decoder.finish(&mut on_frame)?;
-    Ok(decoded)
+    Ok(Summary {
+        frames: decoded,
+        ..Summary::default()
+    })
 }
 
 struct RungCtx {
@@ -448,7 +483,6 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
     let mut entry: Option<SampleEntry> = None;
     let mut pending: Option<Pending> = None;
     let (mut frames, mut video_bytes, mut last_duration, mut end) = (0u64, 0u64, 0u32, 0u64);
-    let mut profile = (66, 0xc0, 30);
     let ts = f64::from(c.timescale.get());
     let mut write = |p: Pending,
                      duration: u32,
@@ -479,15 +513,7 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
                     continue;
                 };
                 if !enc.sps.is_empty() && !enc.pps.is_empty() {
-                    let e = mux::avc1_entry(&enc.sps, &enc.pps)?;
-                    if let SampleEntry::Avc1(a) = &e {
-                        profile = (
-                            a.avcc_box.avc_profile_indication,
-                            a.avcc_box.profile_compatibility,
-                            a.avcc_box.avc_level_indication,
-                        );
-                    }
-                    entry = Some(e);
+                    entry = Some(mux::avc1_entry(&enc.sps, &enc.pps)?);
                 }
                 if let Some(prev) = pending.take() {
                     let d = u32::try_from(t.saturating_sub(prev.t))
@@ -531,7 +557,10 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
         segments,
         video_bytes,
         duration_s: end as f64 / ts,
-        profile,
+        codec: match &entry {
+            Some(e) => mux::codec_string(e)?,
+            None => "avc1.42c01e".into(),
+        },
     })
 }
 
