@@ -8,11 +8,13 @@
 //!   [`crate::error::JobError`].
 //! - [`child`]: the child's side (`mediaflow __mediaflow-decoder`), built on [`ffmpeg`].
 //! - [`picture`]: the engine's side of a HEIF/AVIF picture.
-//! - [`still`]: the child's HEIF/AVIF path (tile grids assembled).
+//! - [`still`]: the child's HEIF/AVIF path (tile grids assembled, alpha from the auxiliary
+//!   image `heif` finds).
 //! - [`protocol`]: the messages between them.
 
 pub mod child;
 pub mod ffmpeg;
+mod heif;
 pub mod picture;
 pub mod protocol;
 pub mod session;

@@ -423,10 +423,9 @@ fn media_record(src: &Source, (width, height): (u32, u32)) -> manifest::Media {
 /// Damage the decoder concealed is accepted up to `limits.max_damaged_frames_percent`; a
 /// file cut short is refused.
 fn check_damage(d: &Summary, src: &Source, limits: &Limits) -> Result<(), JobError> {
-    if d.truncated {
+    if let Some(why) = &d.truncated {
         return Err(JobError::CorruptInput(format!(
-            "the file is truncated: its index lists {} video frames, {} were found",
-            src.frames, d.packets
+            "the file is truncated: {why}"
         )));
     }
     let expected = src.frames.max(d.frames).max(1);

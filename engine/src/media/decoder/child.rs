@@ -242,6 +242,7 @@ pub(super) fn describe_video(
         fps,
         frames,
         frames_exact: exact && s.frames().is_some(),
+        scanned_duration_s: None,
         start: s.start_time().map_or(0, |t| {
             av::rescale(
                 t,
@@ -320,8 +321,22 @@ fn video(req: &Request, stdin: &mut impl BufRead, out: &mut Out<impl Write>) -> 
             s.discard();
         }
     }
-    let exact = input.format_name().starts_with("mov");
-    let vinfo = describe_video(&input, &vs, None, exact);
+    // MP4/MOV sample tables and AVI headers count the frames exactly; Matroska/WebM states a
+    // duration (MPEG-TS durations are estimates). A file holding less was cut short.
+    let demuxer = input.format_name();
+    let exact = demuxer.starts_with("mov") || demuxer == "avi";
+    let stated_s = if demuxer.starts_with("matroska") {
+        input.duration_s()
+    } else {
+        None
+    };
+    let mut vinfo = describe_video(&input, &vs, None, exact);
+    if vs.frames().is_none() || input.duration_s().is_none() {
+        // Matroska/WebM (live recordings have no duration), MPEG-TS: count what is there.
+        let (frames, seconds) = scan(req, vs.index())?;
+        vinfo.frames = frames;
+        vinfo.scanned_duration_s = Some(seconds);
+    }
     check_picture(req, vinfo.width, vinfo.height)?;
     if let Some((profile, _, compat)) = vinfo.dolby_vision
         && (profile == 5 || (compat == 0 && matches!(profile, 5 | 20)))
@@ -366,10 +381,11 @@ fn video(req: &Request, stdin: &mut impl BufRead, out: &mut Out<impl Write>) -> 
         let more = match input.read(&mut pkt) {
             Ok(more) => more,
             Err(e) if summary.frames > 0 || summary.packets > 0 => {
-                // A container cut short ("partial file"): what came before is kept, and the
-                // engine decides (a truncated file is refused).
-                let _ = e;
-                summary.truncated = true;
+                // A container cut short ("partial file"): the engine refuses a truncated file.
+                summary.truncated = Some(format!(
+                    "reading stopped after {} video packets: {e}",
+                    summary.packets
+                ));
                 false
             }
             Err(e) => return Err(e.into()),
@@ -398,12 +414,64 @@ fn video(req: &Request, stdin: &mut impl BufRead, out: &mut Out<impl Write>) -> 
     if let Some(a) = audio.as_mut() {
         a.finish(out)?;
     }
-    if exact && vinfo.frames > 0 && summary.packets < vinfo.frames {
-        summary.truncated = true;
+    if exact && vinfo.frames > 0 && summary.packets < vinfo.frames && summary.truncated.is_none() {
+        summary.truncated = Some(format!(
+            "its index lists {} video frames, the file holds {}",
+            vinfo.frames, summary.packets
+        ));
+    }
+    let ends_s = pipeline
+        .last_pts
+        .map_or(0.0, |p| p as f64 / f64::from(TIMESCALE))
+        - vinfo.start as f64 / f64::from(TIMESCALE);
+    if let Some(d) = stated_s
+        && ends_s + 1.0 / vinfo.fps.max(1.0) < d * 0.9 - 0.25
+        && summary.truncated.is_none()
+    {
+        summary.truncated = Some(format!(
+            "it says it lasts {d:.1} s, its video ends at {ends_s:.1} s"
+        ));
     }
     out.json(tag::DONE, &summary)?;
     out.0.flush()?;
     Ok(())
+}
+
+/// Read the container once without decoding: video packets and the last presentation time
+/// (seconds), stopping past `max_frames`.
+fn scan(req: &Request, video: usize) -> Result<(u64, f64), Fail> {
+    let input = Input::open(&req.path, VIDEO_DEMUXERS).map_err(open_failure)?;
+    let streams = input.streams();
+    let mut tb = None;
+    for s in &streams {
+        if s.index() == video {
+            tb = Some(s.time_base());
+        } else {
+            s.discard();
+        }
+    }
+    let tb = tb.ok_or_else(|| corrupt("the video stream vanished"))?;
+    let (mut n, mut first, mut last) = (0u64, None::<i64>, None::<i64>);
+    let mut pkt = Packet::new()?;
+    while input.read(&mut pkt).unwrap_or(false) {
+        if pkt.stream() != video {
+            continue;
+        }
+        n += 1;
+        if let Some(p) = pkt.pts().or(pkt.dts()) {
+            let end = p.saturating_add(pkt.duration().max(0));
+            first = Some(first.map_or(p, |f| f.min(p)));
+            last = Some(last.map_or(end, |l| l.max(end)));
+        }
+        if req.max_frames > 0 && n > req.max_frames {
+            break;
+        }
+    }
+    let seconds = match (first, last) {
+        (Some(f), Some(l)) if l > f => (l - f) as f64 * av::q2d(tb),
+        _ => 0.0,
+    };
+    Ok((n, seconds))
 }
 
 fn open_failure(e: av::Error) -> Fail {

@@ -267,6 +267,7 @@ impl Input {
                     })
                     .collect();
                 out.push(TileGrid {
+                    id: (*g).id,
                     default: (*g).disposition & ff::AV_DISPOSITION_DEFAULT as i32 != 0,
                     coded_width: (*t).coded_width,
                     coded_height: (*t).coded_height,
@@ -323,6 +324,8 @@ pub struct Tile {
 /// A HEIF grid: tiles on a canvas, cropped to the picture.
 #[derive(Debug, Clone)]
 pub struct TileGrid {
+    /// The grid item's id.
+    pub id: i64,
     /// The primary item.
     pub default: bool,
     /// Canvas size.

@@ -41,6 +41,9 @@ pub struct Request {
     pub max_pixels: u64,
     /// Largest width or height.
     pub max_dimension: u32,
+    /// Most video frames (a container that doesn't count them is scanned, up to this).
+    #[serde(default)]
+    pub max_frames: u64,
     /// A test-only fault to inject (`crash` or `hang`), honoured only when the engine was
     /// asked for it (see `super::FAULT_ENV`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +116,9 @@ pub struct VideoInfo {
     pub frames: u64,
     /// Whether the container says frames are counted exactly (MP4/MOV sample tables).
     pub frames_exact: bool,
+    /// Duration found by reading the whole container (when its headers had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_duration_s: Option<f64>,
     /// When the stream starts, in [`TIMESCALE`] units from the container's zero.
     pub start: i64,
     /// Interlaced (field order signalled).
@@ -282,8 +288,9 @@ pub struct Summary {
     pub frames: u64,
     /// Frames delivered with concealed damage.
     pub damaged_frames: u64,
-    /// The container's index promised more video than the file holds (it was cut short).
-    pub truncated: bool,
+    /// The file was cut short: what showed it (its index or stated duration promised more
+    /// video than it holds, or reading stopped at damaged container data).
+    pub truncated: Option<String>,
     /// Frames that were deinterlaced.
     pub deinterlaced: u64,
 }

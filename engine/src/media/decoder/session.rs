@@ -33,6 +33,8 @@ pub struct Settings {
     pub max_pixels: u64,
     /// Largest width or height.
     pub max_dimension: u32,
+    /// Most video frames.
+    pub max_frames: u64,
 }
 
 impl Settings {
@@ -43,6 +45,7 @@ impl Settings {
             stall: Duration::from_secs(l.decode_stall_secs.max(1)),
             max_pixels: l.max_pixels,
             max_dimension: l.max_dimension,
+            max_frames: l.max_frames,
         }
     }
 }
@@ -112,6 +115,8 @@ pub struct Session {
     start: Option<Start>,
     what: String,
     done: bool,
+    frames: u64,
+    max_frames: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -133,6 +138,7 @@ impl Session {
         req.memory_bytes = s.memory_bytes;
         req.max_pixels = s.max_pixels;
         req.max_dimension = s.max_dimension;
+        req.max_frames = s.max_frames;
         let exe = program()?;
         let mut child = Command::new(exe)
             .arg(super::CHILD_ARG)
@@ -175,6 +181,8 @@ impl Session {
             start: None,
             what: what.to_string(),
             done: false,
+            frames: 0,
+            max_frames: s.max_frames,
         };
         let line = serde_json::to_string(&req).map_err(|e| session.fatal(e.to_string()))?;
         session.send_line(&line)?;
@@ -273,6 +281,13 @@ impl Session {
                 "a {}x{} frame of {len} bytes where {w}x{hgt} was asked for",
                 head.width, head.height
             )));
+        }
+        self.frames += 1;
+        if self.max_frames > 0 && self.frames > self.max_frames {
+            // The headers promised fewer: the data is longer than the limit allows.
+            kill(self.watch.pid);
+            self.done = true;
+            return Err(JobError::limit("max_frames", self.frames, self.max_frames));
         }
         let mut f = Frame {
             width: w,
@@ -482,6 +497,7 @@ pub fn request(path: &std::path::Path, mode: protocol::Mode, uri: &str) -> Reque
         memory_bytes: 0,
         max_pixels: 0,
         max_dimension: 0,
+        max_frames: 0,
         fault: super::fault_for(uri),
     }
 }

@@ -1,26 +1,92 @@
 //! The child's still-picture path: a HEIF/HEIC or AVIF file's primary picture — one coded
 //! image, or a grid of tiles (every iPhone photo: 512×512 HEVC tiles) assembled on its canvas
-//! and cropped — converted to 8-bit RGB with the picture's own matrix and range. The display
+//! and cropped — converted to 8-bit RGB with the picture's own matrix and range, with its
+//! alpha plane (an auxiliary image, found by [`super::heif`]) when it has one. The display
 //! transform (`irot`/`imir`), EXIF and ICC profile travel in the header; FFmpeg drops the
 //! EXIF orientation of HEIF files because `irot` is the normative one, so exactly one of
 //! them is applied.
 
-use super::child::{Fail, Out, check_picture, corrupt, describe_video, read_start};
-use super::ffmpeg::{self as av, Decoder, Frame, Input, Packet, Scaler, TileGrid};
-use super::protocol::{Header, PictureHead, Request, tag};
+use super::child::{Fail, Out, check_picture, corrupt, describe_video, read_start, unsupported};
+use super::ffmpeg::{self as av, Decoder, Frame, Input, Packet, Scaler, Stream, TileGrid};
+use super::protocol::{Header, PictureHead, Request, Summary, tag};
 use mediaflow_ffmpeg_sys as ff;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 const STILL_DEMUXERS: &str = "mov,mp4,m4a,3gp,3g2,mj2";
 
-/// What to decode: a grid of tile streams, or one stream.
-enum Primary {
+/// A picture made of one coded image or a grid of them.
+#[derive(Debug, Clone)]
+enum Item {
     Grid(TileGrid),
     Single(usize),
 }
 
-/// Decode the primary picture of `req.path` and send it.
+impl Item {
+    /// The primary picture: the default grid, else the default (or first) image.
+    fn primary(grids: &[TileGrid], streams: &[Stream<'_>]) -> Option<Item> {
+        if let Some(g) = grids.iter().find(|g| g.default).or(grids.first()) {
+            return Some(Item::Grid(g.clone()));
+        }
+        let video: Vec<_> = streams
+            .iter()
+            .filter(|s| s.media_type() == ff::AVMediaType::AVMEDIA_TYPE_VIDEO)
+            .collect();
+        video
+            .iter()
+            .find(|s| s.disposition() & ff::AV_DISPOSITION_DEFAULT as i32 != 0)
+            .or(video.first())
+            .map(|s| Item::Single(s.index()))
+    }
+
+    /// The item with HEIF id `id` (a grid's or a stream's).
+    fn by_id(id: u32, grids: &[TileGrid], streams: &[Stream<'_>]) -> Option<Item> {
+        if let Some(g) = grids.iter().find(|g| g.id == i64::from(id)) {
+            return Some(Item::Grid(g.clone()));
+        }
+        streams
+            .iter()
+            .find(|s| s.id() == i64::from(id))
+            .map(|s| Item::Single(s.index()))
+    }
+
+    /// Stream index → where its picture goes on the canvas.
+    fn placements(&self) -> HashMap<usize, Vec<(i32, i32)>> {
+        let mut m: HashMap<usize, Vec<(i32, i32)>> = HashMap::new();
+        match self {
+            Item::Grid(g) => {
+                for t in &g.tiles {
+                    if let Some(s) = t.stream {
+                        m.entry(s).or_default().push((t.x, t.y));
+                    }
+                }
+            }
+            Item::Single(i) => {
+                m.insert(*i, vec![(0, 0)]);
+            }
+        }
+        m
+    }
+
+    /// Canvas size and the picture's rectangle on it (a single image: its own size).
+    fn geometry(&self, single: (u32, u32)) -> ((usize, usize), (i32, i32, i32, i32)) {
+        match self {
+            Item::Grid(g) => (
+                (
+                    g.coded_width.max(1) as usize,
+                    g.coded_height.max(1) as usize,
+                ),
+                g.crop,
+            ),
+            Item::Single(_) => (
+                (single.0.max(1) as usize, single.1.max(1) as usize),
+                (0, 0, single.0 as i32, single.1 as i32),
+            ),
+        }
+    }
+}
+
+/// Decode the primary picture of `req.path` (and its alpha) and send it.
 pub(super) fn decode(
     req: &Request,
     stdin: &mut impl BufRead,
@@ -34,41 +100,31 @@ pub(super) fn decode(
     })?;
     let streams = input.streams();
     let grids = input.tile_grids();
-    let primary = match grids.iter().find(|g| g.default).or(grids.first()) {
-        Some(g) => Primary::Grid(g.clone()),
-        None => {
-            let video: Vec<_> = streams
-                .iter()
-                .filter(|s| s.media_type() == ff::AVMediaType::AVMEDIA_TYPE_VIDEO)
-                .collect();
-            let s = video
-                .iter()
-                .find(|s| s.disposition() & ff::AV_DISPOSITION_DEFAULT as i32 != 0)
-                .or(video.first())
-                .ok_or_else(|| corrupt("the file holds no picture"))?;
-            Primary::Single(s.index())
-        }
-    };
-    let wanted: Vec<usize> = match &primary {
-        Primary::Grid(g) => g.tiles.iter().filter_map(|t| t.stream).collect(),
-        Primary::Single(i) => vec![*i],
-    };
-    let first = *wanted
-        .first()
+    let primary =
+        Item::primary(&grids, &streams).ok_or_else(|| corrupt("the file holds no picture"))?;
+    let alpha = std::fs::File::open(&req.path)
+        .ok()
+        .and_then(|mut f| super::heif::alpha_item(&mut f))
+        .and_then(|id| Item::by_id(id, &grids, &streams));
+    let colour_at = primary.placements();
+    let alpha_at = alpha.as_ref().map(Item::placements).unwrap_or_default();
+    let lead_index = *colour_at
+        .keys()
+        .min()
         .ok_or_else(|| corrupt("the picture grid has no tiles"))?;
     let lead = streams
         .iter()
-        .find(|s| s.index() == first)
+        .find(|s| s.index() == lead_index)
         .copied()
         .ok_or_else(|| corrupt("a tile refers to a missing stream"))?;
     for s in &streams {
-        if !wanted.contains(&s.index()) {
+        if !colour_at.contains_key(&s.index()) && !alpha_at.contains_key(&s.index()) {
             s.discard();
         }
     }
     let mut info = describe_video(&input, &lead, None, false);
     let side = match &primary {
-        Primary::Grid(g) => {
+        Item::Grid(g) => {
             let (_, _, w, h) = g.crop;
             check_picture(
                 req,
@@ -81,18 +137,17 @@ pub(super) fn decode(
             info.grid = Some((cols, (g.tiles.len() as u32).div_ceil(cols.max(1))));
             g.side.clone()
         }
-        Primary::Single(_) => lead.side_data(),
+        Item::Single(_) => lead.side_data(),
     };
     check_picture(req, info.width, info.height)?;
+    info.alpha = alpha.is_some();
     info.display_matrix = side.display_matrix.or(info.display_matrix);
     info.exif = side.exif.clone().or_else(|| lead.side_data().exif);
     info.icc = side.icc.clone().or_else(|| lead.side_data().icc);
     let header = Header {
         demuxer: input.format_name(),
-        duration_s: None,
         video: Some(info.clone()),
-        audio: None,
-        audio_streams: 0,
+        ..Header::default()
     };
     out.json(tag::HEADER, &header)?;
     out.0.flush()?;
@@ -100,49 +155,36 @@ pub(super) fn decode(
         return Ok(());
     }
     super::child::inject(req.fault.as_deref());
-    let (cw, ch, crop) = match &primary {
-        Primary::Grid(g) => (g.coded_width, g.coded_height, g.crop),
-        Primary::Single(_) => (
-            info.width as i32,
-            info.height as i32,
-            (0, 0, info.width as i32, info.height as i32),
-        ),
-    };
-    let mut canvas = Canvas::new(cw.max(1) as usize, ch.max(1) as usize);
-    let positions: HashMap<usize, Vec<(i32, i32)>> = match &primary {
-        Primary::Grid(g) => {
-            let mut m: HashMap<usize, Vec<(i32, i32)>> = HashMap::new();
-            for t in &g.tiles {
-                if let Some(s) = t.stream {
-                    m.entry(s).or_default().push((t.x, t.y));
-                }
-            }
-            m
-        }
-        Primary::Single(i) => HashMap::from([(*i, vec![(0, 0)])]),
-    };
+
+    let ((cw, ch), crop) = primary.geometry((info.width, info.height));
+    let mut colour = Canvas::new(cw, ch, 3);
+    let mut mask = alpha.as_ref().map(|a| {
+        let ((aw, ah), _) = a.geometry((info.width, info.height));
+        Canvas::new(aw, ah, 1)
+    });
     let mut pkt = Packet::new()?;
     let mut frame = Frame::new()?;
     let mut placed = 0usize;
     while input.read(&mut pkt)? {
         let idx = pkt.stream();
-        let Some(at) = positions.get(&idx) else {
-            continue;
+        let (canvas, at) = match (colour_at.get(&idx), alpha_at.get(&idx), mask.as_mut()) {
+            (Some(at), ..) => (&mut colour, at),
+            (None, Some(at), Some(m)) => (m, at),
+            _ => continue,
         };
         // Each tile is one coded picture: a fresh decoder per tile, dropped after it.
         let s = streams
             .iter()
             .find(|s| s.index() == idx)
             .ok_or_else(|| corrupt("a packet of an unknown stream"))?;
-        let mut dec = Decoder::open(s, 1)?.ok_or_else(|| {
-            super::child::unsupported(format!("{} pictures", av::codec_name(s.codec_id())))
-        })?;
+        let mut dec = Decoder::open(s, 1)?
+            .ok_or_else(|| unsupported(format!("{} pictures", av::codec_name(s.codec_id()))))?;
         dec.send(Some(&pkt))?;
         dec.send(None)?;
         while dec.receive(&mut frame)? {
             for &(x, y) in at {
                 canvas.place(&frame, x, y)?;
-                placed += 1;
+                placed += usize::from(colour_at.contains_key(&idx));
             }
         }
     }
@@ -150,44 +192,60 @@ pub(super) fn decode(
         return Err(corrupt("no tile of the picture could be decoded"));
     }
     let (x0, y0, w, h) = crop;
-    let pixels = canvas.crop(
+    let (x0, y0, w, h) = (
         x0.max(0) as usize,
         y0.max(0) as usize,
         w.max(1) as usize,
         h.max(1) as usize,
     );
+    let rgb = colour.crop(x0, y0, w, h);
+    let (pixels, channels) = match &mask {
+        Some(m) => {
+            let a = m.crop(0, 0, w, h);
+            let mut rgba = Vec::with_capacity(w * h * 4);
+            for (px, alpha) in rgb.chunks_exact(3).zip(a) {
+                rgba.extend_from_slice(px);
+                rgba.push(alpha);
+            }
+            (rgba, 4)
+        }
+        None => (rgb, 3),
+    };
     let head = PictureHead {
-        width: w.max(1) as u32,
-        height: h.max(1) as u32,
-        channels: 3,
+        width: w as u32,
+        height: h as u32,
+        channels,
     };
     out.parts(tag::PICTURE, &[&head.encode(), &pixels])?;
-    out.json(tag::DONE, &super::protocol::Summary::default())?;
+    out.json(tag::DONE, &Summary::default())?;
     out.0.flush()?;
     Ok(())
 }
 
-/// An RGB canvas the tiles are drawn on.
+/// A canvas the tiles are drawn on: RGB (3 channels) or an alpha plane (1).
 struct Canvas {
     width: usize,
     height: usize,
-    rgb: Vec<u8>,
+    channels: usize,
+    data: Vec<u8>,
     tile: Vec<u8>,
     scaler: Option<((i32, i32, i32), Scaler)>,
 }
 
 impl Canvas {
-    fn new(width: usize, height: usize) -> Canvas {
+    fn new(width: usize, height: usize, channels: usize) -> Canvas {
         Canvas {
             width,
             height,
-            rgb: vec![0; width * height * 3],
+            channels,
+            data: vec![if channels == 1 { 255 } else { 0 }; width * height * channels],
             tile: Vec::new(),
             scaler: None,
         }
     }
 
-    /// Convert `frame` to RGB and copy it to (x, y), clipped to the canvas.
+    /// Convert `frame` (to RGB with its own matrix and range, or to its luma for alpha,
+    /// taken as is) and copy it to (x, y), clipped to the canvas.
     fn place(&mut self, frame: &Frame, x: i32, y: i32) -> Result<(), Fail> {
         let r = frame.raw();
         let src = (r.width, r.height, r.format);
@@ -203,19 +261,20 @@ impl Canvas {
                 _ => ff::SWS_CS_ITU601,
             } as i32;
             let full = r.color_range == ff::AVColorRange::AVCOL_RANGE_JPEG;
-            let s = Scaler::new(
-                src,
-                (r.width, r.height, ff::AVPixelFormat::AV_PIX_FMT_RGB24),
-                matrix,
-                (full, true),
-            )?;
+            let (dst, ranges) = if self.channels == 1 {
+                (ff::AVPixelFormat::AV_PIX_FMT_GRAY8, (true, true))
+            } else {
+                (ff::AVPixelFormat::AV_PIX_FMT_RGB24, (full, true))
+            };
+            let s = Scaler::new(src, (r.width, r.height, dst), matrix, ranges)?;
             self.scaler = Some((src, s));
         }
+        let c = self.channels;
         let (tw, th) = (r.width as usize, r.height as usize);
-        self.tile.resize(tw * th * 3, 0);
+        self.tile.resize(tw * th * c, 0);
         if let Some((_, s)) = self.scaler.as_mut() {
             let mut planes: [&mut [u8]; 1] = [&mut self.tile];
-            s.scale(frame, &mut planes, &[(tw * 3) as i32])?;
+            s.scale(frame, &mut planes, &[(tw * c) as i32])?;
         }
         let (x, y) = (x.max(0) as usize, y.max(0) as usize);
         for row in 0..th {
@@ -223,23 +282,24 @@ impl Canvas {
             if cy >= self.height || x >= self.width {
                 break;
             }
-            let n = tw.min(self.width - x) * 3;
-            let dst = (cy * self.width + x) * 3;
-            self.rgb[dst..dst + n].copy_from_slice(&self.tile[row * tw * 3..row * tw * 3 + n]);
+            let n = tw.min(self.width - x) * c;
+            let dst = (cy * self.width + x) * c;
+            self.data[dst..dst + n].copy_from_slice(&self.tile[row * tw * c..row * tw * c + n]);
         }
         Ok(())
     }
 
     fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
-        let mut out = vec![0u8; w * h * 3];
+        let c = self.channels;
+        let mut out = vec![if c == 1 { 255 } else { 0 }; w * h * c];
         for row in 0..h {
             let sy = y + row;
             if sy >= self.height || x >= self.width {
                 break;
             }
-            let n = w.min(self.width - x) * 3;
-            let src = (sy * self.width + x) * 3;
-            out[row * w * 3..row * w * 3 + n].copy_from_slice(&self.rgb[src..src + n]);
+            let n = w.min(self.width - x) * c;
+            let src = (sy * self.width + x) * c;
+            out[row * w * c..row * w * c + n].copy_from_slice(&self.data[src..src + n]);
         }
         out
     }

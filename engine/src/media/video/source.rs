@@ -77,8 +77,9 @@ impl Source {
             return Err(JobError::limit("max_pixels", pixels, limits.max_pixels));
         }
         let fps = if video.fps > 0.0 { video.fps } else { 30.0 };
-        let duration_s = header
-            .duration_s
+        let duration_s = video
+            .scanned_duration_s
+            .or(header.duration_s)
             .filter(|d| d.is_finite() && *d > 0.0)
             .unwrap_or_else(|| video.frames as f64 / fps);
         if duration_s > limits.max_duration_s as f64 {
