@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod first_party;
 mod harness;
+mod inputs;
 mod languages;
 mod notify;
 mod ops;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn ffmpeg(args: &[&str]) {
+pub(crate) fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-y"])
         .args(args)
@@ -24,7 +24,7 @@ fn ffmpeg(args: &[&str]) {
 }
 
 /// `ffprobe` JSON for a file's streams and format.
-fn probe(path: &Path) -> Value {
+pub(crate) fn probe(path: &Path) -> Value {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -47,20 +47,20 @@ fn probe(path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
 }
 
-fn stream<'a>(p: &'a Value, kind: &str) -> Option<&'a Value> {
+pub(crate) fn stream<'a>(p: &'a Value, kind: &str) -> Option<&'a Value> {
     p["streams"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["codec_type"] == kind))
 }
 
-fn num(v: &Value) -> f64 {
+pub(crate) fn num(v: &Value) -> f64 {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .unwrap_or(f64::NAN)
 }
 
 /// `ffmpeg -v error -i X -f null -` prints nothing.
-fn decodes_clean(path: &Path) {
+pub(crate) fn decodes_clean(path: &Path) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
@@ -76,7 +76,7 @@ fn decodes_clean(path: &Path) {
 }
 
 /// Offset of the first top-level box of `kind`.
-fn top_box(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
+pub(crate) fn top_box(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
     let mut pos = 0usize;
     while pos + 8 <= data.len() {
         let size = u32::from_be_bytes(data[pos..pos + 4].try_into().ok()?) as usize;
@@ -124,7 +124,7 @@ fn make_clip(dir: &Path, c: &Clip) -> PathBuf {
     path
 }
 
-fn manifest(out: &Path, stem: &str) -> Value {
+pub(crate) fn manifest(out: &Path, stem: &str) -> Value {
     let text = std::fs::read_to_string(out.join(stem).join("manifest.json"))
         .unwrap_or_else(|e| panic!("{stem}: manifest: {e}"));
     serde_json::from_str(&text).expect("manifest JSON")

@@ -85,11 +85,7 @@ impl Processor {
                     as u64
                     + 16
             }),
-            audio: audio.map(|(entry, timescale, media_start)| transcode::AudioTrack {
-                timescale,
-                entry,
-                media_start,
-            }),
+            audio: audio.map(|(entry, timescale)| transcode::AudioTrack { timescale, entry }),
         };
         let out = run.timings.time("transcode", || {
             transcode::run(

@@ -414,7 +414,17 @@ fn video(req: &Request, stdin: &mut impl BufRead, out: &mut Out<impl Write>) -> 
     if let Some(a) = audio.as_mut() {
         a.finish(out)?;
     }
-    if exact && vinfo.frames > 0 && summary.packets < vinfo.frames && summary.truncated.is_none() {
+    // AVI headers count a frame or two more than muxers write; MP4 sample tables are exact.
+    let slack = if demuxer == "avi" {
+        (vinfo.frames / 50).max(2)
+    } else {
+        0
+    };
+    if exact
+        && vinfo.frames > 0
+        && summary.packets + slack < vinfo.frames
+        && summary.truncated.is_none()
+    {
         summary.truncated = Some(format!(
             "its index lists {} video frames, the file holds {}",
             vinfo.frames, summary.packets
@@ -510,6 +520,9 @@ fn drain(
 ) -> Result<(), Fail> {
     loop {
         match dec.receive(frame) {
+            // Pictures before an edit list's start are decoded (later frames reference them)
+            // but not shown.
+            Ok(true) if frame.discarded() => {}
             Ok(true) => pipeline.push(frame, summary, out)?,
             Ok(false) => return Ok(()),
             Err(e) if e.is_invalid_data() => {
@@ -821,6 +834,9 @@ struct AudioPath {
     time_base: ff::AVRational,
     transcode: Option<(Decoder, AacEncoder, Frame)>,
     next_pts: Option<i64>,
+    /// The last packet before an edit list's start: kept back, sent only as the one packet
+    /// of pre-roll the first shown packet needs (AAC frames overlap).
+    preroll: Option<(AudioHead, Vec<u8>)>,
 }
 
 impl AudioPath {
@@ -836,16 +852,6 @@ impl AudioPath {
             } else {
                 1024
             };
-            let start = s.start_time().map_or(0, |t| {
-                av::rescale(
-                    t,
-                    s.time_base(),
-                    ff::AVRational {
-                        num: 1,
-                        den: rate as i32,
-                    },
-                )
-            });
             return Ok(Some(AudioPath {
                 index: s.index(),
                 info: AudioInfo {
@@ -857,11 +863,11 @@ impl AudioPath {
                     rate,
                     out_channels: channels,
                     frame_samples,
-                    start,
                 },
                 time_base: s.time_base(),
                 transcode: None,
                 next_pts: None,
+                preroll: None,
             }));
         }
         let Some(dec) = Decoder::open(s, 1)? else {
@@ -869,16 +875,6 @@ impl AudioPath {
             return Ok(None);
         };
         let enc = AacEncoder::new(s, 128_000)?;
-        let start = s.start_time().map_or(0, |t| {
-            av::rescale(
-                t,
-                s.time_base(),
-                ff::AVRational {
-                    num: 1,
-                    den: enc.sample_rate,
-                },
-            )
-        }) - i64::from(enc.priming());
         Ok(Some(AudioPath {
             index: s.index(),
             info: AudioInfo {
@@ -890,11 +886,11 @@ impl AudioPath {
                 rate: enc.sample_rate as u32,
                 out_channels: 2,
                 frame_samples: enc.frame_size() as u32,
-                start,
             },
             time_base: s.time_base(),
             transcode: Some((dec, enc, Frame::new()?)),
             next_pts: None,
+            preroll: None,
         }))
     }
 
@@ -918,6 +914,13 @@ impl AudioPath {
             };
             self.next_pts = Some(pts + i64::from(dur));
             let head = AudioHead { pts, duration: dur };
+            if pkt.discarded() {
+                self.preroll = Some((head, pkt.data().to_vec()));
+                return Ok(());
+            }
+            if let Some((h, data)) = self.preroll.take() {
+                out.parts(tag::AUDIO, &[&h.encode(), &data])?;
+            }
             out.parts(tag::AUDIO, &[&head.encode(), pkt.data()])?;
             return Ok(());
         }

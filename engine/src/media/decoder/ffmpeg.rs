@@ -613,17 +613,9 @@ impl Packet {
         }
     }
 
-    /// Samples to skip at the start of this (audio) packet (encoder priming), from the
-    /// container's edit list.
-    pub fn skip_start(&self) -> u32 {
-        let r = self.raw();
-        let sd = SideData {
-            sd: r.side_data,
-            n: r.side_data_elems,
-        };
-        sd.get(ff::AVPacketSideDataType::AV_PKT_DATA_SKIP_SAMPLES)
-            .filter(|b| b.len() >= 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    /// Outside the container's edit list: needed by the decoder, not shown.
+    pub fn discarded(&self) -> bool {
+        self.raw().flags & ff::AV_PKT_FLAG_DISCARD as i32 != 0
     }
 }
 
@@ -679,6 +671,11 @@ impl Frame {
     pub fn damaged(&self) -> bool {
         let r = self.raw();
         r.decode_error_flags != 0 || r.flags & ff::AV_FRAME_FLAG_CORRUPT as i32 != 0
+    }
+
+    /// Decoded only as a reference: outside the container's edit list.
+    pub fn discarded(&self) -> bool {
+        self.raw().flags & ff::AV_FRAME_FLAG_DISCARD as i32 != 0
     }
 
     /// Interlaced content.

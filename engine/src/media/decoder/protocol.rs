@@ -154,9 +154,6 @@ pub struct AudioInfo {
     pub out_channels: u32,
     /// Samples per AAC frame.
     pub frame_samples: u32,
-    /// Time of the first packet sent, in samples from the container's zero (negative when
-    /// encoder priming comes first).
-    pub start: i64,
 }
 
 /// The engine's go-ahead.

@@ -176,6 +176,13 @@ impl Mp4Writer {
         )
     }
 
+    /// Where the audio starts relative to the video (see [`Carry::audio`]), once known.
+    pub fn set_audio_start(&mut self, start: i64) {
+        if let Some(a) = self.carry.audio.as_mut() {
+            a.2 = start;
+        }
+    }
+
     /// Append one audio frame, copied from the source.
     pub fn audio(&mut self, data: &[u8], duration: u32) -> Result<(), JobError> {
         let Some((entry, timescale, _)) = &self.carry.audio else {
@@ -305,6 +312,13 @@ impl HlsWriter {
             carry,
             segments: Vec::new(),
         })
+    }
+
+    /// Where the audio starts relative to the video (see [`Carry::audio`]), once known.
+    pub fn set_audio_start(&mut self, start: i64) {
+        if let Some(a) = self.carry.audio.as_mut() {
+            a.2 = start;
+        }
     }
 
     /// Add a sample starting at `t` ticks. Video segments are cut on keyframes once a segment

@@ -130,19 +130,13 @@ impl Source {
         }
     }
 
-    /// The audio the outputs carry: its sample entry, timescale (its sample rate) and
-    /// where presentation starts relative to the video, as an edit: samples to skip
-    /// (positive) or a delay before the audio begins (negative).
-    pub fn audio_entry(&self) -> Option<(SampleEntry, u32, i64)> {
+    /// The audio the outputs carry: its sample entry and timescale (its sample rate).
+    pub fn audio_entry(&self) -> Option<(SampleEntry, u32)> {
         let a = self.header.audio.as_ref()?;
         if a.asc.is_empty() || a.rate == 0 {
             return None;
         }
-        let video_start_s =
-            self.video.start as f64 / f64::from(crate::media::decoder::protocol::TIMESCALE);
-        let audio_start_s = a.start as f64 / f64::from(a.rate);
-        let skip = ((video_start_s - audio_start_s) * f64::from(a.rate)).round() as i64;
-        Some((SampleEntry::Mp4a(mp4a(a)), a.rate, skip))
+        Some((SampleEntry::Mp4a(mp4a(a)), a.rate))
     }
 }
 

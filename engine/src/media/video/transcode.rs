@@ -14,6 +14,7 @@ use crate::media::decoder::protocol::Summary;
 use crate::media::decoder::{Event, Session};
 use shiguredo_mp4::TrackKind;
 use shiguredo_mp4::boxes::SampleEntry;
+use std::cell::Cell;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,13 +146,13 @@ pub struct AudioTrack {
     pub timescale: u32,
     /// The `mp4a` sample entry.
     pub entry: SampleEntry,
-    /// Edit: samples to skip at the start (priming), or, when negative, a delay before the
-    /// audio begins.
-    pub media_start: i64,
 }
 
 enum Msg {
     Video(Arc<Frame>, u64),
+    /// Where the audio starts against the first picture, in samples: to skip (priming,
+    /// audio that began earlier) or, when negative, to wait.
+    AudioStart(i64),
     Audio(Arc<AudioPacket>),
 }
 
@@ -208,9 +209,10 @@ pub fn run(
         .ok_or_else(|| JobError::CorruptInput("video timescale is 0".into()))?;
     let carry = Carry {
         matrix: input.matrix,
-        audio: input.audio.as_ref().and_then(|a| {
-            NonZeroU32::new(a.timescale).map(|ts| (a.entry.clone(), ts, a.media_start))
-        }),
+        audio: input
+            .audio
+            .as_ref()
+            .and_then(|a| NonZeroU32::new(a.timescale).map(|ts| (a.entry.clone(), ts, 0))),
     };
     let io = |e: std::io::Error| JobError::Storage {
         message: format!("creating output directory: {e}"),
@@ -377,14 +379,15 @@ fn feed(
     timescale: NonZeroU32,
 ) -> Result<Summary, JobError> {
     let mut decoded = 0u64;
-    let mut base: Option<i64> = None;
+    let base: Cell<Option<i64>> = Cell::new(None);
     let ts = f64::from(timescale.get());
     let stopped = || JobError::Encode {
         format: "mp4",
         message: "an encoder stopped".into(),
     };
     let mut on_frame = |frame: Frame, pts: i64| -> Result<(), JobError> {
-        let b = *base.get_or_insert(pts);
+        let b = base.get().unwrap_or(pts);
+        base.set(Some(b));
         let t = u64::try_from(pts - b).unwrap_or(0);
         decoded += 1;
         let frame = Arc::new(frame);
@@ -405,25 +408,26 @@ fn feed(
         }
         Frames::Decoded(session) => session,
     };
-    let entry = movie.audio.as_ref().map(|a| a.entry.clone());
-    let mut audio_dts = 0u64;
+    let mut audio = AudioFeed {
+        track: movie.audio.clone(),
+        video_ticks: ts,
+        pending: Vec::new(),
+        started: false,
+        dts: 0,
+    };
     while let Some(event) = session.next_event()? {
         match event {
-            Event::Frame(head, frame) => on_frame(frame, head.pts)?,
+            Event::Frame(head, frame) => {
+                on_frame(frame, head.pts)?;
+                audio.flush(base.get(), senders, audio_hls)?;
+            }
             Event::Audio(head, data) => {
-                let Some(entry) = &entry else { continue };
-                if let Some(h) = audio_hls.as_mut() {
-                    h.push(&data, true, audio_dts, head.duration, entry)?;
-                }
-                audio_dts += u64::from(head.duration);
-                let p = Arc::new(AudioPacket {
+                audio.pending.push(AudioPacket {
                     data,
                     pts: head.pts,
                     duration: head.duration,
                 });
-                for tx in senders {
-                    tx.send(Msg::Audio(p.clone())).map_err(|_| stopped())?;
-                }
+                audio.flush(base.get(), senders, audio_hls)?;
             }
             Event::Picture(..) => {
                 return Err(JobError::DecoderCrashed(
@@ -437,6 +441,56 @@ fn feed(
         frames: decoded,
         ..Summary::default()
     })
+}
+
+/// Audio packets on their way out: held until the first picture's time is known, which
+/// places the audio against it (the first packet's offset becomes the outputs' edit).
+struct AudioFeed {
+    track: Option<AudioTrack>,
+    video_ticks: f64,
+    pending: Vec<AudioPacket>,
+    started: bool,
+    dts: u64,
+}
+
+impl AudioFeed {
+    fn flush(
+        &mut self,
+        base: Option<i64>,
+        senders: &[SyncSender<Msg>],
+        hls: &mut Option<HlsWriter>,
+    ) -> Result<(), JobError> {
+        let (Some(base), Some(track)) = (base, &self.track) else {
+            return Ok(());
+        };
+        let stopped = || JobError::Encode {
+            format: "mp4",
+            message: "an encoder stopped".into(),
+        };
+        for p in self.pending.drain(..) {
+            if !self.started {
+                let rate = f64::from(track.timescale);
+                let video_at = (base as f64 / self.video_ticks * rate).round() as i64;
+                let start = video_at - p.pts;
+                if let Some(h) = hls.as_mut() {
+                    h.set_audio_start(start);
+                }
+                for tx in senders {
+                    tx.send(Msg::AudioStart(start)).map_err(|_| stopped())?;
+                }
+                self.started = true;
+            }
+            if let Some(h) = hls.as_mut() {
+                h.push(&p.data, true, self.dts, p.duration, &track.entry)?;
+            }
+            self.dts += u64::from(p.duration);
+            let p = Arc::new(p);
+            for tx in senders {
+                tx.send(Msg::Audio(p.clone())).map_err(|_| stopped())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 struct RungCtx {
@@ -500,6 +554,7 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
     };
     for msg in rx {
         match msg {
+            Msg::AudioStart(start) => mp4.set_audio_start(start),
             Msg::Audio(p) => mp4.audio(&p.data, p.duration)?,
             Msg::Video(f, t) => {
                 let mut img = scaler.scale(&f, w, h).map_err(|e| JobError::Encode {
