@@ -430,7 +430,7 @@ fn every_container_and_codec_people_upload_becomes_a_correct_ladder() {
             &video_in("320x240", 25, 3.0),
             &sine_in(440, 48000, 3.0),
             &words("-c:v libx264 -g 50 -c:a aac")[..],
-            &[long_s.clone()],
+            std::slice::from_ref(&long_s),
         ]
         .concat()
         .iter()
