@@ -104,7 +104,7 @@ impl Processor {
         }
         if out.decode.damaged_frames + out.decode.rejected_packets > 0 {
             run.notes.push(format!(
-                "{} damaged frames were concealed ({} of {} packets could not be decoded)",
+                "damage concealed: {} frames decoded with errors, {} of {} packets undecodable",
                 out.decode.damaged_frames, out.decode.rejected_packets, out.decode.packets
             ));
         }
