@@ -1033,7 +1033,7 @@ fn damaged_video_is_concealed_and_counted_up_to_a_limit() {
     let m = manifest(&out, "glitch");
     assert_eq!(m["status"], "succeeded", "a glitch is concealed: {m}");
     let damaged = m["source"]["media"]["damaged_frames"].as_u64().unwrap_or(0);
-    assert!(damaged >= 1 && damaged <= 12, "damaged frames counted: {m}");
+    assert!((1..=12).contains(&damaged), "damaged frames counted: {m}");
     assert!(m["notes"].to_string().contains("damage concealed"), "{m}");
     let (path, _) = top_rung(&m, &out, "glitch");
     let (frames, _) = frames_and_duration(&path);
@@ -1199,7 +1199,7 @@ fn hostile_files_of_every_container_fail_cleanly() {
             }
             // Damage the decoder could work around: whatever came out decodes.
             Some("succeeded") => {
-                let (path, _) = top_rung(&m, &out, &m["job_id"].as_str().unwrap_or("").to_string());
+                let (path, _) = top_rung(&m, &out, m["job_id"].as_str().unwrap_or(""));
                 decodes_clean(&path);
             }
             other => panic!("{name}: {other:?}"),
