@@ -316,6 +316,14 @@ impl Processor {
                 probe.frames
             ));
         }
+        if let (Some(p), Some(m)) = (&picture, run.source.media.as_mut()) {
+            m.codec = Some(p.codec().to_string());
+            m.bit_depth = Some(p.bit_depth());
+            if let Some((cols, rows)) = p.grid() {
+                run.notes
+                    .push(format!("a grid of {cols}x{rows} tiles, assembled"));
+            }
+        }
         let info = media_info(&job.source_uri, &probe);
         self.metadata(job, run, profile, &info)?;
 

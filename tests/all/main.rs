@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod first_party;
 mod harness;
+mod heif;
 mod inputs;
 mod languages;
 mod notify;
