@@ -8,6 +8,7 @@ mod first_party;
 mod harness;
 mod heif;
 mod inputs;
+mod isolation;
 mod languages;
 mod notify;
 mod ops;

@@ -29,12 +29,14 @@ pub(super) struct Fail(pub(super) &'static str, pub(super) String);
 
 impl From<av::Error> for Fail {
     fn from(e: av::Error) -> Self {
-        let code = if e.is_enomem() {
-            "decoder_limit"
+        if e.is_enomem() {
+            Fail(
+                "decoder_limit",
+                format!("{e}: decoding needs more memory than limits.decoder_memory_bytes allows"),
+            )
         } else {
-            "corrupt_input"
-        };
-        Fail(code, e.to_string())
+            Fail("corrupt_input", e.to_string())
+        }
     }
 }
 
@@ -126,8 +128,11 @@ fn cap_memory(bytes: u64) {
 #[allow(unsafe_code)]
 pub(super) fn inject(fault: Option<&str>) {
     match fault {
-        // SAFETY: raising a signal on ourselves; SIGSEGV's default action kills us.
+        // SAFETY: restoring SIGSEGV's default action (Rust's runtime installs a handler for
+        // stack overflows) and raising it on ourselves: the process dies as a decoder
+        // touching a wild pointer would.
         Some("crash") => unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
             libc::raise(libc::SIGSEGV);
         },
         Some("hang") => loop {

@@ -117,6 +117,7 @@ pub struct Session {
     done: bool,
     frames: u64,
     max_frames: u64,
+    memory_bytes: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -183,6 +184,7 @@ impl Session {
             done: false,
             frames: 0,
             max_frames: s.max_frames,
+            memory_bytes: s.memory_bytes,
         };
         let line = serde_json::to_string(&req).map_err(|e| session.fatal(e.to_string()))?;
         session.send_line(&line)?;
@@ -344,6 +346,14 @@ impl Session {
                  so the decoder process was stopped{tail}",
                 self.what,
                 self.watch.stall.as_secs()
+            ));
+        }
+        if tail.contains("memory allocation of") {
+            return JobError::DecoderLimit(format!(
+                "decoding {} needs more memory than limits.decoder_memory_bytes allows \
+                 ({} MiB){tail}",
+                self.what,
+                self.memory_bytes >> 20
             ));
         }
         let how = match status {

@@ -299,12 +299,11 @@ pub fn run(
         };
         let decode = match fed {
             Ok(s) => s,
-            // Nothing decodable explains the encoders' complaints; otherwise a rung's own
-            // error explains a stopped feed better than "an encoder stopped".
-            Err(e) if matches!(e, JobError::CorruptInput(_)) || first_err.is_none() => {
-                return Err(e);
-            }
-            Err(_) => Summary::default(),
+            // A rung's own error explains a stopped feed better than "an encoder stopped";
+            // anything else the feed met (the source, the decoder) explains the encoders'
+            // complaints.
+            Err(JobError::Encode { .. }) if first_err.is_some() => Summary::default(),
+            Err(e) => return Err(e),
         };
         if let Some(e) = first_err {
             return Err(e);
