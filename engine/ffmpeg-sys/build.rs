@@ -230,7 +230,7 @@ fn bindings(prefix: &Path, out: &Path) {
     bindgen::Builder::default()
         .header("src/wrapper.h")
         .clang_arg(format!("-I{}", include.display()))
-        .allowlist_function("(av|avcodec|avformat|avfilter|sws|swr)_.*")
+        .allowlist_function("(av|avutil|avcodec|avformat|avfilter|sws|swscale|swr|swresample)_.*")
         .allowlist_type("(AV|Sws|Swr).*")
         .allowlist_var("(AV|FF|SWS|SWR|LIBAV).*")
         .default_enum_style(bindgen::EnumVariation::ModuleConsts)

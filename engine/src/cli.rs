@@ -76,6 +76,9 @@ pub enum Command {
     /// Plugin authoring and inspection.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// The native libraries built into this binary, their versions and licences, and
+    /// FFmpeg's build configuration.
+    Licenses,
 }
 
 /// `mediaflow plugin …`
@@ -200,6 +203,19 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Plugin(cmd) => run_plugin(cmd),
+        Command::Licenses => {
+            for l in crate::licences::libraries() {
+                println!(
+                    "{:<14} {:<26} {:<34} {}",
+                    l.name, l.version, l.licence, l.linked
+                );
+            }
+            println!(
+                "\nFFmpeg configuration: {}",
+                crate::licences::ffmpeg_configuration()
+            );
+            Ok(())
+        }
         Command::Worker { config } => crate::worker::run(config.as_deref()).map_err(|e| match e {
             crate::worker::WorkerError::Setup(e) => CliError::Usage(e.to_string()),
             e @ crate::worker::WorkerError::Ops(_) => CliError::Usage(e.to_string()),

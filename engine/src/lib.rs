@@ -17,6 +17,7 @@
 //! - [`notify`]: job lifecycle events, notification-rule plugins, sinks (log, SNS, SQS,
 //!   webhooks) delivered in the background.
 //! - [`error`]: why a job failed, classed permanent or transient.
+//! - [`licences`]: the native libraries in the binary and their licences.
 //! - [`job`]: what a queue message asks for (S3 events, SNS, EventBridge, explicit jobs).
 //! - [`worker`]: `mediaflow worker` (queue consumer) and `mediaflow submit`.
 //! - [`telemetry`]: logs (text on a terminal, JSON otherwise, a span per job), Prometheus
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod job;
+pub mod licences;
 pub mod manifest;
 pub mod media;
 pub mod notify;

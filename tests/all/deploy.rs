@@ -652,8 +652,20 @@ fn image_builds_with_the_pinned_toolchain_and_runs_the_worker_unprivileged() {
         "STOPSIGNAL SIGTERM",
         "ENTRYPOINT [\"mediaflow\"]",
         "CMD [\"worker\"]",
+        // FFmpeg is built from source: bindgen needs libclang, AV1 needs libdav1d.
+        "libclang-dev",
+        "libdav1d-dev",
+        "libdav1d6",
     ] {
         assert!(dockerfile.contains(needed), "deploy/Dockerfile: {needed}");
+    }
+    // Nothing GPL in the image: Debian's FFmpeg and libheif are GPL builds.
+    let runtime = dockerfile
+        .split("FROM debian:bookworm-slim")
+        .nth(1)
+        .expect("a runtime stage");
+    for gpl in ["ffmpeg", "libav", "libheif", "x264", "x265"] {
+        assert!(!runtime.contains(gpl), "the runtime image installs {gpl}");
     }
     let user = dockerfile
         .lines()

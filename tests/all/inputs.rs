@@ -1206,3 +1206,62 @@ fn hostile_files_of_every_container_fail_cleanly() {
         }
     }
 }
+
+/// The project is Apache-2.0: nothing GPL may be linked. FFmpeg reports its own build's
+/// licence and configuration; the binary's dynamic dependencies are read with ldd.
+#[test]
+fn the_binary_links_no_gpl_code() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+        .arg("licenses")
+        .output()
+        .expect("mediaflow licenses");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for lib in [
+        "libavutil",
+        "libavcodec",
+        "libavformat",
+        "libavfilter",
+        "libswscale",
+        "libswresample",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(lib))
+            .unwrap_or_else(|| panic!("{lib}: {text}"));
+        assert!(line.contains("LGPL version 2.1 or later"), "{line}");
+    }
+    let config = text
+        .lines()
+        .find(|l| l.starts_with("FFmpeg configuration:"))
+        .expect("configuration");
+    for forbidden in [
+        "--enable-gpl",
+        "--enable-nonfree",
+        "--enable-version3",
+        "libx264",
+        "libx265",
+    ] {
+        assert!(!config.contains(forbidden), "{forbidden} in {config}");
+    }
+    let ldd = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_mediaflow-cli"))
+        .output()
+        .expect("ldd");
+    let deps = String::from_utf8_lossy(&ldd.stdout);
+    for gpl in [
+        "libavcodec",
+        "libavformat",
+        "libpostproc",
+        "libx264",
+        "libx265",
+        "libheif",
+        "libde265",
+    ] {
+        assert!(!deps.contains(gpl), "{gpl} is linked: {deps}");
+    }
+    assert!(
+        deps.contains("libdav1d"),
+        "AV1 decodes with the system's libdav1d: {deps}"
+    );
+}

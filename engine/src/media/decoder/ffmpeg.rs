@@ -1295,3 +1295,50 @@ pub fn extradata(p: &ff::AVCodecParameters) -> Vec<u8> {
         unsafe { std::slice::from_raw_parts(p.extradata, p.extradata_size as usize).to_vec() }
     }
 }
+
+/// Each FFmpeg library built in: name, version (`major.minor.micro`) and the licence its
+/// build configuration gives it (`LGPL version 2.1 or later` for ours).
+pub fn libraries() -> Vec<(&'static str, String, String)> {
+    let v = |n: u32| format!("{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff);
+    // SAFETY: version/licence getters return integers and static strings.
+    unsafe {
+        vec![
+            (
+                "libavutil",
+                v(ff::avutil_version()),
+                cstr(ff::avutil_license()),
+            ),
+            (
+                "libavcodec",
+                v(ff::avcodec_version()),
+                cstr(ff::avcodec_license()),
+            ),
+            (
+                "libavformat",
+                v(ff::avformat_version()),
+                cstr(ff::avformat_license()),
+            ),
+            (
+                "libavfilter",
+                v(ff::avfilter_version()),
+                cstr(ff::avfilter_license()),
+            ),
+            (
+                "libswscale",
+                v(ff::swscale_version()),
+                cstr(ff::swscale_license()),
+            ),
+            (
+                "libswresample",
+                v(ff::swresample_version()),
+                cstr(ff::swresample_license()),
+            ),
+        ]
+    }
+}
+
+/// FFmpeg's `configure` line, as built.
+pub fn configuration() -> String {
+    // SAFETY: returns a static string.
+    unsafe { cstr(ff::avcodec_configuration()) }
+}
