@@ -305,6 +305,7 @@ impl Processor {
                 probe.frames
             ));
         }
+        run.notes.extend(probe.notes.iter().cloned());
         let info = media_info(&job.source_uri, &probe);
         self.metadata(job, run, profile, &info)?;
 
@@ -312,6 +313,7 @@ impl Processor {
         let decoded = run
             .timings
             .time("decode", || decode::decode(job.path, &probe, &limits, need))?;
+        run.notes.extend(decoded.notes.iter().cloned());
         let files = self.renditions(job, run, profile, &info, &probe, &decoded)?;
         Ok(files)
     }
@@ -508,11 +510,7 @@ fn largest_need(dw: u32, dh: u32, renditions: &[Rendition]) -> Option<(u32, u32)
 }
 
 fn output_file(r: &Rendition, img: &Pixels, data: Vec<u8>) -> OutputFile {
-    let content_type = match r.format {
-        crate::config::ImageFormat::Jpeg => "image/jpeg",
-        crate::config::ImageFormat::Png => "image/png",
-        crate::config::ImageFormat::Webp => "image/webp",
-    };
+    let content_type = r.format.content_type();
     let record = manifest::Output {
         name: r.name.clone(),
         uri: String::new(),

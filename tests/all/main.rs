@@ -12,6 +12,7 @@ mod ops;
 mod process;
 mod registry;
 mod sandbox;
+mod stills;
 mod video;
 mod wit_versions;
 mod worker;

@@ -1,7 +1,8 @@
 //! Encoding renditions: JPEG (`jpeg-encoder`: quality, optional progressive, SIMD), PNG
-//! (`image`), WebP (libwebp, lossy at quality, alpha kept). The source's ICC profile is
-//! embedded in JPEG and PNG outputs so colours stay right without converting; EXIF is added
-//! only when the profile keeps metadata (orientation reset to upright, since pixels are).
+//! (`image`), WebP (libwebp, lossy at quality, alpha kept), AVIF
+//! (`ravif`/rav1e, 8-bit, quality and speed, alpha kept). The source's ICC profile is embedded
+//! in JPEG and PNG outputs so colours stay right without converting; EXIF is added only when
+//! the profile keeps metadata (orientation reset to upright, since pixels are).
 
 use super::Pixels;
 use crate::config::{ImageFormat, Rendition};
@@ -85,7 +86,40 @@ pub fn encode(img: &Pixels, r: &Rendition, embed: &Embed<'_>) -> Result<Vec<u8>,
                 .map_err(|e| fail(r.format, &format!("{e:?}")))?;
             Ok(mem.to_vec())
         }
+        ImageFormat::Avif => avif(img, r).map_err(|e| fail(r.format, &e)),
     }
+}
+
+/// Default AVIF encoder speed (rav1e 1–10): see `Rendition::speed`.
+pub const AVIF_DEFAULT_SPEED: u8 = 8;
+
+/// AVIF: 8-bit YCbCr 4:4:4 (ravif's only layout), alpha as a second AV1 image at the same
+/// quality. One encoder thread: jobs already run one per core.
+fn avif(img: &Pixels, r: &Rendition) -> Result<Vec<u8>, String> {
+    let speed = r.speed.unwrap_or(AVIF_DEFAULT_SPEED);
+    let enc = ravif::Encoder::new()
+        .with_quality(f32::from(r.quality))
+        .with_alpha_quality(f32::from(r.quality))
+        .with_speed(speed)
+        .with_num_threads(Some(1));
+    let (w, h) = (img.width as usize, img.height as usize);
+    // The encoder's own pixel types (a copy: small beside an AV1 encode).
+    let out = if img.has_alpha() {
+        let px: Vec<ravif::RGBA8> = img
+            .data
+            .chunks_exact(4)
+            .map(|p| ravif::RGBA8::new(p[0], p[1], p[2], p[3]))
+            .collect();
+        enc.encode_rgba(ravif::Img::new(&px[..], w, h))
+    } else {
+        let px: Vec<ravif::RGB8> = img
+            .data
+            .chunks_exact(3)
+            .map(|p| ravif::RGB8::new(p[0], p[1], p[2]))
+            .collect();
+        enc.encode_rgb(ravif::Img::new(&px[..], w, h))
+    };
+    out.map(|o| o.avif_file).map_err(|e| e.to_string())
 }
 
 /// RGBA → RGB over a white background.
@@ -151,10 +185,12 @@ mod tests {
     #[test]
     fn exif_orientation_is_reset_to_upright() {
         let le = [
-            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0,
+            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0,
+            0,
         ];
+        assert_eq!(crate::media::still::exif::read(&le).orientation, Some(6));
         assert_eq!(
-            crate::media::probe::exif_orientation(&upright_exif(&le)),
+            crate::media::still::exif::read(&upright_exif(&le)).orientation,
             Some(1)
         );
     }
