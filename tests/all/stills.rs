@@ -1098,3 +1098,84 @@ fn a_tiff_of_ten_thousand_pages_uses_its_first_page_or_is_refused_by_max_frames(
         "{m}"
     );
 }
+
+/// `data` with the byte at each of `at` (fractions of the length, past the first 2 bytes)
+/// replaced by its complement.
+fn flipped(data: &[u8], at: f64) -> Vec<u8> {
+    let mut d = data.to_vec();
+    let i = (2 + ((d.len() - 3) as f64 * at) as usize).min(d.len() - 1);
+    d[i] = !d[i];
+    d
+}
+
+#[test]
+fn bit_flipped_stills_fail_or_decode_but_never_take_the_run_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let config = write(d, "full.toml", FULL.as_bytes());
+    let png = write(
+        d,
+        "src.png",
+        &encode(&photo_like(64, 48), image::ImageFormat::Png),
+    );
+    cjxl(&png, &d.join("src.jxl"), &["-d", "1"]);
+    let sources: Vec<(&str, Vec<u8>)> = vec![
+        ("jxl", std::fs::read(d.join("src.jxl")).expect("jxl")),
+        ("rle8", bmp_variants().swap_remove(3).1),
+        ("bmp", bmp_variants().swap_remove(7).1),
+        ("rle4", bmp_variants().swap_remove(4).1),
+        ("svg", LOGO.as_bytes().to_vec()),
+        ("tiff", paged_tiff(2)),
+        (
+            "jpg",
+            jpeg_with_exif(&photo_like(64, 48), &exif_block(&CANON)),
+        ),
+    ];
+    let mut inputs = Vec::new();
+    for (kind, data) in &sources {
+        for (k, at) in [0.0, 0.01, 0.03, 0.07, 0.15, 0.3, 0.5, 0.8, 0.97]
+            .iter()
+            .enumerate()
+        {
+            let ext = if kind.starts_with("rle") { "bmp" } else { kind };
+            inputs.push(write(d, &format!("{kind}{k}.{ext}"), &flipped(data, *at)));
+        }
+    }
+    let out = d.join("out");
+    let t = std::time::Instant::now();
+    let (code, text) = process(&inputs, &out, &config, &[]);
+    assert!(code == 0 || code == 1, "exit {code}: {text}");
+    assert!(t.elapsed().as_secs() < 120, "no hang");
+    let mut failed = 0;
+    for input in &inputs {
+        let stem = input.file_stem().and_then(|s| s.to_str()).expect("stem");
+        let m = manifest(&out, stem);
+        match m["status"].as_str() {
+            Some("succeeded") => {}
+            Some("failed") => {
+                failed += 1;
+                let c = m["error"]["code"].as_str().unwrap_or_default();
+                assert!(
+                    matches!(
+                        c,
+                        "corrupt_input"
+                            | "unsupported_format"
+                            | "unsupported_codec"
+                            | "limit_exceeded"
+                    ),
+                    "{stem}: {m}"
+                );
+                assert!(
+                    !m["error"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("decoder failed"),
+                    "{stem}: a decoder panicked: {m}"
+                );
+            }
+            other => panic!("{stem}: status {other:?}"),
+        }
+    }
+    // Flips in headers must be caught somewhere: not every file can sail through.
+    assert!(failed > 0, "{text}");
+}

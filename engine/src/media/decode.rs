@@ -54,6 +54,31 @@ pub fn decode(
     limits: &Limits,
     need: Option<(u32, u32)>,
 ) -> Result<Decoded, JobError> {
+    guard(probe.format, || decode_probed(path, probe, limits, need))
+}
+
+/// Run a decoder, turning a panic inside it (a bug a crafted file can reach) into a
+/// `corrupt_input` failure of this job instead of the loss of the thread running it.
+pub fn guard<T>(format: Format, f: impl FnOnce() -> Result<T, JobError>) -> Result<T, JobError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(JobError::CorruptInput(format!(
+            "the {} decoder failed on this file ({why})",
+            format.name()
+        )))
+    })
+}
+
+fn decode_probed(
+    path: &Path,
+    probe: &Probe,
+    limits: &Limits,
+    need: Option<(u32, u32)>,
+) -> Result<Decoded, JobError> {
     match probe.format {
         Format::Jpeg => {
             let data = std::fs::read(path)
@@ -247,4 +272,18 @@ fn decode_turbo(
         (header.width / scaled.width.max(1)).max(1) as u32,
         warning,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoder_panic_fails_the_job_as_corrupt_input() {
+        let r: Result<(), JobError> = guard(Format::Bmp, || panic!("index out of bounds"));
+        let e = r.expect_err("caught");
+        assert_eq!(e.code(), "corrupt_input");
+        assert!(e.to_string().contains("bmp decoder failed"), "{e}");
+        assert_eq!(guard(Format::Bmp, || Ok(7)).ok(), Some(7));
+    }
 }

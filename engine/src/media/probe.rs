@@ -165,13 +165,13 @@ pub fn probe_reader<R: Read + Seek>(
         Format::Tiff => tiff(r, &mut p, limits)?,
         Format::Bmp => bmp(r, &mut p, limits)?,
         Format::Jxl => {
-            let h = still::jxl::header(r, limits)?;
+            let h = super::decode::guard(format, || still::jxl::header(r, limits))?;
             (p.width, p.height, p.orientation) = (h.width, h.height, 1);
             p.frames = h.frames;
             p.notes.extend(h.notes);
         }
         Format::Svg => {
-            let h = still::svg::probe(r, bytes)?;
+            let h = super::decode::guard(format, || still::svg::probe(r, bytes))?;
             (p.width, p.height) = (h.width, h.height);
             p.notes.extend(h.notes);
         }
