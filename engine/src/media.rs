@@ -10,6 +10,7 @@ pub mod encode;
 pub mod overlay;
 pub mod probe;
 pub mod resize;
+pub mod still;
 pub mod video;
 
 /// An 8-bit image in memory: RGB or RGBA, rows top to bottom, no padding.

@@ -316,6 +316,7 @@ impl Processor {
                 probe.frames
             ));
         }
+        run.notes.extend(probe.notes.iter().cloned());
         if let (Some(p), Some(m)) = (&picture, run.source.media.as_mut()) {
             m.codec = Some(p.codec().to_string());
             m.bit_depth = Some(p.bit_depth());
@@ -332,6 +333,7 @@ impl Processor {
             Some(p) => p.decode(),
             None => decode::decode(job.path, &probe, &limits, need),
         })?;
+        run.notes.extend(decoded.notes.iter().cloned());
         let files = self.renditions(job, run, profile, &info, &probe, &decoded)?;
         Ok(files)
     }
@@ -528,11 +530,7 @@ fn largest_need(dw: u32, dh: u32, renditions: &[Rendition]) -> Option<(u32, u32)
 }
 
 fn output_file(r: &Rendition, img: &Pixels, data: Vec<u8>) -> OutputFile {
-    let content_type = match r.format {
-        crate::config::ImageFormat::Jpeg => "image/jpeg",
-        crate::config::ImageFormat::Png => "image/png",
-        crate::config::ImageFormat::Webp => "image/webp",
-    };
+    let content_type = r.format.content_type();
     let record = manifest::Output {
         name: r.name.clone(),
         uri: String::new(),

@@ -15,6 +15,7 @@ mod ops;
 mod process;
 mod registry;
 mod sandbox;
+mod stills;
 mod video;
 mod wit_versions;
 mod worker;

@@ -64,13 +64,13 @@ pub(crate) fn run_measured(args: &[&str], env: &[(&str, &str)]) -> (i32, String,
     (code, out, peak)
 }
 
-fn manifest(out: &Path, dir: &str) -> Value {
+pub(crate) fn manifest(out: &Path, dir: &str) -> Value {
     let text = std::fs::read_to_string(out.join(dir).join("manifest.json"))
         .unwrap_or_else(|e| panic!("{dir}/manifest.json: {e}"));
     serde_json::from_str(&text).expect("manifest JSON")
 }
 
-fn outputs(m: &Value) -> Vec<(String, u64, u64, String)> {
+pub(crate) fn outputs(m: &Value) -> Vec<(String, u64, u64, String)> {
     m["outputs"]
         .as_array()
         .expect("outputs")
@@ -91,7 +91,7 @@ fn outputs(m: &Value) -> Vec<(String, u64, u64, String)> {
 }
 
 /// Dimensions as Debian's ffprobe reads them.
-fn ffprobe_size(path: &str) -> (u64, u64) {
+pub(crate) fn ffprobe_size(path: &str) -> (u64, u64) {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -114,7 +114,7 @@ fn ffprobe_size(path: &str) -> (u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).expect("write input");
     p

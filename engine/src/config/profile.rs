@@ -213,9 +213,13 @@ pub struct Rendition {
     pub fit: Fit,
     /// Output format.
     pub format: ImageFormat,
-    /// JPEG/WebP quality, 1–100.
+    /// JPEG/WebP/AVIF quality, 1–100.
     #[serde(default = "default_quality")]
     pub quality: u8,
+    /// AVIF encoder speed, 1 (slowest, smallest) to 10 (fastest); default 8 (see README).
+    /// Only AVIF renditions use it.
+    #[serde(default)]
+    pub speed: Option<u8>,
     /// Progressive JPEG.
     #[serde(default)]
     pub progressive: bool,
@@ -258,6 +262,8 @@ pub enum ImageFormat {
     Png,
     /// WebP (lossy at `quality`, alpha kept).
     Webp,
+    /// AVIF (AV1 at `quality` and `speed`, 8-bit 4:4:4, alpha kept).
+    Avif,
 }
 
 impl ImageFormat {
@@ -267,6 +273,7 @@ impl ImageFormat {
             ImageFormat::Jpeg => "jpeg",
             ImageFormat::Png => "png",
             ImageFormat::Webp => "webp",
+            ImageFormat::Avif => "avif",
         }
     }
 
@@ -276,6 +283,17 @@ impl ImageFormat {
             ImageFormat::Jpeg => "jpg",
             ImageFormat::Png => "png",
             ImageFormat::Webp => "webp",
+            ImageFormat::Avif => "avif",
+        }
+    }
+
+    /// MIME type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "image/jpeg",
+            ImageFormat::Png => "image/png",
+            ImageFormat::Webp => "image/webp",
+            ImageFormat::Avif => "image/avif",
         }
     }
 }
@@ -399,6 +417,11 @@ impl Profile {
                     field(".quality"),
                     format!("{} is outside 1..=100", r.quality),
                 ));
+            }
+            if let Some(speed) = r.speed
+                && !(1..=10).contains(&speed)
+            {
+                return Err((field(".speed"), format!("{speed} is outside 1..=10")));
             }
             if r.name.is_empty()
                 || !r

@@ -1,11 +1,13 @@
 //! Decoding a probed image to 8-bit RGB(A) with the EXIF orientation applied. JPEGs go through
 //! libjpeg-turbo, at the smallest DCT scale (M/8) that still covers every rendition
-//! ("shrink-on-load": most of the IDCT and memory is skipped); CMYK JPEGs and every other
-//! format go through the `image` decoders under `image::Limits` derived from the configured
-//! limits.
+//! ("shrink-on-load": most of the IDCT and memory is skipped), and damaged ones are decoded as
+//! a browser shows them (see `still::jpeg`); JPEG XL goes through `jxl-oxide` and SVG through
+//! `resvg` (see `still::jxl`, `still::svg`); CMYK JPEGs and every other format go through the
+//! `image` decoders under `image::Limits` derived from the configured limits.
 
 use super::Pixels;
 use super::probe::{Format, Probe};
+use super::still;
 use crate::config::Limits;
 use crate::error::JobError;
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -27,6 +29,8 @@ pub struct Decoded {
     pub exif: Option<Vec<u8>>,
     /// The DCT scale used (1 = full size, 2, 4 or 8).
     pub shrink: u32,
+    /// What the manifest should say about how the source was read (damage repaired…).
+    pub notes: Vec<String>,
 }
 
 fn map_image_error(e: image::ImageError) -> JobError {
@@ -50,22 +54,107 @@ pub fn decode(
     limits: &Limits,
     need: Option<(u32, u32)>,
 ) -> Result<Decoded, JobError> {
-    if probe.format == Format::Jpeg {
-        let data = std::fs::read(path)
-            .map_err(|e| JobError::CorruptInput(format!("reading source: {e}")))?;
-        if !super::probe::jpeg_is_complete(&data) {
-            return Err(JobError::CorruptInput(
-                "JPEG is truncated: its image data has no end-of-image marker".into(),
-            ));
+    guard(probe.format, || decode_probed(path, probe, limits, need))
+}
+
+/// Run a decoder, turning a panic inside it (a bug a crafted file can reach) into a
+/// `corrupt_input` failure of this job instead of the loss of the thread running it.
+pub fn guard<T>(format: Format, f: impl FnOnce() -> Result<T, JobError>) -> Result<T, JobError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(JobError::CorruptInput(format!(
+            "the {} decoder failed on this file ({why})",
+            format.name()
+        )))
+    })
+}
+
+fn decode_probed(
+    path: &Path,
+    probe: &Probe,
+    limits: &Limits,
+    need: Option<(u32, u32)>,
+) -> Result<Decoded, JobError> {
+    match probe.format {
+        Format::Jpeg => {
+            let data = std::fs::read(path)
+                .map_err(|e| JobError::CorruptInput(format!("reading source: {e}")))?;
+            decode_jpeg(&data, probe, limits, need)
         }
-        if !probe.cmyk {
-            return decode_jpeg(&data, probe, need);
+        Format::Jxl => still::jxl::decode(path, probe, limits),
+        Format::Svg => still::svg::decode(path, probe, limits, need),
+        _ => {
+            let file = File::open(path)
+                .map_err(|e| JobError::CorruptInput(format!("opening source: {e}")))?;
+            decode_with_image(BufReader::with_capacity(READ_BUFFER, file), probe, limits)
         }
-        return decode_with_image(std::io::Cursor::new(data), probe, limits);
     }
-    let file =
-        File::open(path).map_err(|e| JobError::CorruptInput(format!("opening source: {e}")))?;
-    decode_with_image(BufReader::with_capacity(READ_BUFFER, file), probe, limits)
+}
+
+/// A JPEG: the primary image up to its end-of-image marker (a truncated one is refused; what
+/// follows — a gain map, a second picture, a video — is left alone). Decoded as is; when
+/// libjpeg stops or warns, decoded again from a repaired copy (stray bytes dropped, metadata
+/// segments left out), accepting what libjpeg only warns about, as browsers do.
+fn decode_jpeg(
+    data: &[u8],
+    probe: &Probe,
+    limits: &Limits,
+    need: Option<(u32, u32)>,
+) -> Result<Decoded, JobError> {
+    let layout = still::jpeg::layout(data)?;
+    let primary = &data[..layout.end];
+    let segments = still::jpeg::header(primary)?.segments;
+    let exif = segments.exif.filter(|_| !probe.exif_damaged);
+    let first = if probe.cmyk {
+        decode_with_image(std::io::Cursor::new(primary), probe, limits).map(|d| (d.pixels, 1, None))
+    } else {
+        decode_turbo(primary, probe, need)
+    };
+    // A warning comes only from the data (the header read before it would have failed), so
+    // the pixels beside it are whole. An error gets one more try from a repaired copy.
+    let (pixels, shrink, warning, repaired) = match first {
+        Ok((pixels, shrink, warning)) => (pixels, shrink, warning, false),
+        Err(e) => {
+            let retry = still::jpeg::repaired(primary).map(|fixed| {
+                if probe.cmyk {
+                    decode_with_image(std::io::Cursor::new(&fixed[..]), probe, limits)
+                        .map(|d| (d.pixels, 1, None))
+                } else {
+                    decode_turbo(&fixed, probe, need)
+                }
+            });
+            match retry {
+                Some(Ok((pixels, shrink, warning))) => (pixels, shrink, warning, true),
+                // The repaired copy fails too: report the original's error.
+                _ => return Err(e),
+            }
+        }
+    };
+    let mut notes = Vec::new();
+    if layout.stray_bytes > 0 {
+        notes.push(format!(
+            "JPEG is damaged: {} stray bytes were skipped",
+            layout.stray_bytes
+        ));
+    }
+    if let Some(w) = warning {
+        notes.push(format!(
+            "JPEG image data is damaged (libjpeg: {w}); decoded as browsers show it"
+        ));
+    } else if repaired {
+        notes.push("JPEG was decoded from a repaired copy of its image data".into());
+    }
+    Ok(Decoded {
+        pixels,
+        icc: segments.icc,
+        exif,
+        shrink,
+        notes,
+    })
 }
 
 fn decode_with_image<R: std::io::BufRead + std::io::Seek>(
@@ -79,10 +168,11 @@ fn decode_with_image<R: std::io::BufRead + std::io::Seek>(
         Format::Gif => image::ImageFormat::Gif,
         Format::Webp => image::ImageFormat::WebP,
         Format::Tiff => image::ImageFormat::Tiff,
-        Format::Container(c) => {
+        Format::Bmp => image::ImageFormat::Bmp,
+        Format::Jxl | Format::Svg | Format::Container(_) => {
             return Err(JobError::UnsupportedFormat(format!(
-                "{} is decoded by the isolated decoder, not here",
-                c.name()
+                "{} is not decoded by the image crate",
+                probe.format.name()
             )));
         }
     };
@@ -121,13 +211,19 @@ fn decode_with_image<R: std::io::BufRead + std::io::Seek>(
     Ok(Decoded {
         pixels,
         icc,
-        exif,
+        exif: exif.filter(|_| !probe.exif_damaged),
         shrink: 1,
+        notes: Vec::new(),
     })
 }
 
-/// JPEG with libjpeg-turbo: SIMD Huffman decoding and IDCT scaling by M/8.
-fn decode_jpeg(data: &[u8], probe: &Probe, need: Option<(u32, u32)>) -> Result<Decoded, JobError> {
+/// JPEG with libjpeg-turbo: SIMD Huffman decoding and IDCT scaling by M/8. A libjpeg
+/// warning comes back beside the pixels (which it decoded to the end, as browsers show them).
+fn decode_turbo(
+    data: &[u8],
+    probe: &Probe,
+    need: Option<(u32, u32)>,
+) -> Result<(Pixels, u32, Option<String>), JobError> {
     let corrupt = |e: turbojpeg::Error| JobError::CorruptInput(format!("JPEG: {e}"));
     let mut d = turbojpeg::Decompressor::new().map_err(corrupt)?;
     let header = d.read_header(data).map_err(corrupt)?;
@@ -150,7 +246,13 @@ fn decode_jpeg(data: &[u8], probe: &Probe, need: Option<(u32, u32)>) -> Result<D
         height: scaled.height,
         format: turbojpeg::PixelFormat::RGB,
     };
-    d.decompress(data, image.as_deref_mut()).map_err(corrupt)?;
+    let warning = match d.decompress(data, image.as_deref_mut()) {
+        Ok(()) => None,
+        Err(turbojpeg::Error::TurboJpegError(msg)) if still::jpeg::is_libjpeg_warning(&msg) => {
+            Some(msg)
+        }
+        Err(e) => return Err(corrupt(e)),
+    };
     let (w, h) = (scaled.width as u32, scaled.height as u32);
     let buf = image::RgbImage::from_raw(w, h, image.pixels)
         .ok_or_else(|| JobError::CorruptInput("JPEG buffer size mismatch".into()))?;
@@ -159,51 +261,29 @@ fn decode_jpeg(data: &[u8], probe: &Probe, need: Option<(u32, u32)>) -> Result<D
         img.apply_orientation(o);
     }
     let rgb = img.into_rgb8();
-    let (icc, exif) = jpeg_app_segments(data);
-    Ok(Decoded {
-        pixels: Pixels {
-            width: rgb.width(),
-            height: rgb.height(),
-            channels: 3,
-            data: rgb.into_raw(),
-        },
-        icc,
-        exif,
-        shrink: (header.width / scaled.width.max(1)).max(1) as u32,
-    })
+    let pixels = Pixels {
+        width: rgb.width(),
+        height: rgb.height(),
+        channels: 3,
+        data: rgb.into_raw(),
+    };
+    Ok((
+        pixels,
+        (header.width / scaled.width.max(1)).max(1) as u32,
+        warning,
+    ))
 }
 
-/// The ICC profile (APP2 `ICC_PROFILE` chunks, reassembled in order) and EXIF (APP1) of a JPEG.
-fn jpeg_app_segments(data: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
-    let mut exif = None;
-    let mut i = 2;
-    while i + 4 <= data.len() && data[i] == 0xFF {
-        let code = data[i + 1];
-        if code == 0xDA || code == 0xD9 {
-            break;
-        }
-        if code == 0x01 || (0xD0..=0xD7).contains(&code) || code == 0xFF {
-            i += if code == 0xFF { 1 } else { 2 };
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
-        let Some(seg) = data.get(i + 4..i + 2 + len) else {
-            break;
-        };
-        if code == 0xE2 && seg.len() > 14 && seg.starts_with(b"ICC_PROFILE\0") {
-            icc_chunks.push((seg[12], &seg[14..]));
-        } else if code == 0xE1 && exif.is_none() && seg.starts_with(b"Exif\0\0") {
-            exif = Some(seg[6..].to_vec());
-        }
-        i += 2 + len;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoder_panic_fails_the_job_as_corrupt_input() {
+        let r: Result<(), JobError> = guard(Format::Bmp, || panic!("index out of bounds"));
+        let e = r.expect_err("caught");
+        assert_eq!(e.code(), "corrupt_input");
+        assert!(e.to_string().contains("bmp decoder failed"), "{e}");
+        assert_eq!(guard(Format::Bmp, || Ok(7)).ok(), Some(7));
     }
-    icc_chunks.sort_by_key(|c| c.0);
-    let icc = (!icc_chunks.is_empty()).then(|| {
-        icc_chunks
-            .iter()
-            .flat_map(|c| c.1.iter().copied())
-            .collect()
-    });
-    (icc, exif)
 }

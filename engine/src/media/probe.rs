@@ -3,6 +3,7 @@
 //! is decoded or allocated, when it exceeds a limit. Every refusal names the limit and value.
 
 use super::container::{self, Container};
+use super::still;
 use crate::config::Limits;
 use crate::error::JobError;
 use std::fs::File;
@@ -20,8 +21,14 @@ pub enum Format {
     Gif,
     /// WebP.
     Webp,
-    /// TIFF.
+    /// TIFF (and BigTIFF).
     Tiff,
+    /// BMP (Windows and OS/2 bitmaps).
+    Bmp,
+    /// JPEG XL (bare codestream or ISO BMFF container).
+    Jxl,
+    /// SVG (rasterised).
+    Svg,
     /// What the isolated decoder reads: video containers, HEIF and AVIF.
     Container(Container),
 }
@@ -35,6 +42,9 @@ impl Format {
             Format::Gif => "gif",
             Format::Webp => "webp",
             Format::Tiff => "tiff",
+            Format::Bmp => "bmp",
+            Format::Jxl => "jxl",
+            Format::Svg => "svg",
             Format::Container(c) => c.name(),
         }
     }
@@ -70,6 +80,11 @@ pub struct Probe {
     pub cmyk: bool,
     /// Size of the file in bytes.
     pub bytes: u64,
+    /// The EXIF block is damaged: it was read as far as it parsed and must not be copied
+    /// into outputs.
+    pub exif_damaged: bool,
+    /// Things the manifest should say about the source (damage skipped, pages left out).
+    pub notes: Vec<String>,
 }
 
 impl Probe {
@@ -129,7 +144,7 @@ pub fn probe_reader<R: Read + Seek>(
     bytes: u64,
     limits: &Limits,
 ) -> Result<Probe, JobError> {
-    let mut magic = [0u8; container::HEAD];
+    let mut magic = [0u8; SNIFF_BYTES];
     let n = read_upto(r, &mut magic).map_err(|e| io(e, "file"))?;
     let magic = &magic[..n];
     r.seek(SeekFrom::Start(0)).map_err(|e| io(e, "file"))?;
@@ -148,13 +163,27 @@ pub fn probe_reader<R: Read + Seek>(
         frames: 1,
         cmyk: false,
         bytes,
+        exif_damaged: false,
+        notes: Vec::new(),
     };
     match format {
         Format::Jpeg => jpeg(r, &mut p, limits)?,
         Format::Png => png(r, &mut p)?,
         Format::Gif => gif(r, &mut p, limits.max_frames)?,
         Format::Webp => webp(r, &mut p)?,
-        Format::Tiff => tiff(r, &mut p)?,
+        Format::Tiff => tiff(r, &mut p, limits)?,
+        Format::Bmp => bmp(r, &mut p, limits)?,
+        Format::Jxl => {
+            let h = super::decode::guard(format, || still::jxl::header(r, limits))?;
+            (p.width, p.height, p.orientation) = (h.width, h.height, 1);
+            p.frames = h.frames;
+            p.notes.extend(h.notes);
+        }
+        Format::Svg => {
+            let h = super::decode::guard(format, || still::svg::probe(r, bytes))?;
+            (p.width, p.height) = (h.width, h.height);
+            p.notes.extend(h.notes);
+        }
         // The decoder child reads these headers (and checks the limits) itself.
         Format::Container(_) => return Ok(p),
     }
@@ -189,9 +218,12 @@ pub fn check_limits(p: &Probe, limits: &Limits) -> Result<(), JobError> {
     Ok(())
 }
 
+/// How many leading bytes [`sniff`] looks at (an SVG may open with a long comment).
+const SNIFF_BYTES: usize = 4096;
+
 /// The format from the first bytes.
 pub fn sniff(m: &[u8]) -> Option<Format> {
-    if m.starts_with(&[0xFF, 0xD8, 0xFF]) {
+    if m.starts_with(&[0xFF, 0xD8, 0xFF]) || damaged_jpeg_start(m) {
         Some(Format::Jpeg)
     } else if m.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some(Format::Png)
@@ -199,11 +231,39 @@ pub fn sniff(m: &[u8]) -> Option<Format> {
         Some(Format::Gif)
     } else if m.len() >= 12 && &m[..4] == b"RIFF" && &m[8..12] == b"WEBP" {
         Some(Format::Webp)
-    } else if m.starts_with(b"II*\0") || m.starts_with(b"MM\0*") {
+    } else if m.starts_with(b"II*\0")
+        || m.starts_with(b"MM\0*")
+        || m.starts_with(b"II+\0")
+        || m.starts_with(b"MM\0+")
+    {
         Some(Format::Tiff)
+    } else if m.starts_with(b"BM")
+        && m.get(14..18).is_some_and(|d| {
+            matches!(
+                u32::from_le_bytes([d[0], d[1], d[2], d[3]]),
+                12 | 16 | 40 | 52 | 56 | 64 | 108 | 124
+            )
+        })
+    {
+        Some(Format::Bmp)
+    } else if m.starts_with(&[0xFF, 0x0A]) || m.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n") {
+        Some(Format::Jxl)
+    } else if let Some(c) = container::sniff(m) {
+        Some(Format::Container(c))
+    } else if still::svg::sniff(m) {
+        Some(Format::Svg)
     } else {
-        container::sniff(m).map(Format::Container)
+        None
     }
+}
+
+/// SOI, then stray bytes before the first marker (libjpeg skips them with a warning).
+fn damaged_jpeg_start(m: &[u8]) -> bool {
+    m.starts_with(&[0xFF, 0xD8])
+        && m.get(2..64).is_some_and(|r| {
+            r.windows(2)
+                .any(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xFE))
+        })
 }
 
 fn read_upto<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -235,165 +295,75 @@ fn skip<R: Seek>(r: &mut R, n: i64, what: &str) -> Result<(), JobError> {
         .map_err(|e| io(e, what))
 }
 
+/// The most of a JPEG read to find its first scan (metadata segments before it are rarely
+/// more than a few hundred KB; this bounds what a file of endless segments costs).
+const MAX_JPEG_HEADER_BYTES: u64 = 16 << 20;
+
 fn jpeg<R: Read + Seek>(r: &mut R, p: &mut Probe, limits: &Limits) -> Result<(), JobError> {
-    skip(r, 2, "JPEG")?;
-    let mut have_frame = false;
-    loop {
-        let mut b = u8_at(r, "JPEG")?;
-        if b != 0xFF {
+    let mut head = Vec::new();
+    let mut want = 64 * 1024;
+    let header = loop {
+        head.clear();
+        r.seek(SeekFrom::Start(0)).map_err(|e| io(e, "JPEG"))?;
+        r.by_ref()
+            .take(want)
+            .read_to_end(&mut head)
+            .map_err(|e| io(e, "JPEG"))?;
+        let h = still::jpeg::header(&head)?;
+        if h.width > 0 {
+            // Refuse a huge claimed frame before reading any further.
+            (p.width, p.height) = (h.width, h.height);
+            check_limits(p, limits)?;
+        }
+        if h.ends_before_scan {
+            return Err(corrupt("JPEG ends before its image data"));
+        }
+        if h.complete {
+            break h;
+        }
+        if (head.len() as u64) < want {
+            return Err(corrupt("truncated JPEG header"));
+        }
+        if want >= MAX_JPEG_HEADER_BYTES {
             return Err(corrupt(format!(
-                "JPEG marker expected, found byte {b:#04x}"
+                "JPEG has no image data in its first {MAX_JPEG_HEADER_BYTES} bytes"
             )));
         }
-        while b == 0xFF {
-            b = u8_at(r, "JPEG")?;
-        }
-        let code = b;
-        match code {
-            0x01 | 0xD0..=0xD7 => continue,
-            0xD9 => return Err(corrupt("JPEG ends before its image data")),
-            0xDA if !have_frame => {
-                return Err(corrupt("JPEG has no frame header before its image data"));
-            }
-            // Image data starts: the header is fully read. (Whether the data is complete is
-            // checked at decode time, see `jpeg_is_complete`.)
-            0xDA => return Ok(()),
-            _ => {}
-        }
-        let len = u16::from_be_bytes(bytes_n::<R, 2>(r, "JPEG")?);
-        let payload = i64::from(
-            len.checked_sub(2)
-                .ok_or_else(|| corrupt("JPEG segment length < 2"))?,
+        want *= 4;
+    };
+    p.cmyk = header.components == 4;
+    // Stray bytes are counted (and noted) by the decoder's walk over the whole file.
+    let s = &header.segments;
+    if s.gain_map {
+        p.notes.push(
+            "Ultra HDR JPEG: the primary (SDR) image was used; its HDR gain map is not carried \
+             into the renditions"
+                .into(),
         );
-        match code {
-            // Start of frame: precision, height, width, components.
-            0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                let h = bytes_n::<R, 6>(r, "JPEG")?;
-                p.height = u32::from(u16::from_be_bytes([h[1], h[2]]));
-                p.width = u32::from(u16::from_be_bytes([h[3], h[4]]));
-                p.cmyk = h[5] == 4;
-                if p.height == 0 {
-                    return Err(JobError::UnsupportedCodec(
-                        "JPEG with the height deferred to a DNL marker".into(),
-                    ));
-                }
-                if matches!(code, 0xC3 | 0xC7 | 0xCB | 0xCF) {
-                    return Err(JobError::UnsupportedCodec("lossless JPEG".into()));
-                }
-                if code >= 0xC9 {
-                    return Err(JobError::UnsupportedCodec("arithmetic-coded JPEG".into()));
-                }
-                have_frame = true;
-                // Refuse a huge claimed frame before reading any further.
-                check_limits(p, limits)?;
-                skip(r, payload - 6, "JPEG")?;
-            }
-            // APP1: EXIF orientation.
-            0xE1 if payload >= 14 => {
-                let mut seg = vec![0u8; payload as usize];
-                r.read_exact(&mut seg).map_err(|e| io(e, "JPEG"))?;
-                if let Some(tiff) = seg.strip_prefix(b"Exif\0\0") {
-                    p.orientation = exif_orientation(tiff).unwrap_or(1);
-                }
-            }
-            _ => skip(r, payload, "JPEG")?,
-        }
+    } else if s.mpf {
+        p.notes
+            .push("multi-picture JPEG (MPF): the first (primary) picture was used".into());
     }
+    if let Some(exif) = &s.exif {
+        exif_facts(p, exif);
+    }
+    Ok(())
 }
 
-/// The length field of the marker segment starting at `i` (the `FF xx` bytes).
-fn segment_len(data: &[u8], i: usize) -> Option<usize> {
-    data.get(i + 2..i + 4)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-}
-
-/// Whether a JPEG's image data runs to its end-of-image marker. Walks the entropy-coded data
-/// (skipping stuffed `FF 00`, restart markers and fill bytes) and the segments between the
-/// scans of a progressive JPEG, so data appended after EOI (a Motion Photo's video, an MPO's
-/// second picture) does not confuse it. Lenient decoders fill a cut-off image with grey; this
-/// is how a truncated upload is refused instead.
-pub fn jpeg_is_complete(data: &[u8]) -> bool {
-    let mut i = 2;
-    // Segments before the first scan.
-    loop {
-        let Some(&[0xFF, code]) = data.get(i..i + 2) else {
-            return false;
-        };
-        match code {
-            0xFF => i += 1,
-            0xD8 | 0x01 | 0xD0..=0xD7 => i += 2,
-            0xD9 => return false,
-            _ => {
-                let Some(len) = segment_len(data, i) else {
-                    return false;
-                };
-                i += 2 + len;
-                if code == 0xDA {
-                    break;
-                }
+/// Take the orientation from an EXIF block; a damaged block is noted, never fatal.
+fn exif_facts(p: &mut Probe, tiff: &[u8]) {
+    let facts = still::exif::read(tiff);
+    p.orientation = facts.orientation.unwrap_or(1);
+    if let Some(damage) = facts.damage {
+        p.exif_damaged = true;
+        p.notes.push(format!(
+            "the EXIF block is damaged ({damage}): it was ignored{}",
+            match facts.orientation {
+                Some(o) if o != 1 => format!(" except its orientation ({o}), which parsed"),
+                _ => String::new(),
             }
-        }
+        ));
     }
-    // Entropy-coded data, with further scans and tables in between.
-    loop {
-        let Some(off) = data
-            .get(i..)
-            .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
-        else {
-            return false;
-        };
-        i += off;
-        let Some(&code) = data.get(i + 1) else {
-            return false;
-        };
-        match code {
-            0x00 | 0xD0..=0xD7 => i += 2,
-            0xFF => i += 1,
-            0xD9 => return true,
-            _ => {
-                let Some(len) = segment_len(data, i) else {
-                    return false;
-                };
-                i += 2 + len;
-            }
-        }
-    }
-}
-
-/// The orientation tag (0x0112) of a TIFF-structured EXIF block's IFD0, if valid.
-pub fn exif_orientation(tiff: &[u8]) -> Option<u8> {
-    let le = match tiff.get(..4)? {
-        b"II*\0" => true,
-        b"MM\0*" => false,
-        _ => return None,
-    };
-    let u16_at = |o: usize| -> Option<u16> {
-        let b = tiff.get(o..o + 2)?;
-        Some(if le {
-            u16::from_le_bytes([b[0], b[1]])
-        } else {
-            u16::from_be_bytes([b[0], b[1]])
-        })
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        let b = tiff.get(o..o + 4)?;
-        let a = [b[0], b[1], b[2], b[3]];
-        Some(if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        })
-    };
-    let ifd = u32_at(4)? as usize;
-    let count = u16_at(ifd)? as usize;
-    for i in 0..count.min(512) {
-        let e = ifd + 2 + i * 12;
-        if u16_at(e)? == 0x0112 {
-            let v = u16_at(e + 8)?;
-            return (1..=8).contains(&v).then_some(v as u8);
-        }
-    }
-    None
 }
 
 fn png<R: Read + Seek>(r: &mut R, p: &mut Probe) -> Result<(), JobError> {
@@ -523,44 +493,30 @@ fn webp<R: Read + Seek>(r: &mut R, p: &mut Probe) -> Result<(), JobError> {
     Ok(())
 }
 
-fn tiff<R: Read + Seek>(r: &mut R, p: &mut Probe) -> Result<(), JobError> {
-    let h = bytes_n::<R, 8>(r, "TIFF")?;
-    let le = &h[..2] == b"II";
-    let u16v = |b: [u8; 2]| {
-        if le {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }
-    };
-    let u32v = |b: [u8; 4]| {
-        if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
-    };
-    let ifd = u32v([h[4], h[5], h[6], h[7]]);
-    r.seek(SeekFrom::Start(u64::from(ifd)))
-        .map_err(|e| io(e, "TIFF"))?;
-    let count = u16v(bytes_n::<R, 2>(r, "TIFF")?);
-    for _ in 0..count.min(1024) {
-        let e = bytes_n::<R, 12>(r, "TIFF")?;
-        let tag = u16v([e[0], e[1]]);
-        let ty = u16v([e[2], e[3]]);
-        let value = if ty == 3 {
-            u32::from(u16v([e[8], e[9]]))
-        } else {
-            u32v([e[8], e[9], e[10], e[11]])
-        };
-        match tag {
-            256 => p.width = value,
-            257 => p.height = value,
-            274 if (1..=8).contains(&value) => p.orientation = value as u8,
-            _ => {}
-        }
+fn tiff<R: Read + Seek>(r: &mut R, p: &mut Probe, limits: &Limits) -> Result<(), JobError> {
+    r.seek(SeekFrom::Start(0)).map_err(|e| io(e, "TIFF"))?;
+    let h = still::tiff::header(r, p.bytes, limits.max_frames)?;
+    (p.width, p.height, p.orientation) = (h.width, h.height, h.orientation);
+    // Only the first page is decoded: the count is checked like an animation's frames.
+    check_limits(p, limits)?;
+    if h.pages > limits.max_frames {
+        return Err(JobError::limit("max_frames", h.pages, limits.max_frames));
     }
+    if h.pages > 1 {
+        p.notes.push(format!(
+            "TIFF with {} pages: the first page was used",
+            h.pages
+        ));
+    }
+    p.cmyk = h.photometric == 5;
     Ok(())
+}
+
+fn bmp<R: Read + Seek>(r: &mut R, p: &mut Probe, limits: &Limits) -> Result<(), JobError> {
+    let h = still::bmp::header(r)?;
+    (p.width, p.height) = (h.width, h.height);
+    check_limits(p, limits)?;
+    still::bmp::check_size(&h, p.bytes)
 }
 
 #[cfg(test)]
@@ -598,35 +554,6 @@ mod tests {
         assert_eq!(e.code(), "corrupt_input", "{e}");
         let e = probe(b"\x89PNG\r\n\x1a\n\0\0").expect_err("cut png");
         assert_eq!(e.code(), "corrupt_input", "{e}");
-    }
-
-    #[test]
-    fn jpeg_completeness_finds_eoi_past_scans_and_ignores_trailers() {
-        // SOI, SOS (len 8), data with a stuffed FF00 and a restart marker, EOI.
-        let mut jpg = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 0x3F, 0];
-        jpg.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56]);
-        assert!(!jpeg_is_complete(&jpg), "no EOI yet: truncated");
-        // A second scan (progressive) before the end.
-        jpg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 0x3F, 0, 0x78]);
-        assert!(!jpeg_is_complete(&jpg));
-        jpg.extend_from_slice(&[0xFF, 0xD9]);
-        assert!(jpeg_is_complete(&jpg));
-        // A Motion Photo: an MP4 (with no FF D9 in its last bytes) appended after EOI.
-        jpg.extend_from_slice(b"\0\0\0\x18ftypmp42 trailing video bytes");
-        assert!(jpeg_is_complete(&jpg));
-    }
-
-    #[test]
-    fn exif_orientation_is_read_in_both_byte_orders() {
-        let le = [
-            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0,
-        ];
-        assert_eq!(exif_orientation(&le), Some(6));
-        let be = [
-            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 8, 0, 0,
-        ];
-        assert_eq!(exif_orientation(&be), Some(8));
-        assert_eq!(exif_orientation(&le[..12]), None);
     }
 
     #[test]

@@ -129,6 +129,7 @@ mod tests {
             fit,
             format: ImageFormat::Png,
             quality: 85,
+            speed: None,
             progressive: false,
             upscale,
             watermark: true,

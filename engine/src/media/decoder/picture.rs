@@ -117,6 +117,7 @@ impl Picture {
             icc: self.info.icc.take(),
             exif: self.info.exif.take(),
             shrink: 1,
+            notes: Vec::new(),
         })
     }
 }

@@ -59,6 +59,7 @@ pub fn letterbox(
         fit: crate::config::Fit::Contain,
         format: crate::config::ImageFormat::Png,
         quality: 100,
+        speed: None,
         progressive: false,
         upscale: true,
         watermark: false,
