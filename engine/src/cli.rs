@@ -4,7 +4,8 @@
 use crate::plugin::registry::publish::{self, Draft};
 use crate::plugin::registry::{Registry, listing};
 use crate::plugin::{
-    self, HostConfig, PluginHost, PluginSpec, World, inspect, manifest::PluginManifest, scaffold,
+    self, HostConfig, PluginHost, PluginSpec, World, descriptor::PluginDescriptor, inspect,
+    scaffold,
 };
 use crate::telemetry::{self, LogFormat};
 use clap::{Parser, Subcommand};
@@ -286,33 +287,7 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
             name,
             dir,
             sdk_path,
-        } => {
-            let world = World::parse(&kind).ok_or_else(|| {
-                CliError::Usage(format!(
-                    "unknown plugin kind {kind:?}: use metadata-extractor, watermarker or notification-rule"
-                ))
-            })?;
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let crate_name = name.replace('-', "_");
-            let sdk = match sdk_path {
-                Some(p) => scaffold::SdkSource::Path(
-                    p.canonicalize()
-                        .map_err(|e| CliError::Usage(format!("--sdk-path {}: {e}", p.display())))?,
-                ),
-                None => scaffold::SdkSource::default_for_this_engine(),
-            };
-            let files = scaffold::scaffold(world, &name, &dir, &sdk)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            println!("created {world} plugin `{name}` in {}:", dir.display());
-            for f in files {
-                println!("  {}", f.display());
-            }
-            println!(
-                "\nnext:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin validate target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n  mediaflow plugin publish target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml",
-                dir.display(),
-            );
-            Ok(())
-        }
+        } => plugin_new(kind, name, dir, sdk_path),
         PluginCommand::Inspect { file, json } => {
             let wasm = read_wasm(&file)?;
             let report =
@@ -330,53 +305,7 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
             file,
             manifest,
             config,
-        } => {
-            let wasm = read_wasm(&file)?;
-            let manifest_path = manifest.or_else(|| {
-                let beside = file.with_file_name("plugin.toml");
-                beside.exists().then_some(beside)
-            });
-            let mut spec = match &manifest_path {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .map_err(|e| CliError::Usage(format!("reading {}: {e}", p.display())))?;
-                    let m = PluginManifest::parse(&text)
-                        .map_err(|e| CliError::Usage(format!("{}: {e}", p.display())))?;
-                    let mut spec = PluginSpec::new(&m.name, m.version.to_string());
-                    spec.config = m.config_strings();
-                    spec.limits = m.limits;
-                    spec.expect = Some(m.world);
-                    spec
-                }
-                None => {
-                    let stem = file
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().replace('_', "-"))
-                        .unwrap_or_default();
-                    PluginSpec::new(stem, "0.0.0")
-                }
-            };
-            for kv in config {
-                let (k, v) = kv.split_once('=').ok_or_else(|| {
-                    CliError::Usage(format!("--config {kv:?}: expected KEY=VALUE"))
-                })?;
-                spec.config.insert(k.trim().to_string(), v.to_string());
-            }
-            let host = host()?;
-            let v = inspect::validate(&host, spec, &wasm)
-                .map_err(|e| CliError::Failed(format!("validation failed: {e}")))?;
-            println!(
-                "ok: {}@{} is a {} plugin (mediaflow:plugin@{}), {} bytes, {}",
-                v.plugin.name(),
-                v.plugin.version(),
-                v.plugin.world(),
-                v.plugin.wit_version(),
-                v.plugin.size(),
-                v.plugin.digest()
-            );
-            println!("smoke call ({:.1} ms): {}", v.call_ms, v.summary);
-            Ok(())
-        }
+        } => plugin_validate(file, manifest, config),
         PluginCommand::Publish {
             file,
             name,
@@ -427,6 +356,94 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `mediaflow plugin new`: scaffold a plugin crate.
+fn plugin_new(
+    kind: String,
+    name: String,
+    dir: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let world = World::parse(&kind).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown plugin kind {kind:?}: use metadata-extractor, watermarker or notification-rule"
+        ))
+    })?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let crate_name = name.replace('-', "_");
+    let sdk = match sdk_path {
+        Some(p) => scaffold::SdkSource::Path(
+            p.canonicalize()
+                .map_err(|e| CliError::Usage(format!("--sdk-path {}: {e}", p.display())))?,
+        ),
+        None => scaffold::SdkSource::default_for_this_engine(),
+    };
+    let files =
+        scaffold::scaffold(world, &name, &dir, &sdk).map_err(|e| CliError::Usage(e.to_string()))?;
+    println!("created {world} plugin `{name}` in {}:", dir.display());
+    for f in files {
+        println!("  {}", f.display());
+    }
+    println!(
+        "\nnext:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin validate target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n  mediaflow plugin publish target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml",
+        dir.display(),
+    );
+    Ok(())
+}
+
+/// `mediaflow plugin validate`: load a plugin as its manifest describes it and make a smoke
+/// call.
+fn plugin_validate(
+    file: PathBuf,
+    manifest: Option<PathBuf>,
+    config: Vec<String>,
+) -> Result<(), CliError> {
+    let wasm = read_wasm(&file)?;
+    let manifest_path = manifest.or_else(|| {
+        let beside = file.with_file_name("plugin.toml");
+        beside.exists().then_some(beside)
+    });
+    let mut spec = match &manifest_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CliError::Usage(format!("reading {}: {e}", p.display())))?;
+            let m = PluginDescriptor::parse(&text)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", p.display())))?;
+            let mut spec = PluginSpec::new(&m.name, m.version.to_string());
+            spec.config = m.config_strings();
+            spec.limits = m.limits;
+            spec.expect = Some(m.world);
+            spec
+        }
+        None => {
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('_', "-"))
+                .unwrap_or_default();
+            PluginSpec::new(stem, "0.0.0")
+        }
+    };
+    for kv in config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--config {kv:?}: expected KEY=VALUE")))?;
+        spec.config.insert(k.trim().to_string(), v.to_string());
+    }
+    let host = host()?;
+    let v = inspect::validate(&host, spec, &wasm)
+        .map_err(|e| CliError::Failed(format!("validation failed: {e}")))?;
+    println!(
+        "ok: {}@{} is a {} plugin (mediaflow:plugin@{}), {} bytes, {}",
+        v.plugin.name(),
+        v.plugin.version(),
+        v.plugin.world(),
+        v.plugin.wit_version(),
+        v.plugin.size(),
+        v.plugin.digest()
+    );
+    println!("smoke call ({:.1} ms): {}", v.call_ms, v.summary);
+    Ok(())
 }
 
 /// A plugin host with the config's cache and size cap.

@@ -1,19 +1,33 @@
 //! Configuration: one typed struct read from a TOML file (`--config`), every field defaulted,
 //! overridable by `MEDIAFLOW_*` environment variables (`MEDIAFLOW_LIMITS__MAX_PIXELS=5000000`:
 //! `__` separates nesting levels). Profiles say what to make of a source (renditions, plugins);
-//! routes map a bucket and key glob to a profile. Validated once at start-up; every error
-//! names the field and the problem.
+//! routes map a bucket and key glob to a profile ([`Routes`], compiled once). Validated once at
+//! start-up; every error names the field and the problem. The tables with more than a few
+//! fields have their own module ([`WorkerConfig`], [`OpsConfig`], [`PluginsConfig`] with
+//! [`PluginLimits`] and [`RegistryLocation`], [`NotifyConfig`], [`Profile`]). Configuration
+//! depends on nothing else in the crate: every other module reads it.
 
 mod notify;
+mod ops;
+mod plugins;
 mod profile;
+mod routes;
+mod worker;
 
 pub use notify::{
     LOG_SINK, LogSinkConfig, NotifyConfig, RuleConfig, Secret, SinkConfig, SnsSinkConfig,
     SqsSinkConfig, WebhookSinkConfig,
 };
+pub use ops::{DEFAULT_LISTEN, OpsConfig};
+pub use plugins::{
+    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, MAX_MEMORY_BYTES, PluginLimits, PluginsConfig,
+    RegistryLocation, valid_plugin_name,
+};
 pub use profile::{
     Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin, VideoSettings,
 };
+pub use routes::Routes;
+pub use worker::WorkerConfig;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,70 +53,14 @@ pub struct Config {
     /// The queue worker (`mediaflow worker`, `mediaflow submit`).
     pub worker: WorkerConfig,
     /// Health, readiness and metrics listener; ECS task scale-in protection.
-    pub ops: crate::telemetry::OpsConfig,
+    pub ops: OpsConfig,
     /// Job lifecycle notifications: rules and sinks.
     pub notify: NotifyConfig,
-}
-
-/// Queue worker settings. With no AWS configured, the worker uses an embedded local queue and
-/// filesystem buckets under `data_dir`, with the same semantics as SQS and S3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorkerConfig {
-    /// Root of local mode: `queue.db` and `buckets/<bucket>/<key>`.
-    pub data_dir: PathBuf,
-    /// Bucket that `mediaflow submit` uploads sources to.
-    pub source_bucket: String,
-    /// Bucket outputs and manifests are written to.
-    pub output_bucket: String,
-    /// Prefix of every output key (empty, or ending in `/`).
-    pub output_prefix: String,
-    /// Jobs in flight per process; 0 = one per core.
-    pub concurrency: usize,
-    /// How long a received message stays hidden; a heartbeat extends it every third of this
-    /// while its job runs.
-    pub visibility_timeout_secs: u64,
-    /// On SIGTERM/SIGINT, how long in-flight jobs may run before they are released.
-    pub drain_timeout_secs: u64,
-    /// Receives before a message is moved to the dead-letter queue.
-    pub max_receive_count: u32,
-    /// How often an idle worker polls the local queue.
-    pub poll_interval_ms: u64,
-    /// SQS queue URL. Set, the worker consumes SQS and reads and writes S3 (AWS settings come
-    /// from the SDK's standard environment: `AWS_REGION`, `AWS_ENDPOINT_URL`, the credential
-    /// chain including the ECS task role). Unset, it runs in local mode.
-    pub queue_url: Option<String>,
-    /// How long an SQS receive waits for messages (long polling; 0..=20, 0 = short polling).
-    /// On SIGTERM the worker waits for an open receive to end, so that anything it returns is
-    /// released at once: this also bounds how long an idle worker takes to exit.
-    pub receive_wait_secs: u64,
-    /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible endpoints.
-    pub s3_path_style: bool,
-    /// Outputs at least this large are uploaded to S3 in parts (multipart upload).
-    pub s3_multipart_threshold_bytes: u64,
-    /// Size of each part of a multipart upload but the last (S3: 5 MiB..=5 GiB).
-    pub s3_part_bytes: u64,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("mediaflow-data"),
-            source_bucket: "uploads".into(),
-            output_bucket: "renditions".into(),
-            output_prefix: String::new(),
-            concurrency: 0,
-            visibility_timeout_secs: 120,
-            drain_timeout_secs: 90,
-            max_receive_count: 5,
-            poll_interval_ms: 100,
-            queue_url: None,
-            receive_wait_secs: 20,
-            s3_path_style: false,
-            s3_multipart_threshold_bytes: crate::storage::s3::Multipart::default().threshold_bytes,
-            s3_part_bytes: crate::storage::s3::Multipart::default().part_bytes,
-        }
-    }
+    /// Where jobs keep their temporary files (source copies, video renditions before upload):
+    /// each running engine owns a directory under it, every attempt a subdirectory removed when
+    /// it ends, and an engine starting removes what stopped ones left. Default:
+    /// `$TMPDIR/mediaflow-$USER` (one per user, so users sharing a machine don't collide).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -114,8 +72,9 @@ impl Default for Config {
             routes: Vec::new(),
             default_profile: "default".into(),
             worker: WorkerConfig::default(),
-            ops: crate::telemetry::OpsConfig::default(),
+            ops: OpsConfig::default(),
             notify: NotifyConfig::default(),
+            scratch_dir: None,
         }
     }
 }
@@ -161,36 +120,68 @@ impl Default for Limits {
     }
 }
 
-/// Plugin host settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PluginsConfig {
-    /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/mediaflow/plugins`.
-    pub cache_dir: Option<PathBuf>,
-    /// Largest plugin binary accepted, in bytes (checked before compiling).
-    pub max_wasm_bytes: u64,
-    /// Extra plugins from local directories, each holding `plugin.toml` and `plugin.wasm`
-    /// (the registry's layout), added to the bundled ones.
-    pub local: Vec<PathBuf>,
-    /// The plugin registry (`NAME/VERSION/plugin.{wasm,toml}`, `NAME/channels/CHANNEL`):
-    /// `s3://BUCKET/PREFIX/`, `file:///DIR` or a directory. Unset: the output bucket's
-    /// `plugins/` prefix (on S3 when `worker.queue_url` is set, else
-    /// `DATA_DIR/buckets/OUTPUT_BUCKET/plugins/`). Empty: no registry.
-    pub registry: Option<String>,
-    /// Seconds between the worker's polls of the registry (a listing; only changed objects
-    /// are fetched).
-    pub registry_poll_secs: u64,
+impl Limits {
+    /// Check the values; `Err((field, problem))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (name, v) in [
+            ("max_input_bytes", self.max_input_bytes),
+            ("max_pixels", self.max_pixels),
+            ("max_frames", self.max_frames),
+            ("max_duration_s", self.max_duration_s),
+            ("max_dimension", u64::from(self.max_dimension)),
+            ("decoder_memory_bytes", self.decoder_memory_bytes),
+            ("decode_stall_secs", self.decode_stall_secs),
+        ] {
+            if v == 0 {
+                return Err((name.into(), "must be greater than 0".into()));
+            }
+        }
+        if self.max_damaged_frames_percent > 100 {
+            return Err((
+                "max_damaged_frames_percent".into(),
+                "must be at most 100".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
-impl Default for PluginsConfig {
-    fn default() -> Self {
-        Self {
-            cache_dir: None,
-            max_wasm_bytes: 64 * 1024 * 1024,
-            local: Vec::new(),
-            registry: None,
-            registry_poll_secs: 30,
-        }
+/// S3's smallest part (all but the last part of a multipart upload).
+pub const S3_MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const S3_MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Whether `name` can name a bucket (an S3 bucket or a directory under `data_dir/buckets`):
+/// one path segment, not `.` or `..`, no control characters or backslashes.
+pub fn valid_bucket_name(name: &str) -> bool {
+    !name.contains('/') && valid_key_prefix(name)
+}
+
+/// Whether `prefix` (without its trailing `/`) is a relative key path that stays inside its
+/// store (see [`key_problem`]).
+pub fn valid_key_prefix(prefix: &str) -> bool {
+    key_problem(prefix).is_none()
+}
+
+/// What is wrong with `key` as an object key, if anything: it must be non-empty, relative, at
+/// most 1024 bytes, with no empty, `.` or `..` segments and no control characters or
+/// backslashes — so it can never escape its store's root.
+pub fn key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("empty")
+    } else if key.len() > 1024 {
+        Some("longer than 1024 bytes")
+    } else if key.starts_with('/') {
+        Some("absolute path")
+    } else if key.chars().any(|c| c.is_control() || c == '\\') {
+        Some("control character or backslash")
+    } else if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        Some("empty, '.' or '..' path segment")
+    } else {
+        None
     }
 }
 
@@ -319,34 +310,9 @@ impl Config {
     /// Check values and cross-references.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: String, problem: String| ConfigError::Invalid { field, problem };
-        let l = &self.limits;
-        for (name, v) in [
-            ("max_input_bytes", l.max_input_bytes),
-            ("max_pixels", l.max_pixels),
-            ("max_frames", l.max_frames),
-            ("max_duration_s", l.max_duration_s),
-            ("decoder_memory_bytes", l.decoder_memory_bytes),
-            ("decode_stall_secs", l.decode_stall_secs),
-        ] {
-            if v == 0 {
-                return Err(invalid(
-                    format!("limits.{name}"),
-                    "must be greater than 0".into(),
-                ));
-            }
-        }
-        if l.max_damaged_frames_percent > 100 {
-            return Err(invalid(
-                "limits.max_damaged_frames_percent".into(),
-                "must be at most 100".into(),
-            ));
-        }
-        if l.max_dimension == 0 {
-            return Err(invalid(
-                "limits.max_dimension".into(),
-                "must be greater than 0".into(),
-            ));
-        }
+        self.limits
+            .validate()
+            .map_err(|(field, problem)| invalid(format!("limits.{field}"), problem))?;
         if !self.profiles.contains_key(&self.default_profile) {
             return Err(invalid(
                 "default_profile".into(),
@@ -361,68 +327,10 @@ impl Config {
                 .validate()
                 .map_err(|(field, problem)| invalid(format!("profiles.{name}.{field}"), problem))?;
         }
-        let w = &self.worker;
-        if w.visibility_timeout_secs < 3 || w.visibility_timeout_secs > 43_200 {
-            return Err(invalid(
-                "worker.visibility_timeout_secs".into(),
-                format!(
-                    "{} must be 3..=43200 (SQS's range, heartbeat needs ≥ 3)",
-                    w.visibility_timeout_secs
-                ),
-            ));
-        }
-        if w.receive_wait_secs > 20 {
-            return Err(invalid(
-                "worker.receive_wait_secs".into(),
-                format!("{} must be 0..=20 (SQS's range)", w.receive_wait_secs),
-            ));
-        }
-        let parts = crate::storage::s3::MIN_PART_BYTES..=crate::storage::s3::MAX_PART_BYTES;
-        if !parts.contains(&w.s3_part_bytes) {
-            return Err(invalid(
-                "worker.s3_part_bytes".into(),
-                format!(
-                    "{} must be {}..={} (S3's part sizes)",
-                    w.s3_part_bytes,
-                    parts.start(),
-                    parts.end()
-                ),
-            ));
-        }
-        if w.s3_multipart_threshold_bytes < w.s3_part_bytes {
-            return Err(invalid(
-                "worker.s3_multipart_threshold_bytes".into(),
-                format!(
-                    "{} must be at least worker.s3_part_bytes ({})",
-                    w.s3_multipart_threshold_bytes, w.s3_part_bytes
-                ),
-            ));
-        }
-        if w.max_receive_count == 0 {
-            return Err(invalid(
-                "worker.max_receive_count".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if !(w.output_prefix.is_empty() || w.output_prefix.ends_with('/')) {
-            return Err(invalid(
-                "worker.output_prefix".into(),
-                format!("{:?} must be empty or end with '/'", w.output_prefix),
-            ));
-        }
-        for (name, bucket) in [
-            ("worker.source_bucket", &w.source_bucket),
-            ("worker.output_bucket", &w.output_bucket),
-        ] {
-            if crate::storage::validate_key(bucket).is_err() || bucket.contains('/') {
-                return Err(invalid(
-                    name.into(),
-                    format!("{bucket:?} is not a bucket name"),
-                ));
-            }
-        }
-        crate::plugin::registry::validate_config(self)
-            .map_err(|(field, problem)| invalid(field.into(), problem))?;
+        self.worker
+            .validate()
+            .map_err(|(field, problem)| invalid(format!("worker.{field}"), problem))?;
+        plugins::validate(self).map_err(|(field, problem)| invalid(field.into(), problem))?;
         self.ops
             .validate()
             .map_err(|(field, problem)| invalid(format!("ops.{field}"), problem))?;
@@ -436,31 +344,40 @@ impl Config {
                     format!("names profile {:?}, which is not defined", route.profile),
                 ));
             }
-            globset::Glob::new(&route.key).map_err(|e| {
-                invalid(
-                    format!("routes[{i}].key"),
-                    format!("is not a valid glob: {e}"),
-                )
-            })?;
         }
+        Routes::compile(&self.routes, &self.default_profile).map_err(|(i, e)| {
+            invalid(
+                format!("routes[{i}].key"),
+                format!("is not a valid glob: {e}"),
+            )
+        })?;
         Ok(())
     }
 
-    /// The profile for an object: the first route whose bucket and key glob match, else the
-    /// default profile.
-    pub fn route(&self, bucket: &str, key: &str) -> &str {
-        for route in &self.routes {
-            let bucket_ok = route.bucket == "*" || route.bucket == bucket;
-            let key_ok = globset::GlobBuilder::new(&route.key)
-                .literal_separator(true)
-                .build()
-                .map(|g| g.compile_matcher().is_match(key))
-                .unwrap_or(false);
-            if bucket_ok && key_ok {
-                return &route.profile;
-            }
-        }
-        &self.default_profile
+    /// The routes, compiled (once, at start-up: every lookup then is one glob-set match).
+    pub fn routes(&self) -> Routes {
+        // Validated when loaded: every glob compiles.
+        Routes::compile(&self.routes, &self.default_profile)
+            .unwrap_or_else(|_| Routes::none(&self.default_profile))
+    }
+
+    /// The scratch directory's root: `scratch_dir`, else `$TMPDIR/mediaflow-$USER`
+    /// (`$TMPDIR/mediaflow` without a user name).
+    pub fn scratch_root(&self) -> PathBuf {
+        self.scratch_dir.clone().unwrap_or_else(|| {
+            let user = std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_default();
+            let safe: String = user
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            let name = match safe.trim_start_matches('.') {
+                "" => "mediaflow".to_string(),
+                u => format!("mediaflow-{u}"),
+            };
+            std::env::temp_dir().join(name)
+        })
     }
 
     /// The profile called `name`.
@@ -522,10 +439,11 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// An environment of `MEDIAFLOW_*` pairs.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -598,8 +516,9 @@ mod tests {
     fn routes_match_bucket_and_key_glob() {
         let file = "[profiles.video]\nrenditions = [{ name = \"a\", width = 10, format = \"png\" }]\n[[routes]]\nbucket = \"uploads\"\nkey = \"videos/**\"\nprofile = \"video\"\n";
         let c = Config::from_sources(Some(("f.toml", file)), &[]).expect("valid");
-        assert_eq!(c.route("uploads", "videos/2024/a.mp4"), "video");
-        assert_eq!(c.route("other", "videos/a.mp4"), "default");
-        assert_eq!(c.route("uploads", "images/a.jpg"), "default");
+        let routes = c.routes();
+        assert_eq!(routes.profile("uploads", "videos/2024/a.mp4"), "video");
+        assert_eq!(routes.profile("other", "videos/a.mp4"), "default");
+        assert_eq!(routes.profile("uploads", "images/a.jpg"), "default");
     }
 }

@@ -1,8 +1,10 @@
 //! What a queue message asks for. Every form DESIGN §2 accepts — an S3 event notification,
 //! the same wrapped in SNS, an EventBridge "Object Created" event, `s3:TestEvent`, and an
 //! explicit job — parses to zero or more [`JobSpec`]s; anything else is a permanent
-//! [`MessageError`] naming the reason, recorded and left for the dead-letter path.
+//! [`MessageError`] naming the reason, dead-lettered with it. [`control`] is the handle a
+//! running job is watched (state, progress) and cancelled through.
 
+pub mod control;
 pub mod s3_event;
 pub mod spec;
 
@@ -77,12 +79,46 @@ pub fn parse(body: &str) -> Result<Parsed, MessageError> {
     if value.get("detail-type").is_some() && value.get("source").is_some() {
         return s3_event::parse_eventbridge(&value);
     }
-    if value.get("version").is_some() && value.get("sources").is_some() {
+    // `version` marks an explicit job: what is wrong with it is said in its own terms
+    // ("explicit job: missing field `sources`"), not as "not any form".
+    if value.get("version").is_some() || value.get("sources").is_some() {
         return spec::parse(&value).map(|j| Parsed::Jobs(vec![j]));
     }
     Err(MessageError(
         "not an S3 event, SNS notification, EventBridge event, s3:TestEvent or explicit job".into(),
     ))
+}
+
+/// What a message that is not a valid job still says about the job it meant — its first
+/// source (`s3://bucket/key`) and its profile, as far as it names them (else empty) — so its
+/// `dead-lettered` event can say which upload it was about.
+pub fn hints(body: &str) -> (String, String) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return (String::new(), String::new());
+    };
+    let text = |v: &serde_json::Value, path: &[&str]| -> Option<String> {
+        path.iter()
+            .try_fold(v, |v, k| v.get(*k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let object = |bucket: Option<String>, key: Option<String>| match (bucket, key) {
+        (Some(b), Some(k)) => format!("s3://{b}/{k}"),
+        _ => String::new(),
+    };
+    let record = v.get("Records").and_then(|r| r.get(0));
+    let source = if let Some(first) = v.get("sources").and_then(|s| s.get(0)) {
+        first.as_str().unwrap_or_default().to_string()
+    } else if let Some(r) = record {
+        let key = text(r, &["s3", "object", "key"]).and_then(|k| s3_event::url_decode_key(&k));
+        object(text(r, &["s3", "bucket", "name"]), key)
+    } else {
+        object(
+            text(&v, &["detail", "bucket", "name"]),
+            text(&v, &["detail", "object", "key"]),
+        )
+    };
+    (source, text(&v, &["profile"]).unwrap_or_default())
 }
 
 /// A stable job id from what makes a job unique: the source (bucket, key, ETag) and profile.
@@ -120,6 +156,30 @@ mod tests {
                 .contains("explicit job")
         );
         assert!(parse("[1, 2]").is_err());
+        // An explicit job that lacks its sources is called what it is.
+        let e = parse(r#"{"version": 1, "profile": "web"}"#).expect_err("no sources");
+        assert!(
+            e.0.contains("explicit job") && e.0.contains("sources"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn a_bad_message_still_names_the_job_it_meant() {
+        assert_eq!(
+            hints(r#"{"version": 2, "sources": ["s3://b/a.jpg"], "profile": "web"}"#),
+            ("s3://b/a.jpg".to_string(), "web".to_string())
+        );
+        assert_eq!(
+            hints(
+                r#"{"Records": [{"s3": {"bucket": {"name": "u"}, "object": {"key": "a+b.png"}}}]}"#
+            )
+            .0,
+            "s3://u/a b.png"
+        );
+        assert_eq!(hints("not json"), (String::new(), String::new()));
+        assert_eq!(hints(r#"{"hello": "world"}"#).0, "");
     }
 
     #[test]

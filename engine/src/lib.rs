@@ -3,25 +3,39 @@
 //!
 //! # Layout
 //!
+//! In the order data flows — a message becomes a job, the job's media goes through plugins into
+//! outputs, and the outcome is announced — with the base everything uses first:
+//!
+//! - [`config`]: the typed configuration (TOML + `MEDIAFLOW_*`): limits, plugins, profiles,
+//!   routes (compiled once into a glob set), worker, ops, notifications, scratch directory.
+//!   It depends on nothing else in the crate.
+//! - [`error`]: why a job failed, classed permanent or transient (running out of disk,
+//!   descriptors or memory is transient everywhere).
+//! - [`shutdown`]: the one shutdown mechanism, three phases of cancellation tokens.
+//! - [`job`]: what a message asks for (S3 events, SNS, EventBridge, explicit jobs) and
+//!   [`job::control`], the handle a running job is watched and cancelled through.
+//! - [`lifecycle`]: one job's life for every caller — fetch → pipeline → store outputs →
+//!   manifest → notifications — under one set of failure rules; the engine's scratch space.
+//! - [`pipeline`]: the media work of one job — probe, metadata plugins, decode, renditions, video.
+//! - [`media`]: probing, decoding (FFmpeg in a child process per decode), resizing, overlay
+//!   blending, encoding, video.
+//! - [`plugin`]: the WebAssembly plugin host — engine and instances, limits, traps, the WIT host
+//!   interfaces, compiled-code cache, bundled plugins, catalog, registry, authoring tools.
+//! - [`storage`]: object stores (filesystem, S3) and buckets by name.
+//! - [`manifest`], [`report`]: what a job records, and the HTML report of a `process` run.
+//! - [`notify`]: job events, notification-rule plugins, sinks (log, SNS, SQS, webhooks)
+//!   delivered in the background.
+//! - [`queue`]: job queues (SQS, the embedded local queue with SQS semantics), batched deletes,
+//!   dead letters with their reasons, metering.
+//! - [`services`]: the long-lived parts a command sets up once (plugin host, registry,
+//!   processor).
+//! - [`worker`]: `mediaflow worker` (receive, heartbeat, settle, drain) and `mediaflow submit`.
+//! - [`process`]: `mediaflow process`, jobs on local files.
+//! - [`telemetry`]: logs (a span per message and per job), Prometheus metrics, readiness, the
+//!   `/healthz` `/readyz` `/metrics` listener (axum), ECS task protection.
 //! - [`aws`]: AWS clients from the standard environment.
-//! - [`cli`]: the `mediaflow` command line (parsing, dispatch, exit codes); [`process`] runs
-//!   jobs on local files.
-//! - [`config`]: the typed configuration (TOML + `MEDIAFLOW_*`), profiles and routes.
-//! - [`pipeline`]: one job start to finish — probe, metadata plugins, decode, renditions.
-//! - [`media`]: probing, decoding, resizing, overlay blending, encoding.
-//! - [`plugin`]: the WebAssembly plugin host — wasmtime engine, limits, world detection,
-//!   compiled-code cache, bundled first-party plugins, catalog, inspect/validate/scaffold.
-//! - [`storage`]: the object store trait and its filesystem backend.
-//! - [`queue`]: job queues; the embedded local queue with SQS semantics.
-//! - [`manifest`], [`report`]: what a job records, and the HTML report of a run.
-//! - [`notify`]: job lifecycle events, notification-rule plugins, sinks (log, SNS, SQS,
-//!   webhooks) delivered in the background.
-//! - [`error`]: why a job failed, classed permanent or transient.
+//! - [`cli`]: the `mediaflow` command line (parsing, dispatch, exit codes).
 //! - [`licences`]: the native libraries in the binary and their licences.
-//! - [`job`]: what a queue message asks for (S3 events, SNS, EventBridge, explicit jobs).
-//! - [`worker`]: `mediaflow worker` (queue consumer) and `mediaflow submit`.
-//! - [`telemetry`]: logs (text on a terminal, JSON otherwise, a span per job), Prometheus
-//!   metrics, readiness, the `/healthz` `/readyz` `/metrics` listener, ECS task protection.
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
 
@@ -31,6 +45,7 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod licences;
+pub mod lifecycle;
 pub mod manifest;
 pub mod media;
 pub mod notify;
@@ -39,6 +54,8 @@ pub mod plugin;
 pub mod process;
 pub mod queue;
 pub mod report;
+pub mod services;
+pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod worker;

@@ -6,15 +6,14 @@
 //! the outcome into a retry); delivery never does: notifications go into a bounded queue that a
 //! background task drains, so a slow or dead sink never delays acknowledging a job. What could
 //! not be delivered — queue full, retries exhausted, refused, abandoned at shutdown — is logged
-//! with the event id and counted per sink ([`Counters`]).
+//! with the event id and counted per sink ([`Counters`], exported to `/metrics`).
 //!
 //! # Layout
 //!
 //! - [`event`]: the event and its JSON shape; to the plugins' WIT `job-event`.
 //! - [`rules`]: rule plugins resolved from the catalog, the default rule, fail-open/closed.
-//! - [`notifier`]: the bounded queue, the background delivery task, the flush at shutdown,
-//!   and [`Attempt`], what the worker reports one message's jobs through.
-//! - [`counters`]: delivered/failed/dropped per sink, rule failures, unknown sinks.
+//! - [`notifier`]: the bounded queue, the background delivery task, the flush at shutdown.
+//! - [`counters`]: delivered/failed/dropped per sink, rule failures, unknown sinks (on `/metrics`).
 //! - [`sink`] and its kinds [`log`], [`sns`], [`sqs`], [`webhook`] (with [`signature`]).
 
 pub mod counters;
@@ -30,6 +29,6 @@ pub mod webhook;
 
 pub use counters::{Counters, Snapshot};
 pub use event::{Event, EventStatus};
-pub use notifier::{Attempt, Notifier, NotifyError, Pending};
+pub use notifier::{Notifier, NotifyError, Pending};
 pub use rules::RuleFailure;
 pub use sink::DeliveryError;

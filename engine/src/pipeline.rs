@@ -1,10 +1,13 @@
-//! One job, start to finish, independent of where the source came from or where outputs go:
-//! hash → probe (limits) → metadata plugins → decode once → for each rendition: resize →
-//! watermark (plugin draws once per size, host blends) → encode. The result is the output
-//! bytes plus a manifest; a failure at any stage is a `failed` manifest, never a panic.
+//! The media work of one job, independent of where the source came from or where outputs go
+//! (the [`crate::lifecycle`] fetches, stores and records): hash → probe (limits) → metadata
+//! plugins → decode once → for each rendition: resize → watermark (plugin draws once per size,
+//! host blends) → encode. The result is the output bytes plus a manifest; a failure at any
+//! stage is a `failed` manifest with its error, never a panic. Stages are reported, and
+//! cancellation checked between renditions, through the job's [`JobControl`].
 
 use crate::config::{Config, Profile, Rendition};
 use crate::error::JobError;
+use crate::job::control::JobControl;
 use crate::manifest::{self, Manifest, Status};
 use crate::media::decode::{self, Decoded};
 use crate::media::decoder::picture::Picture;
@@ -39,6 +42,8 @@ pub struct Job<'a> {
     pub etag: String,
     /// Profile name.
     pub profile: String,
+    /// Cancellation, progress and scratch space.
+    pub control: &'a JobControl,
 }
 
 /// One produced file, before it is stored.
@@ -87,6 +92,8 @@ pub struct JobResult {
     pub files: Vec<OutputFile>,
     /// Where file-backed outputs live until stored (removed when the result is dropped).
     pub scratch: Option<tempfile::TempDir>,
+    /// Why it failed (the manifest's `error`, with its cause).
+    pub error: Option<JobError>,
 }
 
 /// Runs jobs against a configuration and a plugin catalog. Cheap to share across threads.
@@ -97,12 +104,12 @@ pub struct Processor {
     catalog: CatalogSource,
 }
 
-/// Accumulates per-stage timings.
-#[derive(Default)]
-struct Timings(BTreeMap<String, f64>);
+/// Accumulates per-stage timings, and reports each stage to the job's control.
+struct Timings(BTreeMap<String, f64>, JobControl);
 
 impl Timings {
-    fn time<T>(&mut self, stage: &str, f: impl FnOnce() -> T) -> T {
+    fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        self.1.stage(stage);
         let t = Instant::now();
         let out = f();
         *self.0.entry(stage.to_string()).or_default() += t.elapsed().as_secs_f64() * 1e3;
@@ -123,9 +130,9 @@ struct Run {
 }
 
 impl Run {
-    fn new(uri: &str, etag: &str) -> Run {
+    fn new(uri: &str, etag: &str, control: &JobControl) -> Run {
         Run {
-            timings: Timings::default(),
+            timings: Timings(BTreeMap::new(), control.clone()),
             source: manifest::Source {
                 uri: uri.to_string(),
                 etag: etag.to_string(),
@@ -141,13 +148,13 @@ impl Run {
         }
     }
 
-    /// The job's scratch directory (for file-backed outputs), made on first use and removed
-    /// with the job's result.
+    /// The job's scratch directory (for file-backed outputs), made on first use in the
+    /// attempt's scratch space and removed with the job's result.
     fn scratch_dir(&mut self) -> Result<std::path::PathBuf, JobError> {
         if self.scratch.is_none() {
             let dir = tempfile::Builder::new()
                 .prefix("mediaflow-job-")
-                .tempdir()
+                .tempdir_in(self.timings.1.scratch())
                 .map_err(video::scratch_err)?;
             self.scratch = Some(dir);
         }
@@ -174,12 +181,9 @@ fn finish(
     let (status, error, files) = match outcome {
         Ok(files) => (Status::Succeeded, None, files),
         Err(e) => {
-            tracing::warn!(job_id = %id, source = %source_uri, code = e.code(), error = %e, "job failed");
-            (
-                Status::Failed,
-                Some(manifest::ErrorRecord::from(&e)),
-                Vec::new(),
-            )
+            // The lifecycle logs the job's failure once it decides what it means.
+            tracing::debug!(job_id = %id, source = %source_uri, error_code = e.code(), error = %e, "pipeline stopped");
+            (Status::Failed, Some(e), Vec::new())
         }
     };
     let manifest = Manifest {
@@ -192,7 +196,7 @@ fn finish(
         outputs: files.iter().map(|f| f.record.clone()).collect(),
         metadata: run.metadata,
         plugins: run.plugins,
-        error,
+        error: error.as_ref().map(manifest::ErrorRecord::from),
         timings_ms: run.timings.0,
         notes: run.notes,
     };
@@ -200,6 +204,7 @@ fn finish(
         manifest,
         files,
         scratch: run.scratch,
+        error,
     }
 }
 
@@ -259,7 +264,7 @@ impl Processor {
             return Processor::new(self.config.clone(), self.catalog()).run(job);
         }
         let started = Instant::now();
-        let mut run = Run::new(&job.source_uri, &job.etag);
+        let mut run = Run::new(&job.source_uri, &job.etag, job.control);
         let outcome = self.run_stages(job, &mut run);
         finish(
             &job.id,
@@ -393,25 +398,13 @@ impl Processor {
     ) -> Result<Vec<OutputFile>, JobError> {
         let (dw, dh) = probe.display_size();
         let src = &decoded.pixels;
-        // Crop coordinates are planned on the display size and scaled to the decoded size.
-        let (sx, sy) = (
-            f64::from(src.width) / f64::from(dw),
-            f64::from(src.height) / f64::from(dh),
-        );
         let mut watermark = match &profile.watermark {
             Some(u) if profile.renditions.iter().any(|r| r.watermark) => {
                 let plugin = self
                     .catalog
                     .resolve_use(u)
                     .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
-                let t = Instant::now();
-                let instance = plugin.instantiate()?;
-                Some((
-                    plugin,
-                    instance,
-                    t.elapsed().as_secs_f64() * 1e3,
-                    HashMap::<(u32, u32), Option<Overlay>>::new(),
-                ))
+                Some(Watermarker::new(plugin)?)
             }
             _ => None,
         };
@@ -437,34 +430,13 @@ impl Processor {
         let full_frame = (0.0, 0.0, f64::from(dw), f64::from(dh));
         let mut frames: Vec<Pixels> = Vec::new();
         let mut files: Vec<(usize, OutputFile)> = Vec::new();
-        for i in order {
+        let count = order.len() as f64;
+        for (done, i) in order.into_iter().enumerate() {
+            // Between renditions: a canceled job stops here; progress counts renditions.
+            job.control.check()?;
+            job.control.progress("renditions", done as f64 / count);
             let (r, p) = (&profile.renditions[i], plans[i]);
-            // A full-frame rendition at most half the size of an earlier one is resized from
-            // that (already Lanczos-filtered) image: same quality, a fraction of the work.
-            let cascade = (p.crop == full_frame)
-                .then(|| {
-                    frames
-                        .iter()
-                        .filter(|f| f.width >= 2 * p.width && f.height >= 2 * p.height)
-                        .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
-                })
-                .flatten();
-            let (from, plan) = match cascade {
-                Some(f) => (
-                    f,
-                    resize::Plan {
-                        crop: (0.0, 0.0, f64::from(f.width), f64::from(f.height)),
-                        ..p
-                    },
-                ),
-                None => (
-                    src,
-                    resize::Plan {
-                        crop: (p.crop.0 * sx, p.crop.1 * sy, p.crop.2 * sx, p.crop.3 * sy),
-                        ..p
-                    },
-                ),
-            };
+            let (from, plan) = resize_source(&frames, src, (dw, dh), p);
             let mut img: Pixels = run
                 .timings
                 .time("resize", || resize::resize(&mut resizer, from, &plan))
@@ -480,26 +452,9 @@ impl Processor {
                 frames.push(img.clone());
             }
             if r.watermark
-                && let Some((_, instance, ms, cache)) = watermark.as_mut()
+                && let Some(w) = watermark.as_mut()
             {
-                let t = Instant::now();
-                // The plugin draws once per rendition size; the host blends natively.
-                let overlay = match cache.entry((img.width, img.height)) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let size = types::Size {
-                            width: img.width,
-                            height: img.height,
-                        };
-                        e.insert(instance.draw(info, size)?.map(Overlay::from))
-                    }
-                };
-                if let Some(o) = overlay {
-                    overlay::blend(&mut img, o);
-                }
-                let elapsed = t.elapsed().as_secs_f64() * 1e3;
-                *ms += elapsed;
-                *run.timings.0.entry("watermark".into()).or_default() += elapsed;
+                w.apply(&mut img, info, &mut run.timings)?;
             }
             let data = run
                 .timings
@@ -508,11 +463,100 @@ impl Processor {
         }
         files.sort_by_key(|(i, _)| *i);
         let files: Vec<OutputFile> = files.into_iter().map(|(_, f)| f).collect();
-        if let Some((plugin, _, ms, _)) = watermark {
-            run.plugins.push(plugin_record(&plugin, ms));
+        if let Some(w) = watermark {
+            run.plugins.push(plugin_record(&w.plugin, w.ms));
         }
         tracing::debug!(job_id = %job.id, outputs = files.len(), shrink = decoded.shrink, "renditions done");
         Ok(files)
+    }
+}
+
+/// What rendition plan `p` (on the display size `display`) is resized from: a full-frame
+/// rendition at most half the size of an already made one is cut from that (already
+/// Lanczos-filtered) image — same quality, a fraction of the work; anything else from the
+/// decoded source, its crop scaled from the display size to the decoded size.
+fn resize_source<'a>(
+    made: &'a [Pixels],
+    src: &'a Pixels,
+    display: (u32, u32),
+    p: resize::Plan,
+) -> (&'a Pixels, resize::Plan) {
+    let (dw, dh) = (f64::from(display.0), f64::from(display.1));
+    let cascade = (p.crop == (0.0, 0.0, dw, dh))
+        .then(|| {
+            made.iter()
+                .filter(|f| f.width >= 2 * p.width && f.height >= 2 * p.height)
+                .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
+        })
+        .flatten();
+    match cascade {
+        Some(f) => (
+            f,
+            resize::Plan {
+                crop: (0.0, 0.0, f64::from(f.width), f64::from(f.height)),
+                ..p
+            },
+        ),
+        None => {
+            let (sx, sy) = (f64::from(src.width) / dw, f64::from(src.height) / dh);
+            (
+                src,
+                resize::Plan {
+                    crop: (p.crop.0 * sx, p.crop.1 * sy, p.crop.2 * sx, p.crop.3 * sy),
+                    ..p
+                },
+            )
+        }
+    }
+}
+
+/// A job's watermark plugin: one instance, the overlay it drew for each rendition size, and
+/// the time spent (for the manifest's plugin record).
+struct Watermarker {
+    plugin: Plugin,
+    instance: crate::plugin::PluginInstance,
+    ms: f64,
+    drawn: HashMap<(u32, u32), Option<Overlay>>,
+}
+
+impl Watermarker {
+    fn new(plugin: Plugin) -> Result<Watermarker, JobError> {
+        let t = Instant::now();
+        let instance = plugin.instantiate()?;
+        Ok(Watermarker {
+            plugin,
+            instance,
+            ms: t.elapsed().as_secs_f64() * 1e3,
+            drawn: HashMap::new(),
+        })
+    }
+
+    /// Blend the watermark into `img`: the plugin draws once per rendition size, the host
+    /// blends natively.
+    fn apply(
+        &mut self,
+        img: &mut Pixels,
+        info: &types::MediaInfo,
+        timings: &mut Timings,
+    ) -> Result<(), JobError> {
+        let t = Instant::now();
+        let overlay = match self.drawn.entry((img.width, img.height)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let size = types::Size {
+                    width: img.width,
+                    height: img.height,
+                };
+                e.insert(self.instance.draw(info, size)?.map(Overlay::from))
+            }
+        };
+        if let Some(o) = overlay {
+            overlay::blend(img, o);
+        }
+        let elapsed = t.elapsed().as_secs_f64() * 1e3;
+        self.ms += elapsed;
+        *timings.0.entry("watermark".into()).or_default() += elapsed;
+        Ok(())
     }
 }
 

@@ -7,22 +7,28 @@ mod bindings;
 pub mod bundled;
 mod cache;
 pub mod catalog;
+pub mod descriptor;
+mod epoch;
 mod error;
 mod host;
 pub mod inspect;
+mod instance;
 mod limits;
-pub mod manifest;
+mod loaded;
 pub mod registry;
 pub mod scaffold;
 mod source;
+mod state;
+mod traps;
+mod wit;
 mod world;
 
 pub use bindings::types;
 pub use cache::CompileCache;
 pub use error::{PluginError, PluginErrorKind};
-pub use host::{
-    HostConfig, HostError, Plugin, PluginHost, PluginInstance, PluginSpec, default_cache_dir,
-};
-pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, Limits};
+pub use host::{HostConfig, HostError, PluginHost, default_cache_dir};
+pub use instance::PluginInstance;
+pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, PluginLimits};
+pub use loaded::{Plugin, PluginSpec};
 pub use source::SourceHandle;
 pub use world::{HOSTED_WIT_VERSIONS, World};

@@ -1,21 +1,25 @@
-//! `mediaflow process`: run the pipeline once per local file, with no queue and no AWS.
-//! Writes `<out>/<stem>/` (renditions + `manifest.json`, the manifest last) and
-//! `<out>/index.html`. Files run in parallel on a bounded pool; one bad file never stops the
-//! others.
+//! `mediaflow process`: run each local file through the job [`crate::lifecycle`] once, with no
+//! queue and no AWS. Writes `<out>/<stem>/` (renditions + `manifest.json`, the manifest last)
+//! and `<out>/index.html`. Files run in parallel on a bounded pool; one bad file never stops
+//! the others. There is no second attempt: every failure, transient or not, is recorded.
 
-use crate::config::Config;
+use crate::error::JobError;
+use crate::job::control::JobControl;
+use crate::lifecycle::scratch::Scratch;
+use crate::lifecycle::{
+    Attempt, Destination, JobRequest, Lifecycle, ManifestWrite, Outcome, SourceLocation, SourceRef,
+};
 use crate::manifest::{Manifest, Status};
-use crate::pipeline::{Job, Processor};
-use crate::plugin::catalog::Catalog;
-use crate::plugin::registry::RegistryWatch;
-use crate::plugin::{HostConfig, PluginHost, default_cache_dir};
 use crate::report;
+use crate::services::Services;
 use crate::storage::{FsStorage, Storage};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub use crate::services::SetupError;
 
 /// What to process.
 #[derive(Debug, Clone)]
@@ -45,76 +49,10 @@ pub struct Summary {
     pub report: PathBuf,
 }
 
-/// Problems that stop the run before any job (exit code 2).
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The profile is unknown or names a plugin that cannot be resolved.
-    #[error("profile: {0}")]
-    Profile(crate::error::JobError),
-    /// The plugin host or bundled plugins failed to start.
-    #[error("plugins: {0}")]
-    Plugins(String),
-    /// The output directory cannot be used.
-    #[error("output directory: {0}")]
-    Output(String),
-    /// Notification rules or sinks cannot be set up.
-    #[error(transparent)]
-    Notify(#[from] crate::notify::NotifyError),
-}
-
-/// Everything a `process` run needs, set up once.
-#[derive(Debug)]
-pub struct Engine {
-    /// Keeps the epoch ticker (plugin deadlines) alive for as long as jobs run.
-    _host: Arc<PluginHost>,
-    /// The registry's plugins over the bundled and local ones.
-    registry: RegistryWatch,
-    /// The job runner.
-    pub processor: Processor,
-}
-
-impl Engine {
-    /// Load config, start the plugin host, the bundled and local plugins and the registry's.
-    pub fn start(config_path: Option<&Path>) -> Result<Engine, SetupError> {
-        Self::with_config(Config::load(config_path)?)
-    }
-
-    /// Start the plugin host, the bundled and local plugins and the registry for an already
-    /// loaded `config`.
-    pub fn with_config(config: Config) -> Result<Engine, SetupError> {
-        let host = Arc::new(
-            PluginHost::new(&HostConfig {
-                cache_dir: config.plugins.cache_dir.clone().or_else(default_cache_dir),
-                max_wasm_bytes: config.plugins.max_wasm_bytes,
-                ..HostConfig::default()
-            })
-            .map_err(|e| SetupError::Plugins(e.to_string()))?,
-        );
-        let catalog = Catalog::with_local(&host, &config.plugins.local)
-            .map_err(|e| SetupError::Plugins(e.to_string()))?;
-        let registry = RegistryWatch::load(&config, host.clone(), catalog)
-            .map_err(|e| SetupError::Plugins(e.to_string()))?;
-        Ok(Engine {
-            processor: Processor::live(Arc::new(config), registry.live()),
-            registry,
-            _host: host,
-        })
-    }
-
-    /// Keep the registry's plugins current: poll it every `plugins.registry_poll_secs` (the
-    /// worker does; a `process` run keeps what it loaded at start-up).
-    pub fn poll_registry(&mut self) {
-        self.registry.start_polling();
-    }
-}
-
 /// Process `opts.files` into `opts.out`.
 pub fn run(opts: &Options) -> Result<Summary, SetupError> {
-    let engine = Engine::start(opts.config.as_deref())?;
-    let processor = &engine.processor;
+    let services = Services::start(opts.config.as_deref())?;
+    let processor = &services.processor;
     let profile = opts
         .profile
         .clone()
@@ -122,7 +60,7 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
     processor
         .check_profile(&profile)
         .map_err(SetupError::Profile)?;
-    let store = FsStorage::new(&opts.out).map_err(|e| SetupError::Output(e.to_string()))?;
+    let store = Arc::new(FsStorage::new(&opts.out).map_err(|e| SetupError::Output(e.to_string()))?);
     // Each job's `succeeded`/`failed` event goes through the configured rules and sinks (by
     // default: a log line), delivered in the background while the others run.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -130,88 +68,48 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
         .enable_all()
         .build()
         .map_err(|e| SetupError::Output(format!("starting runtime: {e}")))?;
-    let notifier = runtime.block_on(crate::notify::Notifier::start(
+    let notifier = Arc::new(runtime.block_on(crate::notify::Notifier::start(
         &processor.config().notify,
         processor.catalog_source(),
-    ))?;
-    if opts.slideshow {
-        return slideshow(processor, &store, opts, &profile, &runtime, &notifier);
-    }
-
-    let dirs = unique_dirs(&opts.files);
-    let total = opts.files.len();
-    let workers = opts
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .clamp(1, total.max(1));
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    });
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Manifest>>> = Mutex::new(vec![None; total]);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let manifest =
-                        process_one(processor, &store, &opts.files[i], &dirs[i], &profile);
-                    notifier.emit(&crate::notify::Event::from_manifest(&manifest));
-                    match &progress {
-                        Some(bar) => {
-                            bar.inc(1);
-                            bar.set_message(format!("{} {:?}", dirs[i], manifest.status));
-                        }
-                        None => tracing::info!(
-                            source = %opts.files[i].display(),
-                            status = ?manifest.status,
-                            ms = manifest.timings_ms.get("total").copied().unwrap_or(0.0),
-                            "processed"
-                        ),
-                    }
-                    if let Ok(mut r) = results.lock() {
-                        r[i] = Some(manifest);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    ))?);
+    let root = processor.config().scratch_root();
+    let scratch =
+        Scratch::open(&root).map_err(|source| SetupError::Scratch { path: root, source })?;
+    let lifecycle = Lifecycle::new(processor.clone(), Arc::new(scratch), notifier.clone());
+    let run = Run {
+        lifecycle: &lifecycle,
+        store: &store,
+        profile: &profile,
+    };
+    let manifests = if opts.slideshow {
+        vec![run.slideshow(&opts.files)]
+    } else {
+        run.each(opts)
+    };
     runtime.block_on(notifier.shutdown());
-    let manifests: Vec<Manifest> = results
-        .into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect();
-    let entries: Vec<report::Entry<'_>> = manifests
-        .iter()
-        .zip(&opts.files)
-        .zip(&dirs)
-        .map(|((m, f), d)| report::Entry {
-            name: f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            dir: d.clone(),
-            manifest: m,
-        })
-        .collect();
+    let _ = store.sweep();
+    let entries: Vec<report::Entry<'_>> = if opts.slideshow {
+        vec![report::Entry {
+            name: format!("slideshow of {} images", opts.files.len()),
+            dir: SLIDESHOW_DIR.to_string(),
+            manifest: &manifests[0],
+        }]
+    } else {
+        let dirs = unique_dirs(&opts.files);
+        manifests
+            .iter()
+            .zip(&opts.files)
+            .zip(dirs)
+            .map(|((m, f), dir)| report::Entry {
+                name: f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                dir,
+                manifest: m,
+            })
+            .collect()
+    };
     let html = report::render(&entries);
     store
         .put("index.html", html.as_bytes(), "text/html")
@@ -222,106 +120,131 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
         .count();
     Ok(Summary {
         succeeded,
-        failed: total - succeeded,
+        failed: manifests.len() - succeeded,
         report: store.root().join("index.html"),
     })
 }
 
-fn process_one(
-    processor: &Processor,
-    store: &FsStorage,
-    file: &Path,
-    dir: &str,
-    profile: &str,
-) -> Manifest {
-    let uri = file_uri(file);
-    let etag = file_etag(file);
-    let job = Job {
-        id: dir.to_string(),
-        source_uri: uri,
-        path: file,
-        etag,
-        profile: profile.to_string(),
-    };
-    store_result(store, dir, processor.run(&job))
+/// Where `--slideshow` writes its one video.
+const SLIDESHOW_DIR: &str = "slideshow";
+
+/// One `process` run's jobs.
+struct Run<'a> {
+    lifecycle: &'a Lifecycle,
+    store: &'a Arc<FsStorage>,
+    profile: &'a str,
 }
 
-/// `--slideshow`: every file is a picture of one video, written to `<out>/slideshow/`.
-fn slideshow(
-    processor: &Processor,
-    store: &FsStorage,
-    opts: &Options,
-    profile: &str,
-    runtime: &tokio::runtime::Runtime,
-    notifier: &crate::notify::Notifier,
-) -> Result<Summary, SetupError> {
-    let dir = "slideshow";
-    let slides: Vec<crate::pipeline::Slide<'_>> = opts
-        .files
-        .iter()
-        .map(|f| crate::pipeline::Slide {
-            uri: file_uri(f),
-            etag: file_etag(f),
-            path: f,
-        })
-        .collect();
-    let job = crate::pipeline::Slideshow {
-        id: dir.to_string(),
-        slides,
-        profile: profile.to_string(),
-    };
-    let manifest = store_result(store, dir, processor.run_slideshow(&job));
-    notifier.emit(&crate::notify::Event::from_manifest(&manifest));
-    runtime.block_on(notifier.shutdown());
-    tracing::info!(
-        sources = opts.files.len(),
-        status = ?manifest.status,
-        ms = manifest.timings_ms.get("total").copied().unwrap_or(0.0),
-        "slideshow processed"
-    );
-    let entries = [report::Entry {
-        name: format!("slideshow of {} images", opts.files.len()),
-        dir: dir.to_string(),
-        manifest: &manifest,
-    }];
-    let html = report::render(&entries);
-    store
-        .put("index.html", html.as_bytes(), "text/html")
-        .map_err(|e| SetupError::Output(e.to_string()))?;
-    let ok = manifest.status == Status::Succeeded;
-    Ok(Summary {
-        succeeded: usize::from(ok),
-        failed: usize::from(!ok),
-        report: store.root().join("index.html"),
-    })
-}
-
-/// Store a job's outputs under `dir/`, then its manifest (last: it marks the job complete).
-fn store_result(store: &FsStorage, dir: &str, mut result: crate::pipeline::JobResult) -> Manifest {
-    for f in &mut result.files {
-        let key = format!("{dir}/{}", f.key);
-        match f.store(store, &key) {
-            Ok(_) => f.record.uri = store.uri(&key),
-            Err(e) => {
-                let e = crate::error::JobError::from(e);
-                result.manifest.status = Status::Failed;
-                result.manifest.error = Some((&e).into());
-                break;
+impl Run<'_> {
+    /// One job per file, on a bounded pool; their manifests in file order.
+    fn each(&self, opts: &Options) -> Vec<Manifest> {
+        let dirs = unique_dirs(&opts.files);
+        let total = opts.files.len();
+        let workers = opts
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, total.max(1));
+        let progress = progress_bar(total);
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Manifest>>> = Mutex::new(vec![None; total]);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            break;
+                        }
+                        let manifest = self.job(&[&opts.files[i]], &dirs[i]);
+                        match &progress {
+                            Some(bar) => {
+                                bar.inc(1);
+                                bar.set_message(format!("{} {}", dirs[i], manifest.status));
+                            }
+                            None => tracing::info!(
+                                source = %opts.files[i].display(),
+                                status = %manifest.status,
+                                ms = manifest.timings_ms.get("total").copied().unwrap_or(0.0),
+                                "processed"
+                            ),
+                        }
+                        if let Ok(mut r) = results.lock() {
+                            r[i] = Some(manifest);
+                        }
+                    }
+                });
             }
+        });
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
         }
+        results
+            .into_inner()
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect()
     }
-    result.manifest.outputs = result.files.iter().map(|f| f.record.clone()).collect();
-    if result.manifest.status == Status::Failed {
-        result.manifest.outputs.clear();
+
+    /// `--slideshow`: every file is a picture of one video, written to `<out>/slideshow/`.
+    fn slideshow(&self, files: &[PathBuf]) -> Manifest {
+        let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        let manifest = self.job(&paths, SLIDESHOW_DIR);
+        tracing::info!(
+            sources = files.len(),
+            status = %manifest.status,
+            ms = manifest.timings_ms.get("total").copied().unwrap_or(0.0),
+            "slideshow processed"
+        );
+        manifest
     }
-    if let Err(e) = store.put(
-        &format!("{dir}/manifest.json"),
-        &result.manifest.to_json(),
-        "application/json",
-    ) {
-        tracing::error!(dir, error = %e, "could not write manifest");
+
+    /// Run the job of `files` into `<out>/<dir>/`; its manifest (one is made for the report
+    /// even when it could not be written).
+    fn job(&self, files: &[&Path], dir: &str) -> Manifest {
+        let job = JobRequest {
+            id: dir.to_string(),
+            sources: files
+                .iter()
+                .map(|f| SourceRef {
+                    uri: file_uri(f),
+                    etag: file_etag(f),
+                    size: None,
+                    location: SourceLocation::File(f.to_path_buf()),
+                })
+                .collect(),
+            profile: self.profile.to_string(),
+            destination: Destination {
+                storage: self.store.clone() as Arc<dyn Storage>,
+                prefix: format!("{dir}/"),
+                manifest: ManifestWrite::Replace,
+            },
+        };
+        let error = match self
+            .lifecycle
+            .run(&job, &Attempt::once(), &JobControl::detached(dir))
+        {
+            Outcome::Recorded(m) => return *m,
+            Outcome::Unrecorded(e) | Outcome::Unrecordable(e) => e,
+            Outcome::Duplicate | Outcome::Canceled | Outcome::Released => {
+                JobError::Canceled(crate::error::CancelReason::Requested)
+            }
+        };
+        crate::lifecycle::record::failure_manifest(&job, &error, None)
     }
-    result.manifest
+}
+
+/// A progress bar on a terminal.
+fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    })
 }
 
 /// `file://` + the canonical path.

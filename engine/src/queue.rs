@@ -3,7 +3,8 @@
 //! reappears if not deleted (a crashed worker loses nothing), receipts go stale on redelivery,
 //! and a message received more than `max_receive_count` times moves to the dead-letter queue.
 //! Completed messages are deleted in small batches ([`batch::BatchDeleter`]); [`metered::Metered`]
-//! counts any queue's calls for the metrics.
+//! counts any queue's calls for the metrics. A message is moved to the dead-letter queue with
+//! the reason it could not be done ([`Queue::dead_letter`]), so the entry explains itself.
 
 pub mod batch;
 pub mod local;
@@ -26,6 +27,21 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
     /// The largest `max` one receive accepts.
     fn max_batch(&self) -> usize;
+    /// Leave a received message to reappear after `wait`, recording `why` it was not done
+    /// (the local queue keeps the reason for a later dead-lettering; SQS cannot).
+    fn retry_later(&self, receipt: &str, wait: Duration, why: &str) -> Result<(), QueueError> {
+        let _ = why;
+        self.change_visibility(receipt, wait)
+    }
+    /// Move a received message to the dead-letter queue now, carrying `reason`. An error when
+    /// this queue has no dead-letter queue it can write to: the message is then left to the
+    /// queue's own redrive, and the reason is only in the log and the `dead-lettered` event.
+    fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+        let _ = (message, reason);
+        Err(QueueError::Failed(
+            "this queue has no dead-letter queue to move messages to".into(),
+        ))
+    }
 }
 
 impl Queue for local::LocalQueue {
@@ -40,6 +56,12 @@ impl Queue for local::LocalQueue {
     }
     fn max_batch(&self) -> usize {
         100
+    }
+    fn retry_later(&self, receipt: &str, wait: Duration, why: &str) -> Result<(), QueueError> {
+        local::LocalQueue::retry_later(self, receipt, wait, why)
+    }
+    fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+        local::LocalQueue::dead_letter(self, &message.receipt, reason)
     }
 }
 

@@ -37,6 +37,140 @@ pub fn plain_words(code: &str) -> &'static str {
     }
 }
 
+/// One source's section: status, media, error, outputs, metadata, plugins, notes, timings.
+fn section(h: &mut String, e: &Entry<'_>) {
+    let m = e.manifest;
+    let status = match m.status {
+        Status::Succeeded => "succeeded",
+        Status::Failed => "failed",
+    };
+    let _ = write!(
+        h,
+        r#"<section class="{status}"><h2>{} <span class="badge">{status}</span></h2>"#,
+        esc(&e.name)
+    );
+    if let Some(media) = &m.source.media {
+        let _ = write!(
+            h,
+            r#"<div class="muted">{} {}×{}, {} bytes, profile <b>{}</b>{}</div>"#,
+            esc(&media.format),
+            media.width,
+            media.height,
+            m.source.bytes,
+            esc(&m.profile),
+            if media.frames > 1 {
+                format!(", {} frames", media.frames)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(err) = &m.error {
+        let _ = write!(
+            h,
+            r#"<p class="err"><b>{}</b><br>{} <span class="muted">(code <code>{}</code>, {:?})</span></p>"#,
+            plain_words(&err.code),
+            esc(&err.message),
+            esc(&err.code),
+            err.class
+        );
+    }
+    outputs(h, e);
+    for (plugin, entries) in &m.metadata {
+        if entries.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            h,
+            "<table><tr><th colspan=2>metadata from <b>{}</b></th></tr>",
+            esc(plugin)
+        );
+        for (k, v) in entries {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
+        }
+        h.push_str("</table>");
+    }
+    if !m.plugins.is_empty() {
+        h.push_str("<table><tr><th>plugin</th><th>version</th><th>world</th><th>time</th></tr>");
+        for p in &m.plugins {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} ms</td></tr>",
+                esc(&p.name),
+                esc(&p.version),
+                esc(&p.world),
+                p.duration_ms
+            );
+        }
+        h.push_str("</table>");
+    }
+    for n in &m.notes {
+        let _ = write!(h, r#"<p class="muted">Note: {}</p>"#, esc(n));
+    }
+    let timings: Vec<String> = m
+        .timings_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1} ms"))
+        .collect();
+    let _ = write!(
+        h,
+        r#"<p class="muted">{} · <a href="{}/manifest.json">manifest.json</a></p></section>"#,
+        esc(&timings.join(" · ")),
+        esc(&e.dir)
+    );
+}
+
+/// The outputs of a source, each shown as what it is (image, video, link).
+fn outputs(h: &mut String, e: &Entry<'_>) {
+    let m = e.manifest;
+    if m.outputs.is_empty() {
+        return;
+    }
+    h.push_str(r#"<div class="renditions">"#);
+    for o in &m.outputs {
+        // HLS media playlists and segments are reached through the master playlist.
+        if o.name.starts_with("hls/") {
+            continue;
+        }
+        let file = match o.name.as_str() {
+            "hls" => "hls/master.m3u8",
+            _ => o.uri.rsplit('/').next().unwrap_or(""),
+        };
+        let view = match (o.kind.as_str(), o.format.as_str()) {
+            ("video", "mp4") => format!(
+                r#"<video controls preload="metadata" poster="{dir}/poster.jpg" src="{dir}/{file}"></video>"#,
+                dir = esc(&e.dir),
+                file = esc(file)
+            ),
+            ("playlist", _) | ("vtt", _) => format!(
+                r#"<a href="{dir}/{file}">{file}</a>"#,
+                dir = esc(&e.dir),
+                file = esc(file)
+            ),
+            _ => format!(
+                r#"<a href="{dir}/{file}"><img src="{dir}/{file}" alt="{name}" loading="lazy"></a>"#,
+                dir = esc(&e.dir),
+                file = esc(file),
+                name = esc(&o.name)
+            ),
+        };
+        let _ = write!(
+            h,
+            r#"<figure>{view}<figcaption>{name}: {fmt} {w}×{hh}, {kb:.1} KB</figcaption></figure>"#,
+            name = esc(&o.name),
+            fmt = esc(&o.format),
+            w = o.width,
+            hh = o.height,
+            kb = o.bytes as f64 / 1024.0
+        );
+    }
+    h.push_str("</div>");
+}
+
 /// Render the report.
 pub fn render(entries: &[Entry<'_>]) -> String {
     let ok = entries
@@ -66,131 +200,7 @@ table{{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}} td,th{{border:
         entries.len() - ok
     );
     for e in entries {
-        let m = e.manifest;
-        let status = match m.status {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-        };
-        let _ = write!(
-            h,
-            r#"<section class="{status}"><h2>{} <span class="badge">{status}</span></h2>"#,
-            esc(&e.name)
-        );
-        if let Some(media) = &m.source.media {
-            let _ = write!(
-                h,
-                r#"<div class="muted">{} {}×{}, {} bytes, profile <b>{}</b>{}</div>"#,
-                esc(&media.format),
-                media.width,
-                media.height,
-                m.source.bytes,
-                esc(&m.profile),
-                if media.frames > 1 {
-                    format!(", {} frames", media.frames)
-                } else {
-                    String::new()
-                }
-            );
-        }
-        if let Some(err) = &m.error {
-            let _ = write!(
-                h,
-                r#"<p class="err"><b>{}</b><br>{} <span class="muted">(code <code>{}</code>, {:?})</span></p>"#,
-                plain_words(&err.code),
-                esc(&err.message),
-                esc(&err.code),
-                err.class
-            );
-        }
-        if !m.outputs.is_empty() {
-            h.push_str(r#"<div class="renditions">"#);
-            for o in &m.outputs {
-                // HLS media playlists and segments are reached through the master playlist.
-                if o.name.starts_with("hls/") {
-                    continue;
-                }
-                let file = match o.name.as_str() {
-                    "hls" => "hls/master.m3u8",
-                    _ => o.uri.rsplit('/').next().unwrap_or(""),
-                };
-                let view = match (o.kind.as_str(), o.format.as_str()) {
-                    ("video", "mp4") => format!(
-                        r#"<video controls preload="metadata" poster="{dir}/poster.jpg" src="{dir}/{file}"></video>"#,
-                        dir = esc(&e.dir),
-                        file = esc(file)
-                    ),
-                    ("playlist", _) | ("vtt", _) => format!(
-                        r#"<a href="{dir}/{file}">{file}</a>"#,
-                        dir = esc(&e.dir),
-                        file = esc(file)
-                    ),
-                    _ => format!(
-                        r#"<a href="{dir}/{file}"><img src="{dir}/{file}" alt="{name}" loading="lazy"></a>"#,
-                        dir = esc(&e.dir),
-                        file = esc(file),
-                        name = esc(&o.name)
-                    ),
-                };
-                let _ = write!(
-                    h,
-                    r#"<figure>{view}<figcaption>{name}: {fmt} {w}×{hh}, {kb:.1} KB</figcaption></figure>"#,
-                    name = esc(&o.name),
-                    fmt = esc(&o.format),
-                    w = o.width,
-                    hh = o.height,
-                    kb = o.bytes as f64 / 1024.0
-                );
-            }
-            h.push_str("</div>");
-        }
-        for (plugin, entries) in &m.metadata {
-            if entries.is_empty() {
-                continue;
-            }
-            let _ = write!(
-                h,
-                "<table><tr><th colspan=2>metadata from <b>{}</b></th></tr>",
-                esc(plugin)
-            );
-            for (k, v) in entries {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
-            }
-            h.push_str("</table>");
-        }
-        if !m.plugins.is_empty() {
-            h.push_str(
-                "<table><tr><th>plugin</th><th>version</th><th>world</th><th>time</th></tr>",
-            );
-            for p in &m.plugins {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} ms</td></tr>",
-                    esc(&p.name),
-                    esc(&p.version),
-                    esc(&p.world),
-                    p.duration_ms
-                );
-            }
-            h.push_str("</table>");
-        }
-        for n in &m.notes {
-            let _ = write!(h, r#"<p class="muted">Note: {}</p>"#, esc(n));
-        }
-        let timings: Vec<String> = m
-            .timings_ms
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.1} ms"))
-            .collect();
-        let _ = write!(
-            h,
-            r#"<p class="muted">{} · <a href="{}/manifest.json">manifest.json</a></p></section>"#,
-            esc(&timings.join(" · ")),
-            esc(&e.dir)
-        );
+        section(&mut h, e);
     }
     h.push_str("</body></html>\n");
     h

@@ -1,10 +1,13 @@
 //! Where sources come from and outputs go: a key–value object store. The filesystem backend
-//! (`file://DIR`) is the local default; S3 is the other backend. Keys are `/`-separated
-//! relative paths and can never escape the store's root.
+//! ([`fs`], `file://DIR`) is the local default; S3 ([`s3`]) is the other; [`buckets`] opens
+//! either by bucket name. Keys are `/`-separated relative paths and can never escape the
+//! store's root. Every I/O failure but a missing object is transient.
 
+pub mod buckets;
 pub mod fs;
 pub mod s3;
 
+pub use buckets::Buckets;
 pub use fs::FsStorage;
 pub use s3::S3Storage;
 
@@ -93,7 +96,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         content_type: &str,
     ) -> Result<ObjectInfo, StorageError> {
         let data = std::fs::read(src).map_err(|e| StorageError::Failed {
-            class: crate::error::ErrorClass::Permanent,
+            class: crate::error::io_class(&e),
             message: format!("reading {}: {e}", src.display()),
         })?;
         self.put(key, &data, content_type)
@@ -108,6 +111,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         dest: &std::path::Path,
         etag: Option<&str>,
     ) -> Result<ObjectInfo, StorageError>;
+    /// Remove the object at `key` (nothing there is fine).
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// The object's info, or `None`.
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
     /// Every object whose key starts with `prefix` (a plain string prefix, as S3 has it; `""`
@@ -120,31 +125,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 /// Check a key: non-empty, relative, no `.`/`..`/empty segments, no backslashes or control
 /// characters, at most 1024 bytes.
 pub fn validate_key(key: &str) -> Result<(), StorageError> {
-    let bad = |reason| {
-        Err(StorageError::InvalidKey {
+    match crate::config::key_problem(key) {
+        None => Ok(()),
+        Some(reason) => Err(StorageError::InvalidKey {
             key: key.to_string(),
             reason,
-        })
-    };
-    if key.is_empty() {
-        return bad("empty");
+        }),
     }
-    if key.len() > 1024 {
-        return bad("longer than 1024 bytes");
-    }
-    if key.starts_with('/') {
-        return bad("absolute path");
-    }
-    if key.chars().any(|c| c.is_control() || c == '\\') {
-        return bad("control character or backslash");
-    }
-    if key
-        .split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return bad("empty, '.' or '..' path segment");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! Debian's ffprobe/ffmpeg judge every output.
 
 use crate::process::run_measured;
-use crate::video::{decodes_clean, ffmpeg, manifest, num, probe, stream};
+use crate::video::{decodes_clean, failed_with, ffmpeg, manifest, num, probe, stream};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -953,14 +953,7 @@ fn hdr_sources_are_tone_mapped_to_sdr_and_dolby_vision_needs_a_playable_base() {
         decodes_clean(&path);
     }
     let m = manifest(&out, "dovi5");
-    assert_eq!(m["error"]["code"], "unsupported_codec", "{m}");
-    assert!(
-        m["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Dolby Vision profile 5"),
-        "{m}"
-    );
+    failed_with(&m, "unsupported_codec", "Dolby Vision profile 5");
 }
 
 #[test]
@@ -1040,32 +1033,11 @@ fn damaged_video_is_concealed_and_counted_up_to_a_limit() {
     assert_eq!(frames, 120.0, "every frame is there");
     decodes_clean(&path);
     let m = manifest(&out, "ruined");
-    assert_eq!(m["error"]["code"], "corrupt_input", "{m}");
-    assert!(
-        m["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("max_damaged_frames_percent"),
-        "{m}"
-    );
+    failed_with(&m, "corrupt_input", "max_damaged_frames_percent");
     let m = manifest(&out, "cut");
-    assert_eq!(m["error"]["code"], "corrupt_input", "{m}");
-    assert!(
-        m["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("truncated"),
-        "{m}"
-    );
+    failed_with(&m, "corrupt_input", "truncated");
     let m = manifest(&out, "cut-index");
-    assert_eq!(m["error"]["code"], "corrupt_input", "{m}");
-    assert!(
-        m["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("moov atom not found"),
-        "{m}"
-    );
+    failed_with(&m, "corrupt_input", "moov atom not found");
 }
 
 #[test]

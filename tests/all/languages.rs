@@ -9,8 +9,8 @@
 //! cold run (or a change) pays for the build; compiled code is cached the same way.
 
 use mediaflow::plugin::catalog::spec_for;
+use mediaflow::plugin::descriptor::PluginDescriptor;
 use mediaflow::plugin::inspect::{sample_event, status_name};
-use mediaflow::plugin::manifest::PluginManifest;
 use mediaflow::plugin::types::{JobError, JobOutput, JobStatus, Notification, PluginUse};
 use mediaflow::plugin::{HostConfig, PluginErrorKind, PluginHost, World};
 use mediaflow_tests::{CANON, encode, exif_block, jpeg_with_exif, photo_like};
@@ -69,9 +69,9 @@ impl Example {
         workspace().join("examples/plugins").join(self.dir)
     }
 
-    fn manifest(&self) -> PluginManifest {
+    fn manifest(&self) -> PluginDescriptor {
         let text = std::fs::read_to_string(self.path().join("plugin.toml")).expect("plugin.toml");
-        PluginManifest::parse(&text).expect("valid plugin.toml")
+        PluginDescriptor::parse(&text).expect("valid plugin.toml")
     }
 
     /// The toolchain's identity, part of the cache key; panics with how to install it.
@@ -389,7 +389,7 @@ local = ["{}"]
     // plugin to skip hashing: it still answers, in time, and says the hash is incomplete.
     let hurried = plugin.with_overrides(
         &Default::default(),
-        Some(mediaflow::plugin::Limits {
+        Some(mediaflow::plugin::PluginLimits {
             timeout_ms: 90,
             ..plugin.limits()
         }),

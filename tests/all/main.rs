@@ -4,6 +4,7 @@
 mod aws;
 mod cli;
 mod deploy;
+mod faults;
 mod first_party;
 mod harness;
 mod heif;

@@ -84,7 +84,7 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The log lines as JSON, failing on any line that is not a JSON object.
-fn json_lines(logs: &str) -> Vec<Value> {
+pub(crate) fn json_lines(logs: &str) -> Vec<Value> {
     logs.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -97,7 +97,7 @@ fn json_lines(logs: &str) -> Vec<Value> {
 }
 
 /// The address the worker's ops listener reports in its log.
-fn ops_addr(w: &Workers) -> SocketAddr {
+pub(crate) fn ops_addr(w: &Workers) -> SocketAddr {
     let mut found = None;
     w.wait_until("the ops listener", Duration::from_secs(30), POLL, || {
         found = w.logs().lines().find_map(|l| {
@@ -115,7 +115,7 @@ fn ops_addr(w: &Workers) -> SocketAddr {
 }
 
 /// `GET path` → (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the ops listener");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -136,7 +136,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Parse an exposition with `prometheus_client`'s own parser: families with their samples.
-fn parse_exposition(text: &str) -> Vec<Value> {
+pub(crate) fn parse_exposition(text: &str) -> Vec<Value> {
     let version = Command::new("python3")
         .args([
             "-c",
@@ -186,7 +186,7 @@ print(json.dumps(out))
 }
 
 /// The value of the sample `name` whose labels include `labels` (None if absent).
-fn sample(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     families
         .iter()
         .flat_map(|f| f["samples"].as_array().into_iter().flatten())
@@ -816,9 +816,9 @@ fn a_worker_whose_ops_port_is_taken_stops_at_start_with_exit_2() {
 
 #[test]
 fn plugin_traps_limits_duration_and_memory_high_water_are_counted() {
-    use mediaflow::plugin::{Limits, PluginSpec, SourceHandle};
+    use mediaflow::plugin::{PluginLimits, PluginSpec, SourceHandle};
     use mediaflow::telemetry::metrics::{
-        PLUGIN_CALL_DURATION, PLUGIN_CALLS, PLUGIN_MEMORY_HIGH_WATER, PLUGIN_TRAPS, render,
+        PLUGIN_CALLS, PLUGIN_MEMORY_HIGH_WATER, PLUGIN_TRAPS, render,
     };
     use mediaflow_tests::{guest, programs};
     let (host, _dir) = mediaflow_tests::host();
@@ -826,14 +826,14 @@ fn plugin_traps_limits_duration_and_memory_high_water_are_counted() {
     let source = SourceHandle::from_bytes(vec![0xFF, 0xD8, 0xFF, 0xD9]);
     // Names of their own: the registry is process-wide, and other tests run these guests too.
     let mut bomb = PluginSpec::new("ops-memory-bomb", "0.2.0");
-    bomb.limits = Limits {
+    bomb.limits = PluginLimits {
         memory_bytes: 32 * 1024 * 1024,
-        ..Limits::default()
+        ..PluginLimits::default()
     };
     let mut spin = PluginSpec::new("ops-spin", "0.2.0");
-    spin.limits = Limits {
+    spin.limits = PluginLimits {
         timeout_ms: 100,
-        ..Limits::default()
+        ..PluginLimits::default()
     };
     let bomb = guest(&host, programs::MEMORY_BOMB, bomb).expect("load");
     let spin = guest(&host, programs::SPIN, spin).expect("load");
@@ -850,12 +850,23 @@ fn plugin_traps_limits_duration_and_memory_high_water_are_counted() {
     );
     let s = ["ops-spin", "0.2.0"];
     assert_eq!(PLUGIN_TRAPS.get(&[s[0], s[1], "timeout"]), 1.0);
-    let (calls, secs) = PLUGIN_CALL_DURATION.count_and_sum(&s);
-    assert!(
-        calls == 1 && (0.1..2.0).contains(&secs),
-        "{calls} calls, {secs} s"
-    );
     let families = parse_exposition(&render());
+    let spin = [("plugin", s[0]), ("version", s[1])];
+    let calls = sample(
+        &families,
+        "mediaflow_plugin_call_duration_seconds_count",
+        &spin,
+    );
+    let secs = sample(
+        &families,
+        "mediaflow_plugin_call_duration_seconds_sum",
+        &spin,
+    )
+    .unwrap_or_default();
+    assert!(
+        calls == Some(1.0) && (0.1..2.0).contains(&secs),
+        "{calls:?} calls, {secs} s"
+    );
     assert_eq!(
         sample(
             &families,

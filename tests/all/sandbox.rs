@@ -4,7 +4,7 @@
 use crate::image_info;
 use mediaflow::plugin::types::Size;
 use mediaflow::plugin::{
-    HostConfig, Limits, PluginErrorKind, PluginHost, PluginSpec, SourceHandle, World,
+    HostConfig, PluginErrorKind, PluginHost, PluginLimits, PluginSpec, SourceHandle, World,
 };
 use mediaflow_tests::{bundled_plugin, guest, host, programs};
 use std::time::{Duration, Instant};
@@ -33,9 +33,9 @@ fn host_still_serves(host: &PluginHost) {
 fn infinite_loop_stops_within_1_1x_its_deadline() {
     let (host, _dir) = host();
     let mut s = spec("spin");
-    s.limits = Limits {
+    s.limits = PluginLimits {
         timeout_ms: 1_000,
-        ..Limits::default()
+        ..PluginLimits::default()
     };
     let plugin = guest(&host, programs::SPIN, s).expect("load");
     let mut instance = plugin.instantiate().expect("instantiate");
@@ -76,9 +76,9 @@ fn infinite_loop_stops_within_1_1x_its_deadline() {
 fn fuel_budget_stops_a_loop_deterministically() {
     let (host, _dir) = host();
     let mut s = spec("spin");
-    s.limits = Limits {
+    s.limits = PluginLimits {
         fuel: Some(5_000_000),
-        ..Limits::default()
+        ..PluginLimits::default()
     };
     let plugin = guest(&host, programs::SPIN, s).expect("load");
     let err = plugin
@@ -97,9 +97,9 @@ fn fuel_budget_stops_a_loop_deterministically() {
 fn unbounded_memory_growth_hits_the_memory_limit() {
     let (host, _dir) = host();
     let mut s = spec("memory-bomb");
-    s.limits = Limits {
+    s.limits = PluginLimits {
         memory_bytes: 64 * 1024 * 1024,
-        ..Limits::default()
+        ..PluginLimits::default()
     };
     let plugin = guest(&host, programs::MEMORY_BOMB, s).expect("load");
     let err = plugin

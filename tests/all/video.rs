@@ -130,6 +130,16 @@ pub(crate) fn manifest(out: &Path, stem: &str) -> Value {
     serde_json::from_str(&text).expect("manifest JSON")
 }
 
+/// Manifest `m` records a failure with error code `code` and `words` in its message.
+#[track_caller]
+pub(crate) fn failed_with(m: &Value, code: &str, words: &str) {
+    assert_eq!(m["error"]["code"], code, "{m}");
+    assert!(
+        m["error"]["message"].as_str().unwrap_or("").contains(words),
+        "{m}"
+    );
+}
+
 #[test]
 fn ladders_for_every_kind_of_h264_source_pass_an_independent_decoder() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -827,4 +837,52 @@ fn openh264_is_built_with_its_assembly() {
              openh264-sys2 was built? (`cargo clean -p openh264-sys2` after installing it)"
         );
     }
+}
+
+/// OpenH264's own log lines (it warns about frame skipping, which is off on purpose, at every
+/// encoder start) go through `tracing`: with JSON logs, stderr holds JSON lines only, that
+/// line among them under the `openh264` target at debug level — not a plain `[OpenH264] …`
+/// line that breaks the stream.
+#[test]
+fn openh264_logs_through_tracing_and_the_json_stream_stays_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join("clip.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=0.5",
+        "-c:v",
+        "libx264",
+        &clip.to_string_lossy(),
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+        .arg("process")
+        .arg(&clip)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("MEDIAFLOW_LOG", "debug")
+        .env("MEDIAFLOW_LOG_FORMAT", "json")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+    let line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("bEnableFrameSkip")
+        })
+        .unwrap_or_else(|| panic!("OpenH264's line is logged: {stderr}"));
+    assert_eq!(line["target"], "openh264", "{line}");
+    assert_eq!(line["level"], "DEBUG", "{line}");
 }

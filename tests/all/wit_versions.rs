@@ -8,7 +8,7 @@
 use crate::cli::{mediaflow, text};
 use crate::image_info;
 use mediaflow::plugin::{
-    HOSTED_WIT_VERSIONS, Limits, PluginErrorKind, PluginSpec, SourceHandle, World, inspect,
+    HOSTED_WIT_VERSIONS, PluginErrorKind, PluginLimits, PluginSpec, SourceHandle, World, inspect,
 };
 use mediaflow_tests::{encode, guest, host, photo_like, programs};
 
@@ -111,9 +111,9 @@ fn a_plugin_built_against_0_1_1_calls_the_new_host_function() {
 
     let mut spec = PluginSpec::new("time-left", "0.1.0");
     spec.config.insert("busy_ms".into(), "300".into());
-    spec.limits = Limits {
+    spec.limits = PluginLimits {
         timeout_ms: 1_000,
-        ..Limits::default()
+        ..PluginLimits::default()
     };
     let plugin = guest(&host, programs::TIME_LEFT, spec).expect("load");
     assert_eq!(plugin.wit_version().to_string(), "0.1.1");

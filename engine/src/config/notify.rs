@@ -3,8 +3,8 @@
 //! (`log`, `sns`, `sqs`, `webhook`) are declared here by name. With no rules, a default rule
 //! sends `succeeded` and `failed` events to `default_sink`. A sink called `log` always exists.
 
+use super::PluginLimits;
 use super::PluginRef;
-use crate::plugin::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -55,7 +55,7 @@ pub struct RuleConfig {
     pub config: toml::Table,
     /// Limits over the plugin's own.
     #[serde(default)]
-    pub limits: Option<Limits>,
+    pub limits: Option<PluginLimits>,
     /// When the rule traps, times out or returns an error: `false` (default) logs and counts
     /// it and the job goes on (fail-open); `true` makes the job a transient failure, so its
     /// message is retried (and dead-lettered after the queue's last receive) — the job is
@@ -242,69 +242,8 @@ impl NotifyConfig {
                     "a sink name must be lowercase letters, digits, '-' or '_'".into(),
                 ));
             }
-            match sink {
-                SinkConfig::Log(_) => {}
-                SinkConfig::Sns(s) => {
-                    let parts: Vec<&str> = s.topic_arn.split(':').collect();
-                    if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" {
-                        return Err((
-                            field("topic_arn"),
-                            format!(
-                                "{:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
-                                s.topic_arn
-                            ),
-                        ));
-                    }
-                }
-                SinkConfig::Sqs(s) => {
-                    check_url(&s.queue_url).map_err(|p| (field("queue_url"), p))?;
-                    if s.queue_url.ends_with(".fifo") {
-                        return Err((
-                            field("queue_url"),
-                            "FIFO queues are not supported as sinks (they need a message group and de-duplication id); use a standard queue".into(),
-                        ));
-                    }
-                }
-                SinkConfig::Webhook(w) => {
-                    check_url(&w.url).map_err(|p| (field("url"), p))?;
-                    if w.secret.expose().is_empty() {
-                        return Err((
-                            field("secret"),
-                            format!(
-                                "is required (the HMAC-SHA256 key of X-Mediaflow-Signature); set it here or in MEDIAFLOW_NOTIFY__SINKS__{}__SECRET",
-                                name.to_ascii_uppercase()
-                            ),
-                        ));
-                    }
-                    if !(1..=600_000).contains(&w.timeout_ms) {
-                        return Err((
-                            field("timeout_ms"),
-                            format!("{} must be 1..=600000", w.timeout_ms),
-                        ));
-                    }
-                    if !(1..=100).contains(&w.max_attempts) {
-                        return Err((
-                            field("max_attempts"),
-                            format!("{} must be 1..=100", w.max_attempts),
-                        ));
-                    }
-                    if w.backoff_base_ms == 0 || w.backoff_base_ms > w.backoff_max_ms {
-                        return Err((
-                            field("backoff_base_ms"),
-                            format!(
-                                "{} must be at least 1 and at most backoff_max_ms ({})",
-                                w.backoff_base_ms, w.backoff_max_ms
-                            ),
-                        ));
-                    }
-                    if w.backoff_max_ms > 3_600_000 {
-                        return Err((
-                            field("backoff_max_ms"),
-                            format!("{} must be at most 3600000 (1 h)", w.backoff_max_ms),
-                        ));
-                    }
-                }
-            }
+            sink.validate(name)
+                .map_err(|(f, problem)| (field(f), problem))?;
         }
         Ok(())
     }
@@ -312,6 +251,73 @@ impl NotifyConfig {
     /// Whether `name` is a sink (declared, or the implicit `log`).
     pub fn has_sink(&self, name: &str) -> bool {
         name == LOG_SINK || self.sinks.contains_key(name)
+    }
+}
+
+impl SinkConfig {
+    /// Check the sink's settings; the error is (field within the sink, problem).
+    fn validate(&self, name: &str) -> Result<(), (&'static str, String)> {
+        match self {
+            SinkConfig::Log(_) => {}
+            SinkConfig::Sns(s) => {
+                let parts: Vec<&str> = s.topic_arn.split(':').collect();
+                if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" {
+                    return Err((
+                        "topic_arn",
+                        format!(
+                            "{:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
+                            s.topic_arn
+                        ),
+                    ));
+                }
+            }
+            SinkConfig::Sqs(s) => {
+                check_url(&s.queue_url).map_err(|p| ("queue_url", p))?;
+                if s.queue_url.ends_with(".fifo") {
+                    return Err((
+                    "queue_url",
+                    "FIFO queues are not supported as sinks (they need a message group and de-duplication id); use a standard queue".into(),
+                ));
+                }
+            }
+            SinkConfig::Webhook(w) => {
+                check_url(&w.url).map_err(|p| ("url", p))?;
+                if w.secret.expose().is_empty() {
+                    return Err((
+                        "secret",
+                        format!(
+                            "is required (the HMAC-SHA256 key of X-Mediaflow-Signature); set it here or in MEDIAFLOW_NOTIFY__SINKS__{}__SECRET",
+                            name.to_ascii_uppercase()
+                        ),
+                    ));
+                }
+                if !(1..=600_000).contains(&w.timeout_ms) {
+                    return Err(("timeout_ms", format!("{} must be 1..=600000", w.timeout_ms)));
+                }
+                if !(1..=100).contains(&w.max_attempts) {
+                    return Err((
+                        "max_attempts",
+                        format!("{} must be 1..=100", w.max_attempts),
+                    ));
+                }
+                if w.backoff_base_ms == 0 || w.backoff_base_ms > w.backoff_max_ms {
+                    return Err((
+                        "backoff_base_ms",
+                        format!(
+                            "{} must be at least 1 and at most backoff_max_ms ({})",
+                            w.backoff_base_ms, w.backoff_max_ms
+                        ),
+                    ));
+                }
+                if w.backoff_max_ms > 3_600_000 {
+                    return Err((
+                        "backoff_max_ms",
+                        format!("{} must be at most 3600000 (1 h)", w.backoff_max_ms),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -334,12 +340,7 @@ fn check_url(url: &str) -> Result<(), String> {
 mod tests {
     use crate::config::{Config, SinkConfig};
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::tests::env;
 
     const SINKS: &str = r#"
 [notify]

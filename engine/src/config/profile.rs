@@ -2,7 +2,7 @@
 //! plugins to run (metadata extractors, a watermarker), each named by a semver requirement or
 //! a registry channel.
 
-use crate::plugin::Limits;
+use super::PluginLimits;
 use serde::{Deserialize, Serialize};
 
 /// A named recipe for a source.
@@ -312,7 +312,7 @@ pub struct PluginUse {
     pub config: toml::Table,
     /// Limits over the plugin's own.
     #[serde(default)]
-    pub limits: Option<Limits>,
+    pub limits: Option<PluginLimits>,
 }
 
 /// `name@requirement` or `name@channel`.
@@ -350,14 +350,12 @@ impl TryFrom<String> for PluginRef {
             Some((n, r)) => (n, r),
             None => (s.as_str(), "*"),
         };
-        if !crate::plugin::manifest::valid_name(name) {
+        if !super::valid_plugin_name(name) {
             return Err(format!("{s:?}: plugin name must be a-z, 0-9 and '-'"));
         }
         let req = match semver::VersionReq::parse(req) {
             Ok(r) => VersionPin::Semver(r),
-            Err(_) if crate::plugin::manifest::valid_name(req) => {
-                VersionPin::Channel(req.to_string())
-            }
+            Err(_) if super::valid_plugin_name(req) => VersionPin::Channel(req.to_string()),
             Err(e) => {
                 return Err(format!(
                     "{s:?}: bad version requirement ({e}); a channel name is a-z, 0-9 and '-', \

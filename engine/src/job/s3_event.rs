@@ -102,25 +102,60 @@ pub fn parse_eventbridge(v: &Value) -> Result<Parsed, MessageError> {
     }]))
 }
 
-/// Decode an S3 notification key: `+` is a space, then percent-decoding, then UTF-8.
+/// How S3 event notifications encode a key: every byte but `A-Z a-z 0-9 - _ . ~ /` as `%XX`,
+/// a space as `+`.
+const KEY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Decode an S3 notification key: `+` is a space, then percent-decoding, then UTF-8. A `%` not
+/// followed by two hex digits makes it invalid (`None`), as does an empty key.
 pub fn url_decode_key(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = raw.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
+    let escapes_ok = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return None;
     }
-    let key = String::from_utf8(out).ok()?;
+    let spaced = raw.replace('+', " ");
+    let key = percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
     (!key.is_empty()).then_some(key)
+}
+
+/// Encode a key as S3 event notifications do (the inverse of [`url_decode_key`]).
+pub fn url_encode_key(key: &str) -> String {
+    key.split(' ')
+        .map(|part| percent_encoding::utf8_percent_encode(part, KEY_ESCAPES).to_string())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// An S3 `ObjectCreated:Put` notification for `key` in `bucket`, as S3 sends it (what
+/// `mediaflow submit` enqueues in local mode).
+pub fn object_created(bucket: &str, key: &str, size: u64, etag: &str) -> String {
+    serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": { "name": bucket },
+                "object": { "key": url_encode_key(key), "size": size, "eTag": etag }
+            }
+        }]
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -153,6 +188,10 @@ mod tests {
         assert_eq!(url_decode_key("a%2Bb+c").as_deref(), Some("a+b c"));
         assert_eq!(url_decode_key("bad%zz"), None);
         assert_eq!(url_decode_key("cut%4"), None);
+        for key in ["a.jpg", "my photo (1).jpg", "dir/sub dir/naïve+plus%.png"] {
+            assert_eq!(url_decode_key(&url_encode_key(key)).as_deref(), Some(key));
+        }
+        assert_eq!(url_encode_key("a b+c/d é"), "a+b%2Bc/d+%C3%A9");
     }
 
     #[test]

@@ -22,20 +22,6 @@ pub struct Overlay {
     pub tile: Option<(u32, u32)>,
 }
 
-impl From<crate::plugin::types::Overlay> for Overlay {
-    fn from(o: crate::plugin::types::Overlay) -> Self {
-        Overlay {
-            width: o.image.width,
-            height: o.image.height,
-            rgba: o.image.pixels,
-            x: o.x,
-            y: o.y,
-            opacity: o.opacity.clamp(0.0, 1.0),
-            tile: o.tile.map(|t| (t.gap_x, t.gap_y)),
-        }
-    }
-}
-
 /// Blend `o` into `dst` (source-over).
 pub fn blend(dst: &mut Pixels, o: &Overlay) {
     if o.width == 0

@@ -425,7 +425,13 @@ fn gif<R: Read + Seek>(r: &mut R, p: &mut Probe, max_frames: u64) -> Result<(), 
             _ => break, // trailer (0x3B) or garbage: the decoder decides
         }
     }
-    p.frames = frames.max(1);
+    if frames == 0 {
+        // A header and nothing after it: whatever size it claims, there is no picture.
+        return Err(corrupt(
+            "GIF has no image (the file is truncated after its header, or is not a GIF)",
+        ));
+    }
+    p.frames = frames;
     Ok(())
 }
 
@@ -559,8 +565,17 @@ mod tests {
     #[test]
     fn gif_screen_of_65535_square_is_refused() {
         let mut gif = b"GIF89a".to_vec();
-        gif.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0x3B]);
+        gif.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0]);
+        // One image descriptor as large as the screen, one empty data block, the trailer.
+        gif.extend_from_slice(&[0x2C, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 2, 0, 0x3B]);
         let e = probe(&gif).expect_err("huge");
         assert_eq!(e.code(), "limit_exceeded");
+    }
+
+    #[test]
+    fn a_gif_header_with_garbage_after_it_is_corrupt_not_a_limit() {
+        let e = probe(b"GIF89a garbage").expect_err("no image");
+        assert_eq!(e.code(), "corrupt_input", "{e}");
+        assert!(e.to_string().contains("no image"), "{e}");
     }
 }

@@ -1,9 +1,11 @@
-//! Plain atomic counters of what happened to notifications, per sink (delivered, failed after
-//! its attempts or refused, dropped without an attempt: queue full or abandoned at shutdown),
-//! per rule plugin (failures: trap, timeout, error value), and notifications addressed to a
-//! sink that does not exist. Sinks and rules are fixed at start-up, so the maps never change;
-//! [`Counters::snapshot`] reads them all (e.g. for a `/metrics` endpoint).
+//! What happened to one notifier's notifications, per sink (delivered, failed after its
+//! attempts or refused, dropped without an attempt: queue full or abandoned at shutdown), per
+//! rule plugin (failures: trap, timeout, error value), and notifications addressed to a sink
+//! that does not exist. Every count also goes to the process's `/metrics`
+//! (`mediaflow_notifications_total`, `mediaflow_notify_rule_failures_total`,
+//! `mediaflow_notifications_unknown_sink_total`); [`Counters::snapshot`] reads this notifier's.
 
+use crate::telemetry::metrics;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,32 +85,35 @@ impl Counters {
         }
     }
 
-    fn bump(&self, sink: &str, f: impl Fn(&SinkCounters) -> &AtomicU64) {
+    fn bump(&self, sink: &str, outcome: &str, f: impl Fn(&SinkCounters) -> &AtomicU64) {
         if let Some(c) = self.sinks.get(sink) {
             f(c).fetch_add(1, Ordering::Relaxed);
+            metrics::NOTIFICATIONS.inc(&[sink, c.kind, outcome]);
         }
     }
 
     pub(crate) fn delivered(&self, sink: &str) {
-        self.bump(sink, |c| &c.delivered);
+        self.bump(sink, "delivered", |c| &c.delivered);
     }
 
     pub(crate) fn failed(&self, sink: &str) {
-        self.bump(sink, |c| &c.failed);
+        self.bump(sink, "failed", |c| &c.failed);
     }
 
     pub(crate) fn dropped(&self, sink: &str) {
-        self.bump(sink, |c| &c.dropped);
+        self.bump(sink, "dropped", |c| &c.dropped);
     }
 
     pub(crate) fn rule_failed(&self, rule: &str) {
         if let Some(c) = self.rules.get(rule) {
             c.fetch_add(1, Ordering::Relaxed);
+            metrics::NOTIFY_RULE_FAILURES.inc(&[rule]);
         }
     }
 
     pub(crate) fn unknown_sink(&self) {
         self.unknown_sink.fetch_add(1, Ordering::Relaxed);
+        metrics::NOTIFICATIONS_UNKNOWN_SINK.inc(&[]);
     }
 
     /// Every count now.
@@ -156,5 +161,9 @@ mod tests {
         assert_eq!(s.rule_failures["r@1.0.0"], 1);
         assert_eq!(s.unknown_sink, 1);
         assert!(s.sink("nope").is_none());
+        assert!(
+            crate::telemetry::metrics::NOTIFICATIONS.get(&["hook", "webhook", "delivered"]) >= 2.0,
+            "exported to /metrics too"
+        );
     }
 }

@@ -7,30 +7,26 @@
 //! background task drains the queue, delivering up to [`MAX_IN_FLIGHT`] notifications at once
 //! (a webhook that retries for a minute holds one slot, not the queue). [`Notifier::shutdown`]
 //! closes the queue and gives what is pending `notify.flush_timeout_ms` to finish; whatever is
-//! still pending then is abandoned, logged and counted as dropped.
-//!
-//! [`Attempt`] is how the worker reports one message's jobs: it knows the receive count and
-//! whether this receive is the queue's last, so a transient failure becomes `retrying` or
-//! `dead-lettered`.
+//! still pending then is abandoned, logged and counted as dropped. Both ends are driven by
+//! cancellation tokens: `stop` (no more notifications; deliver what is queued) and `give_up`
+//! (the flush window ended).
 
 use super::counters::Counters;
-use super::event::{Event, EventStatus};
+use super::event::Event;
 use super::log::LogSink;
 use super::rules::{RuleFailure, Rules};
 use super::sink::Sink;
 use super::sns::SnsSink;
 use super::sqs::SqsSink;
 use super::webhook::{self, WebhookSink};
-use crate::config::{Config, LOG_SINK, NotifyConfig, SinkConfig};
-use crate::error::{ErrorClass, JobError};
-use crate::job::{self, JobSpec};
-use crate::manifest::{ErrorRecord, Manifest};
+use crate::config::{LOG_SINK, NotifyConfig, SinkConfig};
 use crate::plugin::catalog::CatalogSource;
 use crate::plugin::types::Notification;
+use crate::shutdown::CancellationToken;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -58,6 +54,77 @@ pub enum NotifyError {
     },
 }
 
+/// Every configured sink (and `log`, always there), with the clients they need: AWS ones from
+/// `aws` (else the standard environment) when an SNS or SQS sink is configured, one HTTP
+/// client shared by the webhooks.
+async fn build_sinks(
+    config: &NotifyConfig,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<BTreeMap<String, Sink>, NotifyError> {
+    let needs_aws = config
+        .sinks
+        .values()
+        .any(|s| matches!(s, SinkConfig::Sns(_) | SinkConfig::Sqs(_)));
+    let aws = match aws {
+        Some(a) => Some(a.clone()),
+        None if needs_aws => Some(crate::aws::sdk_config().await),
+        None => None,
+    };
+    let http = webhook_client(config)?;
+    let mut sinks = BTreeMap::new();
+    for (name, c) in &config.sinks {
+        let refused = |problem: String| NotifyError::Sink {
+            sink: name.clone(),
+            problem,
+        };
+        let sink = match (c, &aws, &http) {
+            (SinkConfig::Log(_), _, _) => Sink::Log(LogSink::new(name)),
+            (SinkConfig::Sns(s), Some(aws), _) => Sink::Sns(SnsSink::new(
+                name,
+                aws_sdk_sns::Client::new(aws),
+                &s.topic_arn,
+            )),
+            (SinkConfig::Sqs(s), Some(aws), _) => Sink::Sqs(SqsSink::new(
+                name,
+                aws_sdk_sqs::Client::new(aws),
+                &s.queue_url,
+            )),
+            (SinkConfig::Webhook(w), _, Some(client)) => Sink::Webhook(Box::new(
+                WebhookSink::new(name, w, client.clone()).map_err(refused)?,
+            )),
+            _ => return Err(refused("no client for this kind of sink".into())),
+        };
+        sinks.insert(name.clone(), sink);
+    }
+    sinks
+        .entry(LOG_SINK.to_string())
+        .or_insert_with(|| Sink::Log(LogSink::new(LOG_SINK)));
+    Ok(sinks)
+}
+
+/// The HTTP client the webhook sinks share (`None` without webhooks); https only if one needs
+/// it, so a bare container without root certificates still serves `http://` webhooks.
+fn webhook_client(config: &NotifyConfig) -> Result<Option<webhook::HttpClient>, NotifyError> {
+    let webhooks: Vec<(&String, &crate::config::WebhookSinkConfig)> = config
+        .sinks
+        .iter()
+        .filter_map(|(n, s)| match s {
+            SinkConfig::Webhook(w) => Some((n, w)),
+            _ => None,
+        })
+        .collect();
+    let Some((first, _)) = webhooks.first() else {
+        return Ok(None);
+    };
+    let need_https = webhooks.iter().any(|(_, w)| w.url.starts_with("https:"));
+    webhook::http_client(need_https)
+        .map(Some)
+        .map_err(|problem| NotifyError::Sink {
+            sink: (*first).clone(),
+            problem,
+        })
+}
+
 /// One notification on its way.
 struct Delivery {
     id: u64,
@@ -74,11 +141,15 @@ pub struct Notifier {
     rules: Rules,
     sinks: Arc<BTreeMap<String, Sink>>,
     counters: Arc<Counters>,
-    queue: Mutex<Option<mpsc::Sender<Vec<Delivery>>>>,
+    queue: mpsc::Sender<Vec<Delivery>>,
     in_flight: InFlight,
     next_id: AtomicU64,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     flush: Duration,
+    /// No new notifications; the dispatcher delivers what is queued, then ends.
+    stop: CancellationToken,
+    /// The flush window ended: deliveries still running are dropped.
+    give_up: CancellationToken,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -110,71 +181,7 @@ impl Notifier {
     ) -> Result<Notifier, NotifyError> {
         let rules = Rules::resolve(config, catalog.into())
             .map_err(|(field, problem)| NotifyError::Rule { field, problem })?;
-        let aws = match aws {
-            Some(a) => Some(a.clone()),
-            None if config
-                .sinks
-                .values()
-                .any(|s| matches!(s, SinkConfig::Sns(_) | SinkConfig::Sqs(_))) =>
-            {
-                Some(crate::aws::sdk_config().await)
-            }
-            None => None,
-        };
-        let webhooks: Vec<(&String, &crate::config::WebhookSinkConfig)> = config
-            .sinks
-            .iter()
-            .filter_map(|(n, s)| match s {
-                SinkConfig::Webhook(w) => Some((n, w)),
-                _ => None,
-            })
-            .collect();
-        let http = match webhooks.first() {
-            None => None,
-            Some((first, _)) => {
-                let need_https = webhooks.iter().any(|(_, w)| w.url.starts_with("https:"));
-                Some(
-                    webhook::http_client(need_https).map_err(|problem| NotifyError::Sink {
-                        sink: (*first).clone(),
-                        problem,
-                    })?,
-                )
-            }
-        };
-        let mut sinks = BTreeMap::new();
-        for (name, c) in &config.sinks {
-            let sink = match (c, &aws, &http) {
-                (SinkConfig::Log(_), _, _) => Sink::Log(LogSink::new(name)),
-                (SinkConfig::Sns(s), Some(aws), _) => Sink::Sns(SnsSink::new(
-                    name,
-                    aws_sdk_sns::Client::new(aws),
-                    &s.topic_arn,
-                )),
-                (SinkConfig::Sqs(s), Some(aws), _) => Sink::Sqs(SqsSink::new(
-                    name,
-                    aws_sdk_sqs::Client::new(aws),
-                    &s.queue_url,
-                )),
-                (SinkConfig::Webhook(w), _, Some(client)) => Sink::Webhook(Box::new(
-                    WebhookSink::new(name, w, client.clone()).map_err(|problem| {
-                        NotifyError::Sink {
-                            sink: name.clone(),
-                            problem,
-                        }
-                    })?,
-                )),
-                _ => {
-                    return Err(NotifyError::Sink {
-                        sink: name.clone(),
-                        problem: "no client for this kind of sink".into(),
-                    });
-                }
-            };
-            sinks.insert(name.clone(), sink);
-        }
-        sinks
-            .entry(LOG_SINK.to_string())
-            .or_insert_with(|| Sink::Log(LogSink::new(LOG_SINK)));
+        let sinks = build_sinks(config, aws).await?;
         let counters = Arc::new(Counters::new(
             sinks.iter().map(|(n, s)| (n.as_str(), s.kind())),
             rules.labels(),
@@ -182,11 +189,16 @@ impl Notifier {
         let sinks = Arc::new(sinks);
         let in_flight: InFlight = Arc::default();
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (stop, give_up) = (CancellationToken::new(), CancellationToken::new());
         let dispatcher = tokio::spawn(dispatch(
             rx,
-            sinks.clone(),
-            counters.clone(),
-            in_flight.clone(),
+            Deliveries {
+                sinks: sinks.clone(),
+                counters: counters.clone(),
+                in_flight: in_flight.clone(),
+            },
+            stop.clone(),
+            give_up.clone(),
         ));
         tracing::info!(
             target: "mediaflow::notify",
@@ -199,11 +211,13 @@ impl Notifier {
             rules,
             sinks,
             counters,
-            queue: Mutex::new(Some(tx)),
+            queue: tx,
             in_flight,
             next_id: AtomicU64::new(0),
             dispatcher: Mutex::new(Some(dispatcher)),
             flush: Duration::from_millis(config.flush_timeout_ms),
+            stop,
+            give_up,
         })
     }
 
@@ -250,14 +264,14 @@ impl Notifier {
                 f.insert(d.id, (d.event_id.clone(), d.notification.sink.clone()));
             }
         }
-        let sender = self.queue.lock().ok().and_then(|q| q.clone());
-        let refused = match sender {
-            Some(tx) => match tx.try_send(batch) {
+        let refused = if self.stop.is_cancelled() {
+            (batch, "notifications are shut down")
+        } else {
+            match self.queue.try_send(batch) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(b)) => (b, "the delivery queue is full"),
                 Err(mpsc::error::TrySendError::Closed(b)) => (b, "notifications are shut down"),
-            },
-            None => (batch, "notifications are shut down"),
+            }
         };
         let (batch, why) = refused;
         for d in batch {
@@ -285,7 +299,7 @@ impl Notifier {
 
     /// [`Notifier::shutdown`] with another flush window.
     pub async fn shutdown_within(&self, window: Duration) {
-        drop(self.queue.lock().ok().and_then(|mut q| q.take()));
+        self.stop.cancel();
         let Some(mut dispatcher) = self.dispatcher.lock().ok().and_then(|mut d| d.take()) else {
             return;
         };
@@ -294,7 +308,7 @@ impl Notifier {
             tracing::info!(target: "mediaflow::notify", pending, window_ms = window.as_millis() as u64, "flushing notifications");
         }
         if tokio::time::timeout(window, &mut dispatcher).await.is_err() {
-            dispatcher.abort();
+            self.give_up.cancel();
             let _ = dispatcher.await;
         }
         let left = self
@@ -339,147 +353,85 @@ impl Pending<'_> {
     }
 }
 
-/// The background task: deliver what comes off the queue, up to [`MAX_IN_FLIGHT`] at once,
-/// until the queue is closed and empty and every delivery has ended.
-async fn dispatch(
-    mut rx: mpsc::Receiver<Vec<Delivery>>,
+/// What the delivery tasks share.
+#[derive(Clone)]
+struct Deliveries {
     sinks: Arc<BTreeMap<String, Sink>>,
     counters: Arc<Counters>,
     in_flight: InFlight,
+}
+
+impl Deliveries {
+    /// Deliver `d`, then count it — unless the shutdown already counted it as abandoned.
+    async fn deliver(self, d: Delivery) {
+        let sink_name = d.notification.sink.as_str();
+        let result = match self.sinks.get(sink_name) {
+            Some(sink) => sink
+                .deliver(&d.event_id, &d.notification)
+                .await
+                .map_err(|e| (sink.kind(), e.to_string())),
+            None => Err(("none", "no such sink".to_string())),
+        };
+        let mine = self
+            .in_flight
+            .lock()
+            .map(|mut f| f.remove(&d.id).is_some())
+            .unwrap_or(true);
+        if !mine {
+            return;
+        }
+        match result {
+            Ok(()) => self.counters.delivered(sink_name),
+            Err((kind, error)) => {
+                self.counters.failed(sink_name);
+                tracing::warn!(
+                    target: "mediaflow::notify",
+                    event_id = %d.event_id, sink = sink_name, kind, error_code = "notification_failed", %error,
+                    "notification not delivered: given up"
+                );
+            }
+        }
+    }
+}
+
+/// The background task: deliver what comes off the queue, up to [`MAX_IN_FLIGHT`] at once,
+/// until `stop` (then what is queued is still delivered) and every delivery has ended — or
+/// until `give_up`, which drops the deliveries still running.
+async fn dispatch(
+    mut rx: mpsc::Receiver<Vec<Delivery>>,
+    deliveries: Deliveries,
+    stop: CancellationToken,
+    give_up: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut running = JoinSet::new();
-    while let Some(batch) = rx.recv().await {
+    loop {
+        let batch = tokio::select! {
+            b = rx.recv() => b,
+            _ = stop.cancelled() => {
+                // No new notifications; what is already queued is still delivered.
+                rx.close();
+                rx.recv().await
+            }
+            _ = give_up.cancelled() => return,
+        };
+        let Some(batch) = batch else { break };
         for d in batch {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => s,
+                _ = give_up.cancelled() => return,
             };
+            let Ok(slot) = slot else { return };
             while running.try_join_next().is_some() {}
-            let (sinks, counters, in_flight) = (sinks.clone(), counters.clone(), in_flight.clone());
+            let deliveries = deliveries.clone();
             running.spawn(async move {
                 let _slot = slot;
-                let sink_name = d.notification.sink.as_str();
-                let result = match sinks.get(sink_name) {
-                    Some(sink) => sink
-                        .deliver(&d.event_id, &d.notification)
-                        .await
-                        .map_err(|e| (sink.kind(), e.to_string())),
-                    None => Err(("none", "no such sink".to_string())),
-                };
-                let mine = in_flight
-                    .lock()
-                    .map(|mut f| f.remove(&d.id).is_some())
-                    .unwrap_or(true);
-                if !mine {
-                    return;
-                }
-                match result {
-                    Ok(()) => counters.delivered(sink_name),
-                    Err((kind, error)) => {
-                        counters.failed(sink_name);
-                        tracing::warn!(
-                            target: "mediaflow::notify",
-                            event_id = %d.event_id, sink = sink_name, kind, error_code = "notification_failed", %error,
-                            "notification not delivered: given up"
-                        );
-                    }
-                }
+                deliveries.deliver(d).await;
             });
         }
     }
-    while running.join_next().await.is_some() {}
-}
-
-/// One received message's attempt at its jobs, as the events it causes see it.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    notifier: Arc<Notifier>,
-    message_id: String,
-    number: u32,
-    last: bool,
-    started: Instant,
-}
-
-impl Attempt {
-    /// Receive number `receive_count` of message `message_id`; with `max_receive_count` (the
-    /// queue's redrive limit, if it has one) a receive at or past it is the last.
-    pub fn new(
-        notifier: Arc<Notifier>,
-        message_id: &str,
-        receive_count: u32,
-        max_receive_count: Option<u32>,
-    ) -> Attempt {
-        Attempt {
-            notifier,
-            message_id: message_id.to_string(),
-            number: receive_count.max(1),
-            last: max_receive_count.is_some_and(|m| receive_count >= m),
-            started: Instant::now(),
-        }
-    }
-
-    /// Whether a failure now sends the message to the dead-letter queue.
-    pub fn is_last(&self) -> bool {
-        self.last
-    }
-
-    /// Before recording a job: evaluate the rules for its manifest's event. A fail-closed
-    /// rule's failure is a transient [`JobError`]: do not record the job, retry it (the
-    /// other rules' notifications are not sent; the `retrying` event's are).
-    pub fn prepare(&self, m: &Manifest) -> Result<Pending<'_>, JobError> {
-        let event = Event::from_manifest(m).at(self.number, self.started.elapsed());
-        let mut pending = self.notifier.evaluate(&event);
-        match pending.take_fail_closed() {
-            Some(failure) => Err(failure.into()),
-            None => Ok(pending),
-        }
-    }
-
-    /// A job of this message failed without being recorded: `failed` when permanent; when
-    /// transient, `retrying`, or `dead-lettered` on the queue's last receive.
-    pub fn job_failed(&self, config: &Config, spec: &JobSpec, error: &JobError) {
-        let status = match (error.class(), self.last) {
-            (ErrorClass::Permanent, _) => EventStatus::Failed,
-            (ErrorClass::Transient, false) => EventStatus::Retrying,
-            (ErrorClass::Transient, true) => EventStatus::DeadLettered,
-        };
-        let (job_id, uri, profile) = match spec.sources.first() {
-            Some(source) => {
-                let profile = spec
-                    .profile
-                    .clone()
-                    .unwrap_or_else(|| config.route(&source.bucket, &source.key).to_string());
-                let id = spec
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| job::derive_id(source, &profile));
-                (id, source.uri(), profile)
-            }
-            None => (
-                spec.id.clone().unwrap_or_else(|| self.message_id.clone()),
-                String::new(),
-                spec.profile.clone().unwrap_or_default(),
-            ),
-        };
-        let event = Event::new(status, job_id, uri, profile)
-            .with_error(error)
-            .at(self.number, self.started.elapsed());
-        self.notifier.emit(&event);
-    }
-
-    /// The message is not a job: on the queue's last receive, a `dead-lettered` event (job id
-    /// = message id, error code `bad_message`); before that, nothing (it will not get better).
-    pub fn bad_message(&self, reason: &str) {
-        if !self.last {
-            return;
-        }
-        let mut event = Event::new(EventStatus::DeadLettered, &self.message_id, "", "")
-            .at(self.number, self.started.elapsed());
-        event.error = Some(ErrorRecord {
-            class: ErrorClass::Permanent,
-            code: "bad_message".into(),
-            message: reason.to_string(),
-        });
-        self.notifier.emit(&event);
+    tokio::select! {
+        _ = async { while running.join_next().await.is_some() {} } => {}
+        _ = give_up.cancelled() => {}
     }
 }

@@ -11,6 +11,7 @@
 use super::counters::Counters;
 use super::event::{Event, EventStatus};
 use crate::config::{NotifyConfig, PluginUse};
+use crate::error::JobError;
 use crate::plugin::catalog::CatalogSource;
 use crate::plugin::types::Notification;
 use crate::plugin::{Plugin, PluginError, World};
@@ -27,6 +28,15 @@ pub struct RuleFailure {
     pub rule: String,
     /// What went wrong.
     pub error: PluginError,
+}
+
+impl From<RuleFailure> for JobError {
+    fn from(f: RuleFailure) -> JobError {
+        JobError::NotifyRule {
+            rule: f.rule,
+            message: f.error.to_string(),
+        }
+    }
 }
 
 /// What the rules made of one event.

@@ -1,31 +1,17 @@
-//! The webhook signature: HMAC-SHA256 (RFC 2104) of the exact request body with the sink's
-//! secret, sent as `X-Mediaflow-Signature: sha256=<lowercase hex>`. Built on the engine's
-//! `sha2` (the `hmac` crate in the lockfile is for a newer `digest` generation); checked
-//! against the RFC 4231 test vectors.
+//! The webhook signature: HMAC-SHA256 (RFC 2104, the `hmac` crate over `sha2`) of the exact
+//! request body with the sink's secret, sent as `X-Mediaflow-Signature: sha256=<lowercase
+//! hex>`; checked against the RFC 4231 test vectors.
 
-use sha2::{Digest, Sha256};
-
-/// SHA-256's block size in bytes.
-const BLOCK: usize = 64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// HMAC-SHA256 of `message` with `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| k.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    // Any key length is valid for HMAC: longer keys are hashed, shorter ones padded.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The `X-Mediaflow-Signature` header value for `body`.

@@ -131,7 +131,7 @@ impl WebhookSink {
                 Err(Failure::Retry(reason, retry_after)) => {
                     if attempt < self.max_attempts {
                         let wait =
-                            backoff(attempt, self.backoff_base, self.backoff_max, retry_after);
+                            retry_delay(attempt, self.backoff_base, self.backoff_max, retry_after);
                         tracing::info!(
                             target: "mediaflow::notify",
                             sink = %self.name, event_id, attempt, max_attempts = self.max_attempts,
@@ -280,7 +280,7 @@ impl WebhookSink {
 /// The wait before retry number `attempt` (1 = after the first attempt): a uniformly random
 /// time up to `base · 2^(attempt−1)`, capped at `max` (full jitter), but at least what the
 /// server asked for with `Retry-After` (also capped at `max`).
-pub fn backoff(
+pub fn retry_delay(
     attempt: u32,
     base: Duration,
     max: Duration,
@@ -317,19 +317,19 @@ mod tests {
     fn backoff_is_full_jitter_under_a_doubling_capped_ceiling() {
         let (base, max) = (Duration::from_millis(100), Duration::from_millis(1_000));
         for _ in 0..200 {
-            assert!(backoff(1, base, max, None) <= Duration::from_millis(100));
-            assert!(backoff(3, base, max, None) <= Duration::from_millis(400));
-            assert!(backoff(30, base, max, None) <= max);
-            let r = backoff(2, base, max, Some(Duration::from_millis(700)));
+            assert!(retry_delay(1, base, max, None) <= Duration::from_millis(100));
+            assert!(retry_delay(3, base, max, None) <= Duration::from_millis(400));
+            assert!(retry_delay(30, base, max, None) <= max);
+            let r = retry_delay(2, base, max, Some(Duration::from_millis(700)));
             assert!(r >= Duration::from_millis(700) && r <= max, "{r:?}");
             assert_eq!(
-                backoff(1, base, max, Some(Duration::from_secs(60))),
+                retry_delay(1, base, max, Some(Duration::from_secs(60))),
                 max,
                 "Retry-After is capped"
             );
         }
         let spread: std::collections::BTreeSet<Duration> =
-            (0..50).map(|_| backoff(4, base, max, None)).collect();
+            (0..50).map(|_| retry_delay(4, base, max, None)).collect();
         assert!(spread.len() > 5, "jittered: {spread:?}");
     }
 }

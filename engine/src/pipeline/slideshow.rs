@@ -39,6 +39,8 @@ pub struct Slideshow<'a> {
     pub slides: Vec<Slide<'a>>,
     /// Profile name (its `video` table sets the size, timing and bitrate).
     pub profile: String,
+    /// Cancellation, progress and scratch space.
+    pub control: &'a crate::job::control::JobControl,
 }
 
 /// The name of the slideshow's one rung (its MP4 is `slideshow.mp4`).
@@ -55,7 +57,7 @@ impl Processor {
         let started = Instant::now();
         let first = job.slides.first();
         let uri = first.map(|s| s.uri.clone()).unwrap_or_default();
-        let mut run = Run::new(&uri, first.map_or("", |s| s.etag.as_str()));
+        let mut run = Run::new(&uri, first.map_or("", |s| s.etag.as_str()), job.control);
         let outcome = self.slideshow_stages(job, &mut run);
         if let Some(s) = run.sources.first() {
             run.source = s.clone();
@@ -84,83 +86,11 @@ impl Processor {
             crossfade_s: v.slideshow_crossfade_s,
         };
         let limits = self.config.limits;
-        let frames = timing.frames(job.slides.len());
-        if frames > limits.max_frames {
-            return Err(JobError::limit("max_frames", frames, limits.max_frames));
-        }
-        let duration_s = frames as f64 / f64::from(timing.fps);
-        if duration_s > limits.max_duration_s as f64 {
-            return Err(JobError::limit(
-                "max_duration_s",
-                duration_s.ceil() as u64,
-                limits.max_duration_s,
-            ));
-        }
+        let (frames, duration_s) = length(&timing, job.slides.len(), &limits)?;
         // Every picture is checked before any frame is made: a bad tenth image fails the job
         // in milliseconds, not after nine images' worth of encoding.
-        let mut probes: Vec<Probe> = Vec::new();
-        for (i, slide) in job.slides.iter().enumerate() {
-            let which = |e: JobError| at_slide(e, i, &slide.uri);
-            let (bytes, sha256) = run
-                .timings
-                .time("hash", || hash_file(slide.path))
-                .map_err(which)?;
-            let p = run
-                .timings
-                .time("probe", || {
-                    let p = probe::probe_file(slide.path, &limits)?;
-                    if p.format.in_child() && p.format.is_image() {
-                        // HEIF/AVIF: the decoder child reads the header.
-                        return Ok(Picture::open(slide.path, &p, &slide.uri, &limits)?.probe);
-                    }
-                    Ok(p)
-                })
-                .map_err(which)?;
-            if !p.format.is_image() {
-                return Err(which(JobError::UnsupportedFormat(format!(
-                    "images to video takes images; this is {}",
-                    p.format.name()
-                ))));
-            }
-            let (w, h) = p.display_size();
-            run.sources.push(manifest::Source {
-                uri: slide.uri.clone(),
-                etag: slide.etag.clone(),
-                bytes,
-                sha256,
-                media: Some(manifest::Media {
-                    kind: "image".into(),
-                    format: p.format.name().into(),
-                    codec: None,
-                    width: w,
-                    height: h,
-                    duration_s: None,
-                    fps: None,
-                    has_audio: false,
-                    frames: p.frames,
-                    orientation: p.orientation,
-                    ..Default::default()
-                }),
-            });
-            probes.push(p);
-        }
-        run.notes.push(format!(
-            "images to video: {} images, {:.1} s each{}",
-            job.slides.len(),
-            timing.image_s,
-            if timing.crossfade_s > 0.0 {
-                format!(", {:.1} s crossfades", timing.crossfade_s)
-            } else {
-                String::new()
-            }
-        ));
-        if !profile.metadata.is_empty() {
-            run.notes.push(
-                "images to video: metadata plugins are not run on the pictures of a slideshow"
-                    .into(),
-            );
-        }
-
+        let probes = probe_slides(job, run, &limits)?;
+        run.notes.extend(notes(&timing, job.slides.len(), profile));
         let (width, height) = (v.slideshow_width, v.slideshow_height);
         let rung = transcode::RungPlan {
             name: RUNG.into(),
@@ -223,6 +153,12 @@ impl Processor {
                 &overlays,
                 v,
                 &dir,
+                &|n| {
+                    job.control.check()?;
+                    job.control
+                        .progress("transcode", n as f64 / frames.max(1) as f64);
+                    Ok(())
+                },
             )
         })?;
         *run.timings.0.entry("decode".into()).or_default() += decode_ms.get();
@@ -258,4 +194,97 @@ fn at_slide(e: JobError, i: usize, uri: &str) -> JobError {
             other
         }
     }
+}
+
+/// The slideshow's frame count and seconds, within the limits.
+fn length(
+    timing: &slideshow::Timing,
+    slides: usize,
+    limits: &crate::config::Limits,
+) -> Result<(u64, f64), JobError> {
+    let frames = timing.frames(slides);
+    if frames > limits.max_frames {
+        return Err(JobError::limit("max_frames", frames, limits.max_frames));
+    }
+    let duration_s = frames as f64 / f64::from(timing.fps);
+    if duration_s > limits.max_duration_s as f64 {
+        return Err(JobError::limit(
+            "max_duration_s",
+            duration_s.ceil() as u64,
+            limits.max_duration_s,
+        ));
+    }
+    Ok((frames, duration_s))
+}
+
+/// Hash and probe every picture, recording each as a source of the run; the first that is
+/// not a picture we read fails the job, named.
+fn probe_slides(
+    job: &Slideshow<'_>,
+    run: &mut Run,
+    limits: &crate::config::Limits,
+) -> Result<Vec<Probe>, JobError> {
+    let mut probes: Vec<Probe> = Vec::new();
+    for (i, slide) in job.slides.iter().enumerate() {
+        let which = |e: JobError| at_slide(e, i, &slide.uri);
+        let (bytes, sha256) = run
+            .timings
+            .time("hash", || hash_file(slide.path))
+            .map_err(which)?;
+        let p = run
+            .timings
+            .time("probe", || {
+                let p = probe::probe_file(slide.path, limits)?;
+                if p.format.in_child() && p.format.is_image() {
+                    // HEIF/AVIF: the decoder child reads the header.
+                    return Ok(Picture::open(slide.path, &p, &slide.uri, limits)?.probe);
+                }
+                Ok(p)
+            })
+            .map_err(which)?;
+        if !p.format.is_image() {
+            return Err(which(JobError::UnsupportedFormat(format!(
+                "images to video takes images; this is {}",
+                p.format.name()
+            ))));
+        }
+        let (w, h) = p.display_size();
+        run.sources.push(manifest::Source {
+            uri: slide.uri.clone(),
+            etag: slide.etag.clone(),
+            bytes,
+            sha256,
+            media: Some(manifest::Media {
+                kind: "image".into(),
+                format: p.format.name().into(),
+                width: w,
+                height: h,
+                frames: p.frames,
+                orientation: p.orientation,
+                ..Default::default()
+            }),
+        });
+        probes.push(p);
+    }
+    Ok(probes)
+}
+
+/// What the manifest says about a slideshow: its pictures and timing, and that metadata
+/// plugins are not run on them.
+fn notes(timing: &slideshow::Timing, slides: usize, profile: &Profile) -> Vec<String> {
+    let crossfades = if timing.crossfade_s > 0.0 {
+        format!(", {:.1} s crossfades", timing.crossfade_s)
+    } else {
+        String::new()
+    };
+    let mut notes = vec![format!(
+        "images to video: {slides} images, {:.1} s each{crossfades}",
+        timing.image_s
+    )];
+    if !profile.metadata.is_empty() {
+        notes.push(
+            "images to video: metadata plugins are not run on the pictures of a slideshow".into(),
+        );
+    }
+    notes
 }

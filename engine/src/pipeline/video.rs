@@ -63,6 +63,7 @@ impl Processor {
 
         let rungs = transcode::plan(src.square, src.rotation, &profile.video);
         let overlays = self.video_overlays(run, profile, &info, &rungs, src.rotation)?;
+        job.control.check()?;
         let dir = run.scratch_dir()?;
         let (work_w, work_h) = rungs.first().map_or(src.square, |r| (r.width, r.height));
         let audio = src.audio_entry();
@@ -95,6 +96,12 @@ impl Processor {
                 &overlays,
                 &profile.video,
                 &dir,
+                &|n| {
+                    job.control.check()?;
+                    job.control
+                        .progress("transcode", n as f64 / src.frames.max(1) as f64);
+                    Ok(())
+                },
             )
         })?;
         drop(session);
@@ -246,133 +253,143 @@ pub(super) fn collect(
     out: &transcode::Output,
     rotation: u16,
 ) -> Result<Vec<OutputFile>, JobError> {
-    let mut files = Vec::new();
-    let mut add = |key: String,
-                   name: String,
-                   kind: &str,
-                   format: &str,
-                   (width, height): (u32, u32),
-                   bitrate: Option<u64>|
-     -> Result<(), JobError> {
-        let path = dir.join(&key);
-        let (bytes, sha256) = sha256_file(&path)?;
-        let content_type = match format {
-            "mp4" => "video/mp4",
-            "m4s" => "video/iso.segment",
-            "m3u8" => "application/vnd.apple.mpegurl",
-            "jpeg" => "image/jpeg",
-            "vtt" => "text/vtt",
-            _ => "application/octet-stream",
-        };
-        files.push(OutputFile {
+    let hls = dir.join("hls/master.m3u8").exists();
+    written(out, rotation, hls)
+        .into_iter()
+        .map(|w| output_file(dir, w))
+        .collect()
+}
+
+/// One file the transcode wrote, as the manifest names it.
+struct Written {
+    key: String,
+    name: String,
+    kind: &'static str,
+    format: &'static str,
+    size: (u32, u32),
+    bitrate_bps: Option<u64>,
+}
+
+impl Written {
+    fn new(key: String, name: String, kind: &'static str, format: &'static str) -> Written {
+        Written {
             key,
-            content_type,
-            body: Body::File(path),
-            record: manifest::Output {
-                name,
-                uri: String::new(),
-                kind: kind.into(),
-                format: format.into(),
-                width,
-                height,
-                bytes,
-                sha256,
-                bitrate_bps: bitrate,
-            },
-        });
-        Ok(())
-    };
-    for r in &out.rungs {
-        let size = r.plan.display(rotation);
-        let bps = (r.duration_s > 0.0).then(|| (r.bytes as f64 * 8.0 / r.duration_s) as u64);
-        add(
-            format!("{}.mp4", r.plan.name),
-            r.plan.name.clone(),
-            "video",
-            "mp4",
+            name,
+            kind,
+            format,
+            size: (0, 0),
+            bitrate_bps: None,
+        }
+    }
+
+    fn sized(self, size: (u32, u32), bitrate_bps: Option<u64>) -> Written {
+        Written {
             size,
-            bps,
-        )?;
+            bitrate_bps,
+            ..self
+        }
     }
-    add(
-        "poster.jpg".into(),
-        "poster".into(),
-        "poster",
-        "jpeg",
-        out.poster,
-        None,
-    )?;
-    add(
-        "thumbs.jpg".into(),
-        "thumbs".into(),
-        "sprite",
-        "jpeg",
-        out.sprite,
-        None,
-    )?;
-    add(
+}
+
+/// Bits per second of `bytes` lasting `seconds`.
+fn rate(bytes: u64, seconds: f64) -> Option<u64> {
+    (seconds > 0.0).then(|| (bytes as f64 * 8.0 / seconds) as u64)
+}
+
+/// The files of `out`: the rungs' MP4s, poster, sprite and its WebVTT, and with `hls` the
+/// master playlist and each stream's playlist, init segment and media segments.
+fn written(out: &transcode::Output, rotation: u16, hls: bool) -> Vec<Written> {
+    let mut files = Vec::new();
+    for r in &out.rungs {
+        let name = r.plan.name.clone();
+        files.push(
+            Written::new(format!("{name}.mp4"), name, "video", "mp4")
+                .sized(r.plan.display(rotation), rate(r.bytes, r.duration_s)),
+        );
+    }
+    files.push(
+        Written::new("poster.jpg".into(), "poster".into(), "poster", "jpeg")
+            .sized(out.poster, None),
+    );
+    files.push(
+        Written::new("thumbs.jpg".into(), "thumbs".into(), "sprite", "jpeg")
+            .sized(out.sprite, None),
+    );
+    files.push(Written::new(
         "thumbs.vtt".into(),
-        "thumbs".into(),
+        "thumbs-vtt".into(),
         "vtt",
         "vtt",
-        (0, 0),
-        None,
-    )?;
-    if dir.join("hls/master.m3u8").exists() {
-        add(
-            "hls/master.m3u8".into(),
-            "hls".into(),
-            "playlist",
-            "m3u8",
-            (0, 0),
-            None,
-        )?;
-        let mut streams: Vec<(String, (u32, u32), &[crate::media::video::mux::Segment])> = out
-            .rungs
-            .iter()
-            .map(|r| {
-                (
-                    r.plan.name.clone(),
-                    r.plan.display(rotation),
-                    r.segments.as_slice(),
-                )
-            })
-            .collect();
-        if let Some(a) = &out.audio_segments {
-            streams.push(("audio".into(), (0, 0), a.as_slice()));
-        }
-        for (name, size, segments) in streams {
-            let kind = if name == "audio" { "audio" } else { "video" };
-            add(
-                format!("hls/{name}/index.m3u8"),
-                format!("hls/{name}"),
-                "playlist",
-                "m3u8",
-                size,
-                None,
-            )?;
-            add(
-                format!("hls/{name}/init.mp4"),
-                format!("hls/{name}/init"),
-                kind,
-                "mp4",
-                size,
-                None,
-            )?;
-            for s in segments {
-                let bps = (s.duration > 0.0).then(|| (s.bytes as f64 * 8.0 / s.duration) as u64);
-                add(
-                    format!("hls/{name}/{}", s.name),
-                    format!("hls/{name}/{}", s.name),
-                    kind,
-                    "m4s",
-                    size,
-                    bps,
-                )?;
-            }
+    ));
+    if !hls {
+        return files;
+    }
+    files.push(Written::new(
+        "hls/master.m3u8".into(),
+        "hls".into(),
+        "playlist",
+        "m3u8",
+    ));
+    let mut streams: Vec<(String, (u32, u32), &[crate::media::video::mux::Segment])> = out
+        .rungs
+        .iter()
+        .map(|r| {
+            (
+                r.plan.name.clone(),
+                r.plan.display(rotation),
+                r.segments.as_slice(),
+            )
+        })
+        .collect();
+    if let Some(a) = &out.audio_segments {
+        streams.push(("audio".into(), (0, 0), a.as_slice()));
+    }
+    for (name, size, segments) in streams {
+        let kind = if name == "audio" { "audio" } else { "video" };
+        let at = |file: &str| format!("hls/{name}/{file}");
+        files.push(
+            Written::new(at("index.m3u8"), format!("hls/{name}"), "playlist", "m3u8")
+                .sized(size, None),
+        );
+        files.push(Written::new(at("init.mp4"), at("init"), kind, "mp4").sized(size, None));
+        for s in segments {
+            files.push(
+                Written::new(at(&s.name), at(&s.name), kind, "m4s")
+                    .sized(size, rate(s.bytes, s.duration)),
+            );
         }
     }
-    Ok(files)
+    files
+}
+
+/// The output entry of `w`, its bytes counted and hashed from `dir`.
+fn output_file(dir: &Path, w: Written) -> Result<OutputFile, JobError> {
+    let path = dir.join(&w.key);
+    let (bytes, sha256) = sha256_file(&path)?;
+    let content_type = match w.format {
+        "mp4" => "video/mp4",
+        "m4s" => "video/iso.segment",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "jpeg" => "image/jpeg",
+        "vtt" => "text/vtt",
+        _ => "application/octet-stream",
+    };
+    Ok(OutputFile {
+        key: w.key,
+        content_type,
+        body: Body::File(path),
+        record: manifest::Output {
+            name: w.name,
+            uri: String::new(),
+            kind: w.kind.into(),
+            format: w.format.into(),
+            width: w.size.0,
+            height: w.size.1,
+            bytes,
+            sha256,
+            bitrate_bps: w.bitrate_bps,
+        },
+    })
 }
 
 /// `hlg`, `pq`, with Dolby Vision named.

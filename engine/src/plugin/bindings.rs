@@ -45,6 +45,7 @@ pub mod notifier {
     });
 }
 
+use crate::media::overlay::Overlay;
 pub use extractor::mediaflow::plugin::input::ReadError;
 pub use extractor::mediaflow::plugin::types;
 
@@ -63,6 +64,21 @@ impl types::MediaInfo {
             fps: None,
             has_audio: false,
             bytes,
+        }
+    }
+}
+
+/// A watermarker's answer as the overlay the host blends (opacity clamped to 0..=1).
+impl From<types::Overlay> for Overlay {
+    fn from(o: types::Overlay) -> Self {
+        Overlay {
+            width: o.image.width,
+            height: o.image.height,
+            rgba: o.image.pixels,
+            x: o.x,
+            y: o.y,
+            opacity: o.opacity.clamp(0.0, 1.0),
+            tile: o.tile.map(|t| (t.gap_x, t.gap_y)),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The first-party plugins compiled into the engine binary (`plugins/*`, built for
 //! wasm32-wasip2 by `engine/build.rs`): available to every profile with no registry.
 
-use super::manifest::PluginManifest;
+use super::descriptor::PluginDescriptor;
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
@@ -9,7 +9,7 @@ include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 #[derive(Debug, Clone)]
 pub struct BundledPlugin {
     /// Its `plugin.toml`.
-    pub manifest: PluginManifest,
+    pub manifest: PluginDescriptor,
     /// The component bytes.
     pub wasm: &'static [u8],
 }
@@ -18,7 +18,7 @@ pub struct BundledPlugin {
 pub fn all() -> Vec<BundledPlugin> {
     BUNDLED
         .iter()
-        .filter_map(|(toml, wasm)| match PluginManifest::parse(toml) {
+        .filter_map(|(toml, wasm)| match PluginDescriptor::parse(toml) {
             Ok(manifest) => Some(BundledPlugin { manifest, wasm }),
             Err(e) => {
                 tracing::error!(error = %e, "bundled plugin manifest is invalid");

@@ -4,7 +4,7 @@
 //! changes and swaps it into the [`LiveCatalog`], from which each job takes a snapshot when
 //! it starts, so a job keeps the plugin versions it started with.
 
-use super::manifest::{PluginManifest, flatten_config};
+use super::descriptor::{PluginDescriptor, flatten_config};
 use super::{Plugin, PluginError, PluginHost, PluginSpec, bundled};
 use crate::config::{PluginUse, VersionPin};
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ impl Catalog {
         let io = |e: String| PluginError::new(&label, super::PluginErrorKind::Io(e));
         let text = std::fs::read_to_string(dir.join("plugin.toml"))
             .map_err(|e| io(format!("plugin.toml: {e}")))?;
-        let manifest = PluginManifest::parse(&text).map_err(|e| io(e.to_string()))?;
+        let manifest = PluginDescriptor::parse(&text).map_err(|e| io(e.to_string()))?;
         let wasm =
             std::fs::read(dir.join("plugin.wasm")).map_err(|e| io(format!("plugin.wasm: {e}")))?;
         if manifest.sha256.is_some() {
@@ -225,7 +225,7 @@ impl CatalogSource {
 }
 
 /// Check that `wasm` is what `manifest.sha256` says; a manifest without a digest is refused.
-pub fn verify_digest(manifest: &PluginManifest, wasm: &[u8]) -> Result<(), PluginError> {
+pub fn verify_digest(manifest: &PluginDescriptor, wasm: &[u8]) -> Result<(), PluginError> {
     use sha2::Digest;
     let label = format!("{}@{}", manifest.name, manifest.version);
     let Some(expected) = &manifest.sha256 else {
@@ -250,7 +250,7 @@ pub fn verify_digest(manifest: &PluginManifest, wasm: &[u8]) -> Result<(), Plugi
 }
 
 /// The load spec a manifest describes.
-pub fn spec_for(m: &PluginManifest) -> PluginSpec {
+pub fn spec_for(m: &PluginDescriptor) -> PluginSpec {
     let mut spec = PluginSpec::new(&m.name, m.version.to_string());
     spec.config = m.config_strings();
     spec.limits = m.limits;

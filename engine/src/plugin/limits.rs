@@ -1,67 +1,11 @@
-//! Per-plugin resource limits (memory, wall time, fuel) and the `ResourceLimiter` that
-//! enforces the memory cap, remembers when it was hit (so the error can name the limit) and
-//! the most memory the instance held (for the high-water metric).
+//! The `ResourceLimiter` that enforces a plugin's memory cap ([`PluginLimits::memory_bytes`],
+//! the limits themselves are configuration: [`crate::config::PluginLimits`]), remembers when it
+//! was hit (so the error can name the limit) and the most memory the instance held (for the
+//! high-water metric).
 
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
+pub use crate::config::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, MAX_MEMORY_BYTES, PluginLimits};
 
-/// Default linear-memory cap per plugin instance.
-pub const DEFAULT_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
-/// Default wall-time limit per call.
-pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
-/// Largest memory cap a plugin may ask for (the pooling allocator reserves this per slot).
-pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
-
-/// Limits for one plugin. Every field has a default; `plugin.toml` and profiles override them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Linear memory an instance may grow to, in bytes (all its memories together).
-    pub memory_bytes: u64,
-    /// Wall time one call may take, in milliseconds (enforced by epoch interruption).
-    pub timeout_ms: u64,
-    /// Optional fuel (roughly, wasm instructions) one call may burn; `None` = unmetered.
-    pub fuel: Option<u64>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: DEFAULT_MEMORY_BYTES,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            fuel: None,
-        }
-    }
-}
-
-impl Limits {
-    /// The wall-time limit as a `Duration`.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// Check the values are usable; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(format!(
-                "memory_bytes = {} must be between 1 and {MAX_MEMORY_BYTES}",
-                self.memory_bytes
-            ));
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 10 * 60 * 1000 {
-            return Err(format!(
-                "timeout_ms = {} must be between 1 and 600000",
-                self.timeout_ms
-            ));
-        }
-        if self.fuel == Some(0) {
-            return Err("fuel = 0 would stop every call; omit it for no fuel limit".into());
-        }
-        Ok(())
-    }
-}
-
-/// Enforces [`Limits::memory_bytes`] across all memories of an instance and records the first
+/// Enforces [`PluginLimits::memory_bytes`] across all memories of an instance and records the first
 /// refused growth.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
@@ -128,19 +72,5 @@ mod tests {
         assert!(l.memory_growing(0, 50, None).is_err());
         assert_eq!(l.exceeded, Some(110));
         assert_eq!(l.peak, 60, "the refused growth never happened");
-    }
-
-    #[test]
-    fn limits_validate_names_the_field() {
-        let bad = Limits {
-            timeout_ms: 0,
-            ..Limits::default()
-        };
-        assert!(
-            bad.validate()
-                .err()
-                .is_some_and(|e| e.contains("timeout_ms"))
-        );
-        assert!(Limits::default().validate().is_ok());
     }
 }

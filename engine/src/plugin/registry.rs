@@ -15,109 +15,13 @@ pub mod sync;
 use super::PluginHost;
 use super::catalog::{Catalog, LiveCatalog};
 use crate::config::Config;
-use crate::storage::{FsStorage, ObjectInfo, S3Storage, Storage, StorageError, validate_key};
+pub use crate::config::RegistryLocation as Location;
+use crate::storage::{FsStorage, ObjectInfo, S3Storage, Storage, StorageError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use sync::{Change, Syncer, VersionState, Watcher};
-
-/// Where a registry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// `s3://BUCKET/PREFIX` (the prefix empty or ending in `/`).
-    S3 {
-        /// Bucket name.
-        bucket: String,
-        /// Key prefix of the registry's root.
-        prefix: String,
-    },
-    /// A directory.
-    Dir(PathBuf),
-}
-
-impl Location {
-    /// Parse `s3://BUCKET/PREFIX/`, `file:///DIR` or a directory path.
-    pub fn parse(s: &str) -> Result<Location, String> {
-        if let Some(rest) = s.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() || validate_key(bucket).is_err() {
-                return Err(format!("{s:?}: {bucket:?} is not a bucket name"));
-            }
-            let trimmed = prefix.trim_end_matches('/');
-            if !trimmed.is_empty() && validate_key(trimmed).is_err() {
-                return Err(format!("{s:?}: {prefix:?} is not a key prefix"));
-            }
-            let prefix = if trimmed.is_empty() {
-                String::new()
-            } else {
-                format!("{trimmed}/")
-            };
-            return Ok(Location::S3 {
-                bucket: bucket.into(),
-                prefix,
-            });
-        }
-        if let Some(path) = s.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(format!("{s:?}: a file:// URI needs an absolute path"));
-            }
-            return Ok(Location::Dir(PathBuf::from(path)));
-        }
-        if s.contains("://") {
-            return Err(format!(
-                "{s:?}: use s3://BUCKET/PREFIX/, file:///DIR or a directory path"
-            ));
-        }
-        Ok(Location::Dir(PathBuf::from(s)))
-    }
-
-    /// The registry `config` names: `plugins.registry`, or by default the output bucket's
-    /// `plugins/` prefix (S3 with a queue URL, else the local bucket). `None` when the
-    /// setting is empty (no registry).
-    pub fn from_config(config: &Config) -> Result<Option<Location>, String> {
-        let w = &config.worker;
-        match config.plugins.registry.as_deref() {
-            Some("") => Ok(None),
-            Some(s) => Location::parse(s).map(Some),
-            None if w.queue_url.is_some() => Ok(Some(Location::S3 {
-                bucket: w.output_bucket.clone(),
-                prefix: "plugins/".into(),
-            })),
-            None => Ok(Some(Location::Dir(
-                w.data_dir
-                    .join("buckets")
-                    .join(&w.output_bucket)
-                    .join("plugins"),
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            Location::Dir(d) => write!(f, "{}", d.display()),
-        }
-    }
-}
-
-/// Longest poll interval accepted.
-const MAX_POLL_SECS: u64 = 86_400;
-
-/// Check the `[plugins]` registry settings; the error is (field, problem).
-pub fn validate_config(config: &Config) -> Result<(), (&'static str, String)> {
-    Location::from_config(config).map_err(|p| ("plugins.registry", p))?;
-    let secs = config.plugins.registry_poll_secs;
-    if !(1..=MAX_POLL_SECS).contains(&secs) {
-        return Err((
-            "plugins.registry_poll_secs",
-            format!("{secs} must be 1..={MAX_POLL_SECS}"),
-        ));
-    }
-    Ok(())
-}
 
 /// Why the registry could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -387,88 +291,17 @@ impl RegistryWatch {
         self.live.clone()
     }
 
-    /// Poll the registry every `plugins.registry_poll_secs` on a thread of its own until this
-    /// is dropped. Does nothing without a registry or when already polling.
-    pub fn start_polling(&mut self) {
+    /// Poll the registry every `plugins.registry_poll_secs` on a thread of its own until `stop`
+    /// is cancelled (or this is dropped). Does nothing without a registry or when already
+    /// polling.
+    pub fn start_polling(&mut self, stop: crate::shutdown::CancellationToken) {
         if let Some(syncer) = self.syncer.take() {
-            match Watcher::start(syncer, self.live.clone(), self.every) {
+            match Watcher::start(syncer, self.live.clone(), self.every, stop) {
                 Ok(w) => self.watcher = Some(w),
                 Err(e) => {
                     tracing::error!(error = %e, "could not start the registry poller: plugins stay as loaded at start-up")
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations_parse_and_default_to_the_output_buckets_plugins_prefix() {
-        assert_eq!(
-            Location::parse("s3://b/plugins"),
-            Ok(Location::S3 {
-                bucket: "b".into(),
-                prefix: "plugins/".into()
-            })
-        );
-        assert_eq!(
-            Location::parse("s3://b"),
-            Ok(Location::S3 {
-                bucket: "b".into(),
-                prefix: String::new()
-            })
-        );
-        assert_eq!(
-            Location::parse("file:///srv/reg"),
-            Ok(Location::Dir("/srv/reg".into()))
-        );
-        assert_eq!(Location::parse("reg"), Ok(Location::Dir("reg".into())));
-        for bad in ["s3://", "s3://b/../x", "file://relative", "http://x/"] {
-            assert!(Location::parse(bad).is_err(), "{bad}");
-        }
-        let c = Config::from_sources(None, &[]).expect("defaults");
-        assert_eq!(
-            Location::from_config(&c),
-            Ok(Some(Location::Dir(
-                "mediaflow-data/buckets/renditions/plugins".into()
-            )))
-        );
-        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let c = Config::from_sources(
-            None,
-            &env(&[("MEDIAFLOW_WORKER__QUEUE_URL", "https://sqs.example/1/q")]),
-        )
-        .expect("sqs");
-        assert_eq!(
-            Location::from_config(&c),
-            Ok(Some(Location::S3 {
-                bucket: "renditions".into(),
-                prefix: "plugins/".into()
-            }))
-        );
-        let c =
-            Config::from_sources(None, &env(&[("MEDIAFLOW_PLUGINS__REGISTRY", "")])).expect("none");
-        assert_eq!(Location::from_config(&c), Ok(None));
-    }
-
-    #[test]
-    fn bad_registry_settings_name_the_field() {
-        let e = Config::from_sources(
-            Some(("f.toml", "[plugins]\nregistry = \"ftp://x/\"\n")),
-            &[],
-        )
-        .expect_err("bad scheme");
-        assert!(e.to_string().contains("plugins.registry"), "{e}");
-        let e = Config::from_sources(Some(("f.toml", "[plugins]\nregistry_poll_secs = 0\n")), &[])
-            .expect_err("zero");
-        assert!(e.to_string().contains("plugins.registry_poll_secs"), "{e}");
     }
 }

@@ -58,7 +58,7 @@ pub fn scaffold(
     dir: &Path,
     sdk: &SdkSource,
 ) -> Result<Vec<PathBuf>, ScaffoldError> {
-    if !super::manifest::valid_name(name) {
+    if !super::descriptor::valid_name(name) {
         return Err(ScaffoldError::BadName(name.to_string()));
     }
     if dir.exists()

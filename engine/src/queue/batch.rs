@@ -2,9 +2,11 @@
 //! [`BatchDeleter`] and waits for that receipt's own result; the deleter sends a batch as soon
 //! as [`MAX_DELETE_BATCH`] receipts are waiting or the first of them has waited `linger`, one
 //! batch at a time (receipts arriving meanwhile form the next). Each entry's result goes back
-//! to its job, so a stale receipt is reported for that message alone.
+//! to its job, so a stale receipt is reported for that message alone. At shutdown (its token
+//! cancelled) it sends what it holds, refuses new deletes and ends.
 
 use super::{MAX_DELETE_BATCH, Queue, QueueError};
+use crate::shutdown::CancellationToken;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -18,18 +20,22 @@ struct Pending {
     done: oneshot::Sender<Result<(), QueueError>>,
 }
 
-/// A handle to the batching task; clone it into every job. The task ends once every handle is
-/// dropped and what was queued has been sent.
+/// A handle to the batching task; clone it into every job. The task ends once its token is
+/// cancelled (or every handle is dropped) and what was queued has been sent.
 #[derive(Debug, Clone)]
 pub struct BatchDeleter {
     tx: mpsc::UnboundedSender<Pending>,
 }
 
 impl BatchDeleter {
-    /// Start the batching task on the current runtime.
-    pub fn spawn(queue: Arc<dyn Queue>, linger: Duration) -> (BatchDeleter, JoinHandle<()>) {
+    /// Start the batching task on the current runtime, until `stop` is cancelled.
+    pub fn spawn(
+        queue: Arc<dyn Queue>,
+        linger: Duration,
+        stop: CancellationToken,
+    ) -> (BatchDeleter, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(queue, rx, linger));
+        let task = tokio::spawn(run(queue, rx, linger, stop));
         (BatchDeleter { tx }, task)
     }
 
@@ -45,8 +51,22 @@ impl BatchDeleter {
     }
 }
 
-async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::UnboundedReceiver<Pending>, linger: Duration) {
-    while let Some(first) = rx.recv().await {
+async fn run(
+    queue: Arc<dyn Queue>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    linger: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            p = rx.recv() => p,
+            _ = stop.cancelled() => {
+                // No new deletes; those already handed over are still sent.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
         let deadline = tokio::time::Instant::now() + linger;
         let mut batch = vec![first];
         while batch.len() < MAX_DELETE_BATCH {
@@ -117,7 +137,11 @@ mod tests {
             got.extend(local.receive(10, Duration::from_secs(60)).expect("receive"));
         }
         let counting = Arc::new(Counting(local, Mutex::new(Vec::new())));
-        let (deleter, task) = BatchDeleter::spawn(counting.clone(), Duration::from_millis(50));
+        let (deleter, task) = BatchDeleter::spawn(
+            counting.clone(),
+            Duration::from_millis(50),
+            CancellationToken::new(),
+        );
         let mut jobs = tokio::task::JoinSet::new();
         for m in got {
             let d = deleter.clone();

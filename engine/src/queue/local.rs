@@ -1,7 +1,8 @@
 //! The embedded local queue: one SQLite database file (WAL, so several worker processes on one
 //! machine can share it), a main queue and its dead-letter queue. Every operation is a single
 //! transaction, so a worker killed at any point leaves the queue consistent; its messages
-//! reappear when their visibility timeout runs out.
+//! reappear when their visibility timeout runs out. Each message keeps the reason it was last
+//! left undone, so a dead-lettered one says why it is there.
 
 use super::{QueueError, Received};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -21,6 +22,13 @@ pub struct LocalQueue {
 
 fn failed(e: impl std::fmt::Display) -> QueueError {
     QueueError::Failed(e.to_string())
+}
+
+/// The reason a message moved to the dead-letter queue without any recorded.
+fn unsettled(receive_count: i64) -> String {
+    format!(
+        "received {receive_count} times and never settled (its worker stopped or lost it each time)"
+    )
 }
 
 fn now_ms() -> i64 {
@@ -46,11 +54,27 @@ impl LocalQueue {
     /// Open (creating if needed) the queue database at `path`. A message received more than
     /// `max_receive_count` times goes to the dead-letter queue instead of being delivered.
     pub fn open(path: &Path, max_receive_count: u32) -> Result<Self, QueueError> {
+        let at = |e: &dyn std::fmt::Display| {
+            QueueError::Failed(format!(
+                "{}: {e} (the local queue of worker.data_dir: check that its filesystem has free \
+                 space and that this user may write there)",
+                path.display()
+            ))
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(failed)?;
+            std::fs::create_dir_all(dir).map_err(|e| at(&e))?;
         }
-        let conn = Connection::open(path).map_err(failed)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(failed)?;
+        let conn = Connection::open(path).map_err(|e| at(&e))?;
+        Self::prepare(&conn).map_err(|e| at(&e))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            max_receive_count: max_receive_count.max(1),
+        })
+    }
+
+    /// Settings and schema (the `reason` column added to a database from before it had one).
+    fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+        conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -65,12 +89,16 @@ impl LocalQueue {
              );
              CREATE INDEX IF NOT EXISTS ready ON messages (queue, visible_ms, id);
              CREATE UNIQUE INDEX IF NOT EXISTS receipts ON messages (receipt);",
-        )
-        .map_err(failed)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            max_receive_count: max_receive_count.max(1),
-        })
+        )?;
+        let has_reason: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('messages') WHERE name = 'reason'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_reason {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN reason TEXT")?;
+        }
+        Ok(())
     }
 
     fn with<T>(
@@ -113,7 +141,10 @@ impl LocalQueue {
                     .collect::<rusqlite::Result<_>>()?;
                 for (id, body, count) in rows {
                     if count >= max_receives {
-                        tx.execute("UPDATE messages SET queue = ?1, receipt = NULL, visible_ms = ?2 WHERE id = ?3", params![DEAD, now, id])?;
+                        tx.execute(
+                            "UPDATE messages SET queue = ?1, receipt = NULL, visible_ms = ?2, reason = COALESCE(reason, ?3) WHERE id = ?4",
+                            params![DEAD, now, unsettled(count), id],
+                        )?;
                         tracing::warn!(message_id = id, receive_count = count, "moved to the dead-letter queue");
                         continue;
                     }
@@ -194,6 +225,52 @@ impl LocalQueue {
         } else {
             Ok(())
         }
+    }
+
+    /// Leave a received message to reappear after `wait`, recording `why` it was not done this
+    /// time (a later dead-lettering carries it).
+    pub fn retry_later(&self, receipt: &str, wait: Duration, why: &str) -> Result<(), QueueError> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE messages SET visible_ms = ?1, reason = ?2 WHERE receipt = ?3 AND queue = ?4",
+                params![now_ms() + wait.as_millis() as i64, why, receipt, MAIN],
+            )
+        })?;
+        if n == 0 {
+            Err(QueueError::StaleReceipt(receipt.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Move a received message to the dead-letter queue now, with `reason`.
+    pub fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), QueueError> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE messages SET queue = ?1, receipt = NULL, visible_ms = ?2, reason = ?3 WHERE receipt = ?4 AND queue = ?5",
+                params![DEAD, now_ms(), reason, receipt, MAIN],
+            )
+        })?;
+        if n == 0 {
+            Err(QueueError::StaleReceipt(receipt.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The dead-letter queue, oldest first: each body with the reason it is there.
+    pub fn dead_letters_with_reasons(&self) -> Result<Vec<(String, String)>, QueueError> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT body, receive_count, reason FROM messages WHERE queue = ?1 ORDER BY id",
+            )?;
+            s.query_map(params![DEAD], |r| {
+                let count: i64 = r.get(1)?;
+                let reason: Option<String> = r.get(2)?;
+                Ok((r.get(0)?, reason.unwrap_or_else(|| unsettled(count))))
+            })?
+            .collect()
+        })
     }
 
     /// Messages in the main queue (visible or in flight) and in the dead-letter queue.
@@ -362,6 +439,43 @@ mod tests {
         assert!(q.receive(10, Duration::ZERO).expect("receive").is_empty());
         assert_eq!(q.depth().expect("depth"), (0, 1));
         assert_eq!(q.dead_letters().expect("dlq"), vec!["poison".to_string()]);
+        assert!(
+            q.dead_letters_with_reasons().expect("dlq")[0]
+                .1
+                .contains("received 3 times and never settled"),
+            "a message nobody settled says so"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_reason_it_was_last_left_undone() {
+        let (q, _d) = queue(5);
+        q.send("held").expect("send");
+        q.send("bad").expect("send");
+        let got = q.receive(10, Duration::from_secs(30)).expect("receive");
+        let (held, bad) = (&got[0], &got[1]);
+        q.retry_later(&held.receipt, Duration::ZERO, "storage: disk full")
+            .expect("retry");
+        q.dead_letter(&bad.receipt, "not JSON")
+            .expect("dead-letter");
+        assert!(matches!(
+            q.dead_letter(&bad.receipt, "again"),
+            Err(QueueError::StaleReceipt(_))
+        ));
+        let again = q.receive(10, Duration::from_secs(30)).expect("receive");
+        q.dead_letter(&again[0].receipt, "storage: disk full (last receive)")
+            .expect("dead-letter");
+        assert_eq!(
+            q.dead_letters_with_reasons().expect("dlq"),
+            [
+                (
+                    "held".to_string(),
+                    "storage: disk full (last receive)".to_string()
+                ),
+                ("bad".to_string(), "not JSON".to_string())
+            ]
+        );
+        assert_eq!(q.depth().expect("depth"), (0, 2));
     }
 
     #[test]

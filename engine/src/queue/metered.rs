@@ -28,12 +28,28 @@ fn error_label(e: &QueueError) -> &'static str {
     }
 }
 
+impl Metered {
+    /// One call of `operation`, counted with its error.
+    fn count(
+        &self,
+        operation: &'static str,
+        call: impl FnOnce() -> Result<(), QueueError>,
+    ) -> Result<(), QueueError> {
+        QUEUE_REQUESTS.inc(&[operation]);
+        let r = call();
+        if let Err(e) = &r {
+            QUEUE_ERRORS.inc(&[operation, error_label(e)]);
+        }
+        r
+    }
+}
+
 impl Queue for Metered {
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         QUEUE_REQUESTS.inc(&["receive"]);
         let r = self.inner.receive(max, visibility);
         match &r {
-            Ok(m) => QUEUE_MESSAGES.inc_by(&["receive"], m.len() as f64),
+            Ok(m) => QUEUE_MESSAGES.inc_by(&["receive"], m.len() as u64),
             Err(e) => QUEUE_ERRORS.inc(&["receive", error_label(e)]),
         }
         r
@@ -52,16 +68,23 @@ impl Queue for Metered {
     }
 
     fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
-        QUEUE_REQUESTS.inc(&["change_visibility"]);
-        let r = self.inner.change_visibility(receipt, visibility);
-        if let Err(e) = &r {
-            QUEUE_ERRORS.inc(&["change_visibility", error_label(e)]);
-        }
-        r
+        self.count("change_visibility", || {
+            self.inner.change_visibility(receipt, visibility)
+        })
     }
 
     fn max_batch(&self) -> usize {
         self.inner.max_batch()
+    }
+
+    fn retry_later(&self, receipt: &str, wait: Duration, why: &str) -> Result<(), QueueError> {
+        self.count("change_visibility", || {
+            self.inner.retry_later(receipt, wait, why)
+        })
+    }
+
+    fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+        self.count("dead_letter", || self.inner.dead_letter(message, reason))
     }
 }
 

@@ -2,14 +2,16 @@
 //! releases, and batch deletes (`DeleteMessageBatch`, ≤ 10 per call) with partial failures
 //! handled entry by entry: an invalid or stale receipt is an error for that entry, never a
 //! success; any other failed entry (or a whole failed call) is retried once as a single
-//! `DeleteMessage`. The SDK is async; these calls block on the runtime from the worker's
-//! blocking threads.
+//! `DeleteMessage`. A message is dead-lettered with its reason by sending it to the queue's
+//! redrive target (the same body, the reason in message attributes) and deleting it here. The
+//! SDK is async; these calls block on the runtime from the worker's blocking threads.
 
 use super::{Queue, QueueError, Received};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
 };
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -24,6 +26,17 @@ pub struct SqsQueue {
     url: String,
     runtime: Handle,
     wait_secs: i32,
+    /// Where dead letters go (the redrive policy's target), once known.
+    dead_letter_url: Option<String>,
+}
+
+/// What a queue's `RedrivePolicy` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redrive {
+    /// `maxReceiveCount`: the receive at or past it is the last.
+    pub max_receive_count: u32,
+    /// The dead-letter queue's URL (same region and account as the queue, as SQS requires).
+    pub dead_letter_url: Option<String>,
 }
 
 impl SqsQueue {
@@ -34,7 +47,14 @@ impl SqsQueue {
             url: url.into(),
             runtime,
             wait_secs: LONG_POLL_SECS,
+            dead_letter_url: None,
         }
+    }
+
+    /// Dead letters go to the queue at `url`.
+    pub fn with_dead_letter_queue(mut self, url: Option<String>) -> Self {
+        self.dead_letter_url = url;
+        self
     }
 
     /// How long a receive waits for messages (at most 20 s; zero is a short poll).
@@ -43,10 +63,10 @@ impl SqsQueue {
         self
     }
 
-    /// The queue's redrive limit (`maxReceiveCount` of its `RedrivePolicy`): the receive at or
-    /// past it is the last before the message moves to the dead-letter queue. `None` when the
+    /// The queue's `RedrivePolicy`: its `maxReceiveCount` (the receive at or past it is the
+    /// last before the message moves to the dead-letter queue) and its target. `None` when the
     /// queue has no dead-letter queue.
-    pub async fn max_receive_count(&self) -> Result<Option<u32>, QueueError> {
+    pub async fn redrive(&self) -> Result<Option<Redrive>, QueueError> {
         let out = self
             .client
             .get_queue_attributes()
@@ -59,9 +79,14 @@ impl SqsQueue {
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
         {
-            Some(policy) => redrive_max_receive_count(policy).map(Some),
+            Some(policy) => parse_redrive(policy, &self.url).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The queue's redrive limit; see [`SqsQueue::redrive`].
+    pub async fn max_receive_count(&self) -> Result<Option<u32>, QueueError> {
+        Ok(self.redrive().await?.map(|r| r.max_receive_count))
     }
 
     /// Enqueue `body`; returns the message id.
@@ -200,9 +225,9 @@ fn settle_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
-/// `maxReceiveCount` from a `RedrivePolicy` JSON document (AWS gives it as a number or a
-/// string).
-fn redrive_max_receive_count(policy: &str) -> Result<u32, QueueError> {
+/// `maxReceiveCount` (AWS gives it as a number or a string) and the target's URL from a
+/// `RedrivePolicy` JSON document of the queue at `queue_url`.
+fn parse_redrive(policy: &str, queue_url: &str) -> Result<Redrive, QueueError> {
     let bad = |why: String| QueueError::Failed(format!("RedrivePolicy {policy:?}: {why}"));
     let v: serde_json::Value = serde_json::from_str(policy).map_err(|e| bad(e.to_string()))?;
     let n = match &v["maxReceiveCount"] {
@@ -210,14 +235,46 @@ fn redrive_max_receive_count(policy: &str) -> Result<u32, QueueError> {
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     };
-    n.and_then(|n| u32::try_from(n).ok())
+    let max_receive_count = n
+        .and_then(|n| u32::try_from(n).ok())
         .filter(|&n| n > 0)
-        .ok_or_else(|| bad("no positive maxReceiveCount".into()))
+        .ok_or_else(|| bad("no positive maxReceiveCount".into()))?;
+    Ok(Redrive {
+        max_receive_count,
+        dead_letter_url: v["deadLetterTargetArn"]
+            .as_str()
+            .and_then(|arn| sibling_url(queue_url, arn)),
+    })
+}
+
+/// The URL of the queue `arn` (`arn:aws:sqs:REGION:ACCOUNT:NAME`) on the endpoint of
+/// `queue_url` (`…/ACCOUNT/NAME`): a dead-letter queue lives in its queue's region and account.
+fn sibling_url(queue_url: &str, arn: &str) -> Option<String> {
+    let mut parts = arn.rsplit(':');
+    let (name, account) = (parts.next()?, parts.next()?);
+    let base = queue_url.trim_end_matches('/');
+    let base = base.rsplitn(3, '/').nth(2)?;
+    (!name.is_empty() && !account.is_empty()).then(|| format!("{base}/{account}/{name}"))
+}
+
+/// An SQS string message attribute (values are cut to stay well inside SQS's message size).
+fn text_attribute(value: &str) -> Option<MessageAttributeValue> {
+    let mut end = value.len().min(4096);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(if end == 0 { "-" } else { &value[..end] })
+        .build()
+        .ok()
 }
 
 impl Queue for SqsQueue {
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let max = max.clamp(1, 10) as i32;
+        // An open long poll is never abandoned: SQS may hand out messages to it until it ends,
+        // and abandoned they would stay hidden for `visibility`.
         let out = self
             .runtime
             .block_on(
@@ -279,22 +336,71 @@ impl Queue for SqsQueue {
     fn max_batch(&self) -> usize {
         10
     }
+
+    fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+        let Some(dlq) = &self.dead_letter_url else {
+            return Err(QueueError::Failed(format!(
+                "{} has no dead-letter queue (no RedrivePolicy)",
+                self.url
+            )));
+        };
+        self.runtime.block_on(async {
+            let mut send = self
+                .client
+                .send_message()
+                .queue_url(dlq)
+                .message_body(&message.body);
+            for (name, value) in [
+                ("mediaflow-reason", reason),
+                ("mediaflow-source-queue", self.url.as_str()),
+                ("mediaflow-message-id", message.id.as_str()),
+                (
+                    "mediaflow-receive-count",
+                    &message.receive_count.to_string(),
+                ),
+            ] {
+                if let Some(v) = text_attribute(value) {
+                    send = send.message_attributes(name, v);
+                }
+            }
+            send.send()
+                .await
+                .map_err(|e| QueueError::Failed(format!("sending to {dlq}: {}", describe(&e))))?;
+            // Sent but not deleted (a failure here): the message comes back and is dead-lettered
+            // again; the dead-letter queue may then hold it twice, never zero times.
+            self.delete_one(&message.receipt).await
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn redrive_policies_give_max_receive_count_as_number_or_string() {
-        let f = super::redrive_max_receive_count;
+    fn redrive_policies_give_max_receive_count_as_number_or_string_and_the_target() {
+        let url = "https://sqs.r.amazonaws.com/1/jobs";
+        let f = |p| super::parse_redrive(p, url);
+        let r = f(r#"{"deadLetterTargetArn":"arn:aws:sqs:r:1:dlq","maxReceiveCount":5}"#)
+            .expect("policy");
+        assert_eq!(r.max_receive_count, 5);
         assert_eq!(
-            f(r#"{"deadLetterTargetArn":"arn:aws:sqs:r:1:dlq","maxReceiveCount":5}"#).ok(),
-            Some(5)
+            r.dead_letter_url.as_deref(),
+            Some("https://sqs.r.amazonaws.com/1/dlq")
         );
         assert_eq!(
-            f(r#"{"deadLetterTargetArn":"a","maxReceiveCount":"3"}"#).ok(),
+            f(r#"{"deadLetterTargetArn":"a","maxReceiveCount":"3"}"#)
+                .ok()
+                .map(|r| r.max_receive_count),
             Some(3)
         );
         assert!(f(r#"{"deadLetterTargetArn":"a"}"#).is_err());
         assert!(f("not json").is_err());
+        assert_eq!(
+            super::sibling_url(
+                "http://localhost:5000/123456789012/jobs",
+                "arn:aws:sqs:us-east-1:123456789012:jobs-dlq"
+            )
+            .as_deref(),
+            Some("http://localhost:5000/123456789012/jobs-dlq")
+        );
     }
 }

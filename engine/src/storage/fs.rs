@@ -1,8 +1,11 @@
 //! The filesystem object store: objects are files under a root directory, written to a
-//! temporary file and renamed (or hard-linked, for create-if-absent) into place.
+//! temporary file and renamed (or hard-linked, for create-if-absent) into place. Temporary
+//! files live in the store's own `.tmp/` directory (never beside an object, so an interrupted
+//! write can't leave one in an output folder), named after the writing process; [`FsStorage::sweep`]
+//! removes those of processes that are gone (a `kill -9`). Every I/O failure but a missing file
+//! is transient (a full disk, a lost mount: none is the input's fault).
 
 use super::{ObjectInfo, Storage, StorageError, validate_key};
-use crate::error::ErrorClass;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,16 +15,13 @@ pub struct FsStorage {
     root: PathBuf,
 }
 
+/// The directory (under the root) that holds writes in progress.
+const TMP_DIR: &str = ".tmp";
+
 fn failed(context: &str, e: std::io::Error) -> StorageError {
-    // Local disk errors don't fix themselves on retry, except running out of space.
-    let class = if e.raw_os_error() == Some(28) {
-        ErrorClass::Transient
-    } else {
-        ErrorClass::Permanent
-    };
     StorageError::Failed {
         message: format!("{context}: {e}"),
-        class,
+        class: crate::error::io_class(&e),
     }
 }
 
@@ -56,9 +56,12 @@ impl FsStorage {
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir)
             .map_err(|e| failed(&format!("creating {}", dir.display()), e))?;
+        let tmp_dir = self.root.join(TMP_DIR);
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| failed(&format!("creating {}", tmp_dir.display()), e))?;
         let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
+            .prefix(&format!("{}-", std::process::id()))
+            .tempfile_in(&tmp_dir)
             .map_err(|e| failed("creating temp file", e))?;
         tmp.write_all(data)
             .map_err(|e| failed("writing temp file", e))?;
@@ -66,6 +69,27 @@ impl FsStorage {
             .sync_data()
             .map_err(|e| failed("syncing temp file", e))?;
         Ok(tmp)
+    }
+
+    /// Remove the temporary files of writers that are gone (killed mid-write). Returns how many.
+    pub fn sweep(&self) -> Result<usize, StorageError> {
+        let dir = self.root.join(TMP_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(failed(&format!("listing {}", dir.display()), e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let writer = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if writer.is_some_and(crate::lifecycle::scratch::process_is_gone)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn info(path: &Path) -> Result<ObjectInfo, StorageError> {
@@ -162,6 +186,15 @@ impl Storage for FsStorage {
         Ok(info)
     }
 
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(failed(&format!("removing {}", path.display()), e)),
+        }
+    }
+
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         let path = self.path(key)?;
         if !path.is_file() {
@@ -188,11 +221,11 @@ impl Storage for FsStorage {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| failed(&format!("listing {}", dir.display()), e))?;
-                // Names that are not UTF-8 cannot be keys; temp files are writes in progress.
+                // Names that are not UTF-8 cannot be keys; `.tmp/` holds writes in progress.
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
-                if name.starts_with(".tmp-") {
+                if key.is_empty() && name == TMP_DIR {
                     continue;
                 }
                 let child = if key.is_empty() {
@@ -255,12 +288,24 @@ mod tests {
                 .map(|p| p.join("escape").exists())
                 .unwrap_or(false)
         );
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a"))
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(TMP_DIR))
             .map_err(|e| failed("ls", e))?
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "temp files cleaned up");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("a"))
+                .map_err(|e| failed("ls", e))?
+                .count(),
+            2,
+            "nothing but the objects beside them"
+        );
+        s.delete("a/m.json")?;
+        s.delete("a/m.json")?;
+        assert!(
+            s.head("a/m.json")?.is_none(),
+            "deleted, and deleting again is fine"
+        );
         Ok(())
     }
 
@@ -278,6 +323,11 @@ mod tests {
         assert_eq!(keys("p/a")?, ["p/a/1.txt", "p/ab.txt"]);
         assert_eq!(keys("")?.len(), 4);
         assert!(keys("missing/")?.is_empty());
+        // A write in progress of a process that is gone: swept; never listed.
+        std::fs::write(dir.path().join(TMP_DIR).join("999999999-abc"), b"partial")
+            .map_err(|e| failed("write", e))?;
+        assert_eq!(keys("")?.len(), 4);
+        assert_eq!(s.sweep()?, 1);
         let listed = s.list("q/")?;
         assert_eq!(listed[0].1, s.head("q/x.txt")?.expect("exists"));
         assert!(matches!(

@@ -17,10 +17,7 @@ use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Handle;
 
-/// S3's smallest part (all but the last part of a multipart upload).
-pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
-/// S3's largest part.
-pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+pub use crate::config::{S3_MAX_PART_BYTES as MAX_PART_BYTES, S3_MIN_PART_BYTES as MIN_PART_BYTES};
 /// S3's most parts in one upload.
 const MAX_PARTS: u64 = 10_000;
 /// Parts in flight at once for one object.
@@ -38,14 +35,19 @@ pub struct Multipart {
 
 impl Default for Multipart {
     fn default() -> Self {
-        Self {
-            threshold_bytes: 16 * 1024 * 1024,
-            part_bytes: 8 * 1024 * 1024,
-        }
+        Self::of(&crate::config::WorkerConfig::default())
     }
 }
 
 impl Multipart {
+    /// The multipart settings of `worker`.
+    pub fn of(worker: &crate::config::WorkerConfig) -> Self {
+        Self {
+            threshold_bytes: worker.s3_multipart_threshold_bytes,
+            part_bytes: worker.s3_part_bytes,
+        }
+    }
+
     /// The part size for an object of `len` bytes: within S3's limits, ≤ 10,000 parts.
     fn part_size(&self, len: u64) -> u64 {
         self.part_bytes
@@ -67,7 +69,10 @@ fn etag_of(e: Option<&str>) -> String {
     e.unwrap_or_default().trim_matches('"').to_string()
 }
 
-/// Class an SDK error: throttling, 5xx, timeouts and network failures are transient.
+/// Class an SDK error. A request S3 refuses as malformed or too large for any object (400,
+/// 405, 411, 413) is permanent; everything else — 5xx, throttling, timeouts, the network, and
+/// also 403 or a missing bucket, which an operator fixes — is transient: the job is retried and
+/// dead-lettered with the reason, never recorded as the input's failure.
 fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
     context: &str,
     e: &SdkError<E, HttpResponse>,
@@ -76,15 +81,12 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         SdkError::ServiceError(s) => {
             let status = s.raw().status().as_u16();
             let code = s.err().code().unwrap_or("error");
-            let transient = status >= 500
-                || code.contains("Throttl")
-                || code == "SlowDown"
-                || code == "RequestTimeout";
+            let permanent = matches!(status, 400 | 405 | 411 | 413) && !code.contains("Timeout");
             (
-                if transient {
-                    ErrorClass::Transient
-                } else {
+                if permanent {
                     ErrorClass::Permanent
+                } else {
+                    ErrorClass::Transient
                 },
                 format!("{code} ({status}): {}", s.err().message().unwrap_or("")),
             )
@@ -391,6 +393,20 @@ impl Storage for S3Storage {
             file.flush().await.map_err(transient)?;
             Ok(info)
         })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        validate_key(key)?;
+        self.runtime
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| classify(&format!("DELETE {}", self.uri(key)), &e))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {

@@ -39,7 +39,7 @@ impl Activity {
     fn update(&self, f: impl FnOnce(usize) -> usize) {
         let mut n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         *n = f(*n);
-        JOBS_IN_FLIGHT.set(&[], *n as f64);
+        JOBS_IN_FLIGHT.set(&[], *n as i64);
         let busy = *n > 0;
         self.busy
             .send_if_modified(|b| std::mem::replace(b, busy) != busy);

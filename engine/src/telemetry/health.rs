@@ -1,11 +1,14 @@
 //! Readiness: can this worker take jobs? It is ready when its plugins are loaded, it is not
-//! draining, and its queue and store answer — on AWS, `GetQueueAttributes` on the queue and
+//! draining, its queue and store answer — on AWS, `GetQueueAttributes` on the queue and
 //! `HeadBucket` on the output bucket (both at once, each bounded by a timeout); in local mode,
-//! the queue database answers a query and the data directory takes a new file. A result is
-//! reused for a short while, so frequent probes and scrapes don't hammer AWS; concurrent
-//! probes share one check.
+//! the queue database answers a query and the data directory takes a new file — and the work
+//! itself is not failing: [`FAILING_AFTER`] queue calls or store writes failing in a row (a
+//! full disk, a database that cannot write) make it unready until one succeeds. A check's
+//! result is reused for a short while, so frequent probes and scrapes don't hammer AWS;
+//! concurrent probes share one check.
 
 use crate::queue::local::LocalQueue;
+use crate::shutdown::CancellationToken;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,11 +147,43 @@ where
 /// A check's answer: ready, or why not.
 pub type Readiness = Result<(), String>;
 
+/// Failures in a row of one part that make the worker unready.
+pub const FAILING_AFTER: u32 = 3;
+
+/// A part of the work whose failures readiness follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Receives, deletes, visibility changes.
+    Queue,
+    /// Storing outputs and manifests.
+    Store,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Queue => "queue",
+            Part::Store => "store",
+        }
+    }
+}
+
+/// How one part has been doing: failures in a row, since when, the last error.
+#[derive(Debug, Default)]
+struct Streak {
+    failures: u32,
+    since: Option<Instant>,
+    last: String,
+}
+
 /// The worker's readiness, as `/readyz` reports it.
 #[derive(Debug)]
 pub struct Health {
     plugins_loaded: AtomicBool,
-    draining: AtomicBool,
+    /// Cancelled once the worker stops receiving.
+    draining: CancellationToken,
+    /// Queue, then store.
+    streaks: Mutex<[Streak; 2]>,
     backend: Mutex<Option<Backend>>,
     cache_for: Duration,
     timeout: Duration,
@@ -162,7 +197,8 @@ impl Health {
     pub fn new(cache_for: Duration, timeout: Duration) -> Self {
         Self {
             plugins_loaded: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            draining: CancellationToken::new(),
+            streaks: Mutex::new(Default::default()),
             backend: Mutex::new(None),
             cache_for,
             timeout,
@@ -177,7 +213,62 @@ impl Health {
 
     /// The worker stopped receiving (SIGTERM): no longer ready for new work.
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.draining.cancel();
+    }
+
+    /// Follow a shutdown: draining once `receiving` is cancelled.
+    pub fn follow(&self, receiving: &CancellationToken) {
+        let (draining, receiving) = (self.draining.clone(), receiving.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = receiving.cancelled() => draining.cancel(),
+                _ = draining.cancelled() => {}
+            }
+        });
+    }
+
+    /// How a call of `part` went: failures in a row make the worker unready, a success
+    /// ends the streak.
+    pub fn report(&self, part: Part, result: Result<(), &str>) {
+        let mut streaks = self.streaks.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut streaks[part as usize];
+        match result {
+            Ok(()) => {
+                if s.failures >= FAILING_AFTER {
+                    tracing::info!(
+                        part = part.name(),
+                        "working again after {} failures",
+                        s.failures
+                    );
+                }
+                *s = Streak::default();
+            }
+            Err(e) => {
+                s.failures += 1;
+                s.since.get_or_insert_with(Instant::now);
+                s.last = e.to_string();
+            }
+        }
+    }
+
+    /// The parts failing now, described.
+    fn failing(&self) -> Option<String> {
+        let streaks = self.streaks.lock().unwrap_or_else(|e| e.into_inner());
+        let parts: Vec<String> = [Part::Queue, Part::Store]
+            .into_iter()
+            .zip(streaks.iter())
+            .filter(|(_, s)| s.failures >= FAILING_AFTER)
+            .map(|(p, s)| {
+                let secs = s.since.map_or(0, |t| t.elapsed().as_secs());
+                format!(
+                    "{}: {} calls failed in a row for {secs} s (last: {})",
+                    p.name(),
+                    s.failures,
+                    s.last
+                )
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// What to check from now on.
@@ -187,11 +278,14 @@ impl Health {
 
     /// Ready, or the reasons why not (every failing part, `; `-separated).
     pub async fn readiness(&self) -> Readiness {
-        if self.draining.load(Ordering::SeqCst) {
+        if self.draining.is_cancelled() {
             return Err("draining: shutting down, no new jobs".into());
         }
         if !self.plugins_loaded.load(Ordering::SeqCst) {
             return Err("plugins: still loading".into());
+        }
+        if let Some(why) = self.failing() {
+            return Err(why);
         }
         let Some(backend) = self
             .backend
@@ -240,6 +334,17 @@ mod tests {
         let e = h.readiness().await.expect_err("data dir gone");
         assert!(e.contains("data directory"), "{e}");
         std::fs::create_dir_all(&data).expect("data again");
+        assert_eq!(h.readiness().await, Ok(()));
+        // Receives failing in a row (a full disk): unready, naming the part, until one works.
+        for _ in 0..FAILING_AFTER {
+            h.report(Part::Queue, Err("database or disk is full"));
+        }
+        let e = h.readiness().await.expect_err("queue failing");
+        assert!(
+            e.contains("queue: 3 calls failed in a row") && e.contains("disk is full"),
+            "{e}"
+        );
+        h.report(Part::Queue, Ok(()));
         assert_eq!(h.readiness().await, Ok(()));
         h.set_draining();
         assert!(h.readiness().await.is_err_and(|e| e.contains("draining")));

@@ -1,21 +1,22 @@
-//! Prometheus metrics: a small process-wide registry of counters, gauges and histograms with
-//! labels, the engine's metric families (jobs, stages, plugins, queue, task protection), the
-//! functions the engine calls when something observable happens, and the text exposition
-//! format 0.0.4 that `/metrics` serves (`# HELP`/`# TYPE` lines, escaped label values,
+//! Prometheus metrics, through `prometheus-client`: the engine's metric families (jobs, stages,
+//! messages, plugins, queue, task protection, notifications) as statics with their label names
+//! fixed, the functions the engine calls when something observable happens, and the text
+//! exposition format 0.0.4 that `/metrics` serves (`# HELP`/`# TYPE`, escaped label values,
 //! cumulative `_bucket{le=…}` series ending in `+Inf`, `_sum` and `_count`).
 //!
-//! Families are statics (a new one is a `static` here plus an entry in `FAMILIES`): recording
-//! is a mutex-guarded map update keyed by the label values (the key is built per call, a few
-//! small allocations), small next to what is measured (the smallest is a ~10 µs plugin call).
+//! A new family is a `static` here plus an entry in `FAMILIES`. Recording is an atomic update
+//! of the label set's metric (found under a read lock), small next to what is measured (the
+//! smallest is a ~10 µs plugin call).
 
 use crate::manifest::{Manifest, Status};
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, prometheus_text};
+use prometheus_client::metrics::family::MetricConstructor;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Buckets of whole-job durations, in seconds.
 const JOB_BUCKETS: &[f64] = &[
@@ -33,16 +34,18 @@ const PLUGIN_BUCKETS: &[f64] = &[
 
 /// Jobs recorded, by status and profile.
 pub static JOBS: Counter = Counter::new(
-    "mediaflow_jobs_total",
+    "mediaflow_jobs",
     "Jobs recorded, by status (succeeded, failed: a failure manifest was written; duplicate: \
      already recorded, acknowledged without work) and profile.",
     &["status", "profile"],
 );
 /// Queue messages settled, by outcome.
 pub static MESSAGES: Counter = Counter::new(
-    "mediaflow_messages_total",
-    "Queue messages settled, by outcome (done: recorded and deleted; retry: a transient failure, \
-     left to reappear; poison: not a job, left for the dead-letter queue).",
+    "mediaflow_messages",
+    "Queue messages settled, by outcome (done: recorded, or nothing to do, and deleted; retry: \
+     not done this time, left to reappear; dead_lettered: moved to the dead-letter queue with its \
+     reason after its last receive; poison: a message that is not a job, dead-lettered; released: \
+     handed back at shutdown). A message counts once as dead_lettered or poison.",
     &["outcome"],
 );
 /// Whole-job wall time.
@@ -67,14 +70,14 @@ pub static JOBS_IN_FLIGHT: Gauge = Gauge::new(
 );
 /// Plugin calls by outcome.
 pub static PLUGIN_CALLS: Counter = Counter::new(
-    "mediaflow_plugin_calls_total",
+    "mediaflow_plugin_calls",
     "Plugin calls, by plugin, version and outcome (ok, guest_error, timeout, memory_limit, fuel, \
      trap).",
     &["plugin", "version", "outcome"],
 );
 /// Plugin calls stopped by a trap or a limit.
 pub static PLUGIN_TRAPS: Counter = Counter::new(
-    "mediaflow_plugin_traps_total",
+    "mediaflow_plugin_traps",
     "Plugin calls stopped by a trap or an exceeded limit, by plugin, version and reason \
      (timeout, memory_limit, fuel, trap).",
     &["plugin", "version", "reason"],
@@ -95,25 +98,26 @@ pub static PLUGIN_MEMORY_HIGH_WATER: Gauge = Gauge::new(
 );
 /// Queue API calls.
 pub static QUEUE_REQUESTS: Counter = Counter::new(
-    "mediaflow_queue_requests_total",
-    "Queue calls, by operation (receive, delete, change_visibility; a batch delete is one call).",
+    "mediaflow_queue_requests",
+    "Queue calls, by operation (receive, delete, change_visibility, dead_letter; a batch delete is \
+     one call).",
     &["operation"],
 );
 /// Failed queue calls or batch entries.
 pub static QUEUE_ERRORS: Counter = Counter::new(
-    "mediaflow_queue_errors_total",
+    "mediaflow_queue_errors",
     "Failed queue calls or batch-delete entries, by operation and error (stale_receipt, failed).",
     &["operation", "error"],
 );
 /// Messages received and deleted.
 pub static QUEUE_MESSAGES: Counter = Counter::new(
-    "mediaflow_queue_messages_total",
+    "mediaflow_queue_messages",
     "Messages received and messages deleted, by operation.",
     &["operation"],
 );
 /// Requests to the ECS agent's task-protection endpoint.
 pub static TASK_PROTECTION_REQUESTS: Counter = Counter::new(
-    "mediaflow_task_protection_requests_total",
+    "mediaflow_task_protection_requests",
     "Requests to the ECS agent's task-protection endpoint, by protection (on, off) and result \
      (ok, failed).",
     &["protection", "result"],
@@ -122,6 +126,27 @@ pub static TASK_PROTECTION_REQUESTS: Counter = Counter::new(
 pub static TASK_PROTECTED: Gauge = Gauge::new(
     "mediaflow_task_protected",
     "1 while the ECS agent has confirmed scale-in protection for this task, else 0.",
+    &[],
+);
+
+/// Notifications by sink and outcome.
+pub static NOTIFICATIONS: Counter = Counter::new(
+    "mediaflow_notifications",
+    "Notifications, by sink, sink kind (log, sns, sqs, webhook) and outcome (delivered; failed: \
+     refused, or every attempt failed; dropped: the delivery queue was full, or still pending when \
+     the shutdown flush window ended).",
+    &["sink", "kind", "outcome"],
+);
+/// Notification-rule plugin failures.
+pub static NOTIFY_RULE_FAILURES: Counter = Counter::new(
+    "mediaflow_notify_rule_failures",
+    "Notification-rule plugin failures (trap, timeout, error value), by rule (name@version).",
+    &["rule"],
+);
+/// Notifications addressed to a sink that is not configured.
+pub static NOTIFICATIONS_UNKNOWN_SINK: Counter = Counter::new(
+    "mediaflow_notifications_unknown_sink",
+    "Notifications a rule addressed to a sink that is not configured (they go nowhere).",
     &[],
 );
 
@@ -141,6 +166,9 @@ static FAMILIES: &[&dyn Family] = &[
     &QUEUE_MESSAGES,
     &TASK_PROTECTION_REQUESTS,
     &TASK_PROTECTED,
+    &NOTIFICATIONS,
+    &NOTIFY_RULE_FAILURES,
+    &NOTIFICATIONS_UNKNOWN_SINK,
 ];
 
 // --- What the engine reports -------------------------------------------------------------
@@ -168,7 +196,7 @@ pub fn job_duplicate(profile: &str) {
     JOBS.inc(&["duplicate", profile]);
 }
 
-/// A message was settled: `done`, `retry` or `poison`.
+/// A message was settled: `done`, `retry`, `dead_lettered`, `poison` or `released`.
 pub fn message_settled(outcome: &'static str) {
     MESSAGES.inc(&[outcome]);
 }
@@ -187,19 +215,27 @@ pub fn plugin_call(
         PLUGIN_TRAPS.inc(&[plugin, version, outcome]);
     }
     PLUGIN_CALL_DURATION.observe(&[plugin, version], elapsed.as_secs_f64());
-    PLUGIN_MEMORY_HIGH_WATER.set_max(&[plugin, version], memory_bytes as f64);
+    PLUGIN_MEMORY_HIGH_WATER.set_max(&[plugin, version], memory_bytes as i64);
 }
 
-/// The whole registry in the text exposition format 0.0.4.
+/// Every family in the Prometheus text exposition format 0.0.4.
 pub fn render() -> String {
-    let mut out = String::with_capacity(8 * 1024);
+    let mut registry = Registry::default();
     for f in FAMILIES {
-        f.render(&mut out);
+        f.register(&mut registry);
     }
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing to a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &registry);
     out
 }
 
-// --- The registry --------------------------------------------------------------------------
+// --- The families: prometheus-client metrics with the label names fixed -----------------
+
+type Labels = Vec<(&'static str, String)>;
+type PCounter = prometheus_client::metrics::counter::Counter;
+type PGauge = prometheus_client::metrics::gauge::Gauge;
+type PHistogram = prometheus_client::metrics::histogram::Histogram;
 
 /// Name, help text and label names of a family.
 #[derive(Debug)]
@@ -210,82 +246,65 @@ struct Desc {
 }
 
 impl Desc {
-    /// `# HELP` and `# TYPE` lines.
-    fn head(&self, out: &mut String, kind: &str) {
-        let help = self.help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(out, "# HELP {} {help}", self.name);
-        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
-    }
-
-    /// `values` as a key of exactly as many label values as the family has labels.
-    fn key(&self, values: &[&str]) -> Vec<String> {
-        (0..self.labels.len())
-            .map(|i| values.get(i).copied().unwrap_or_default().to_string())
+    /// The label set for `values` (in the family's label order; missing values are empty).
+    fn label_set(&self, values: &[&str]) -> Labels {
+        self.labels
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, values.get(i).copied().unwrap_or_default().to_string()))
             .collect()
     }
 
-    /// `{a="x",b="y"}` (with `extra` appended), or nothing when there are no labels.
-    fn labels(&self, key: &[String], extra: Option<(&str, &str)>) -> String {
-        let mut pairs: Vec<String> = self
-            .labels
-            .iter()
-            .zip(key)
-            .map(|(n, v)| format!("{n}=\"{}\"", escape_label(v)))
-            .collect();
-        if let Some((n, v)) = extra {
-            pairs.push(format!("{n}=\"{}\"", escape_label(v)));
-        }
-        if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", pairs.join(","))
-        }
+    /// The help text as the registry wants it (it adds the final full stop).
+    fn help(&self) -> &'static str {
+        self.help.strip_suffix('.').unwrap_or(self.help)
     }
 }
 
-/// A label value as the text format needs it: `\`, `"` and newlines escaped.
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// A sample value as the text format writes it (`+Inf`, `-Inf`, `NaN`, else a decimal).
-fn value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain numbers behind: still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
+/// A family the registry exposes.
 trait Family: Sync {
-    fn render(&self, out: &mut String);
+    fn register(&self, registry: &mut Registry);
+}
+
+/// A metric whose `# HELP`/`# TYPE` are exposed even before it has a sample (the registry
+/// leaves out empty families), so dashboards and alerts see every family from the start.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// One metric without labels, or a family of them by label values: a [`Counter`] or a
+/// [`Gauge`].
+#[derive(Debug)]
+pub struct Series<M> {
+    desc: Desc,
+    metric: OnceLock<Metric<M>>,
+}
+
+#[derive(Debug)]
+enum Metric<M> {
+    Plain(M),
+    Labelled(prometheus_client::metrics::family::Family<Labels, M>),
 }
 
 /// A monotonically increasing count, per label set.
-#[derive(Debug)]
-pub struct Counter {
-    desc: Desc,
-    values: Mutex<BTreeMap<Vec<String>, f64>>,
-}
+pub type Counter = Series<PCounter>;
+/// A whole number that goes up and down, per label set.
+pub type Gauge = Series<PGauge>;
 
-impl Counter {
-    /// A family named `name` (ending in `_total`) with `labels`.
+impl<M> Series<M>
+where
+    M: EncodeMetric + TypedMetric + Default + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// A family named `name` (a counter's gets `_total`) with `labels`.
     pub const fn new(
         name: &'static str,
         help: &'static str,
@@ -293,96 +312,91 @@ impl Counter {
     ) -> Self {
         Self {
             desc: Desc { name, help, labels },
-            values: Mutex::new(BTreeMap::new()),
+            metric: OnceLock::new(),
         }
     }
 
+    fn metric(&self) -> &Metric<M> {
+        self.metric.get_or_init(|| {
+            if self.desc.labels.is_empty() {
+                Metric::Plain(M::default())
+            } else {
+                Metric::Labelled(Default::default())
+            }
+        })
+    }
+
+    /// Run `f` on the metric of `labels` (created at 0 if new).
+    fn with<T>(&self, labels: &[&str], f: impl FnOnce(&M) -> T) -> T {
+        match self.metric() {
+            Metric::Plain(m) => f(m),
+            Metric::Labelled(family) => f(&family.get_or_create(&self.desc.label_set(labels))),
+        }
+    }
+
+    /// Run `f` on the metric of `labels` if it exists.
+    fn peek<T>(&self, labels: &[&str], f: impl FnOnce(&M) -> T) -> Option<T> {
+        match self.metric() {
+            Metric::Plain(m) => Some(f(m)),
+            Metric::Labelled(family) => family.get(&self.desc.label_set(labels)).map(|m| f(&m)),
+        }
+    }
+}
+
+impl<M> Family for Series<M>
+where
+    M: EncodeMetric + TypedMetric + Default + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn register(&self, registry: &mut Registry) {
+        let (name, help) = (self.desc.name, self.desc.help());
+        match self.metric() {
+            Metric::Plain(m) => registry.register(name, help, m.clone()),
+            Metric::Labelled(f) => registry.register(name, help, Declared(f.clone())),
+        }
+    }
+}
+
+impl Series<PCounter> {
     /// Add one for the label values `labels` (in the family's label order).
     pub fn inc(&self, labels: &[&str]) {
-        self.inc_by(labels, 1.0);
+        self.inc_by(labels, 1);
     }
 
-    /// Add `v` (negative or non-finite amounts are ignored: counters only go up).
-    pub fn inc_by(&self, labels: &[&str], v: f64) {
-        if !(v.is_finite() && v >= 0.0) {
-            return;
-        }
-        *lock(&self.values).entry(self.desc.key(labels)).or_default() += v;
+    /// Add `n`.
+    pub fn inc_by(&self, labels: &[&str], n: u64) {
+        self.with(labels, |c| c.inc_by(n));
     }
 
     /// The current count for `labels` (0 when never incremented).
     pub fn get(&self, labels: &[&str]) -> f64 {
-        lock(&self.values)
-            .get(&self.desc.key(labels))
-            .copied()
-            .unwrap_or(0.0)
+        self.peek(labels, |c| c.get() as f64).unwrap_or(0.0)
     }
 }
 
-impl Family for Counter {
-    fn render(&self, out: &mut String) {
-        render_values(&self.desc, "counter", &lock(&self.values), out);
-    }
-}
-
-/// A counter's or gauge's lines: HELP/TYPE, then one sample per label set (an unlabelled
-/// family never set shows 0).
-fn render_values(desc: &Desc, kind: &str, values: &BTreeMap<Vec<String>, f64>, out: &mut String) {
-    desc.head(out, kind);
-    if values.is_empty() && desc.labels.is_empty() {
-        let _ = writeln!(out, "{} 0", desc.name);
-    }
-    for (key, v) in values.iter() {
-        let _ = writeln!(out, "{}{} {}", desc.name, desc.labels(key, None), value(*v));
-    }
-}
-
-/// A value that goes up and down, per label set.
-#[derive(Debug)]
-pub struct Gauge {
-    desc: Desc,
-    values: Mutex<BTreeMap<Vec<String>, f64>>,
-}
-
-impl Gauge {
-    /// A family named `name` with `labels`.
-    pub const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        Self {
-            desc: Desc { name, help, labels },
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
+impl Series<PGauge> {
     /// Set the value for `labels`.
-    pub fn set(&self, labels: &[&str], v: f64) {
-        lock(&self.values).insert(self.desc.key(labels), v);
+    pub fn set(&self, labels: &[&str], v: i64) {
+        self.with(labels, |g| g.set(v));
     }
 
     /// Raise the value for `labels` to `v` if it is below (a high-water mark).
-    pub fn set_max(&self, labels: &[&str], v: f64) {
-        let mut values = lock(&self.values);
-        let slot = values.entry(self.desc.key(labels)).or_insert(v);
-        if v > *slot {
-            *slot = v;
-        }
+    pub fn set_max(&self, labels: &[&str], v: i64) {
+        self.with(labels, |g| g.inner().fetch_max(v, Ordering::Relaxed));
     }
 
     /// The current value for `labels` (0 when never set).
     pub fn get(&self, labels: &[&str]) -> f64 {
-        lock(&self.values)
-            .get(&self.desc.key(labels))
-            .copied()
-            .unwrap_or(0.0)
+        self.peek(labels, |g| g.get() as f64).unwrap_or(0.0)
     }
 }
 
-impl Family for Gauge {
-    fn render(&self, out: &mut String) {
-        render_values(&self.desc, "gauge", &lock(&self.values), out);
+/// How a histogram of a family is made: with the family's bucket bounds.
+#[derive(Debug, Clone, Copy)]
+struct Bounds(&'static [f64]);
+
+impl MetricConstructor<PHistogram> for Bounds {
+    fn new_metric(&self) -> PHistogram {
+        PHistogram::new(self.0.iter().copied())
     }
 }
 
@@ -390,17 +404,8 @@ impl Family for Gauge {
 #[derive(Debug)]
 pub struct Histogram {
     desc: Desc,
-    /// Upper bounds, ascending; `+Inf` is implied.
     bounds: &'static [f64],
-    values: Mutex<BTreeMap<Vec<String>, Buckets>>,
-}
-
-/// One label set's observations: a count per bucket (not cumulative), the sum and the count.
-#[derive(Debug, Clone, Default)]
-struct Buckets {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+    family: OnceLock<prometheus_client::metrics::family::Family<Labels, PHistogram, Bounds>>,
 }
 
 impl Histogram {
@@ -414,65 +419,33 @@ impl Histogram {
         Self {
             desc: Desc { name, help, labels },
             bounds,
-            values: Mutex::new(BTreeMap::new()),
+            family: OnceLock::new(),
         }
+    }
+
+    fn family(&self) -> &prometheus_client::metrics::family::Family<Labels, PHistogram, Bounds> {
+        self.family.get_or_init(|| {
+            prometheus_client::metrics::family::Family::new_with_constructor(Bounds(self.bounds))
+        })
     }
 
     /// Count `v` for `labels` (NaN is ignored).
     pub fn observe(&self, labels: &[&str], v: f64) {
-        if v.is_nan() {
-            return;
+        if !v.is_nan() {
+            self.family()
+                .get_or_create(&self.desc.label_set(labels))
+                .observe(v);
         }
-        let mut values = lock(&self.values);
-        let b = values.entry(self.desc.key(labels)).or_default();
-        if b.counts.len() != self.bounds.len() {
-            b.counts = vec![0; self.bounds.len()];
-        }
-        if let Some(i) = self.bounds.iter().position(|&le| v <= le) {
-            b.counts[i] += 1;
-        }
-        b.sum += v;
-        b.count += 1;
-    }
-
-    /// How many observations there are for `labels`, and their sum.
-    pub fn count_and_sum(&self, labels: &[&str]) -> (u64, f64) {
-        lock(&self.values)
-            .get(&self.desc.key(labels))
-            .map(|b| (b.count, b.sum))
-            .unwrap_or((0, 0.0))
     }
 }
 
 impl Family for Histogram {
-    fn render(&self, out: &mut String) {
-        self.desc.head(out, "histogram");
-        let values = lock(&self.values);
-        let empty = Buckets {
-            counts: vec![0; self.bounds.len()],
-            ..Buckets::default()
-        };
-        let unlabelled = [(Vec::new(), empty)];
-        let rows: Box<dyn Iterator<Item = (&Vec<String>, &Buckets)>> =
-            if values.is_empty() && self.desc.labels.is_empty() {
-                Box::new(unlabelled.iter().map(|(k, b)| (k, b)))
-            } else {
-                Box::new(values.iter())
-            };
-        let name = self.desc.name;
-        for (key, b) in rows {
-            let mut cumulative = 0;
-            for (i, le) in self.bounds.iter().enumerate() {
-                cumulative += b.counts.get(i).copied().unwrap_or(0);
-                let labels = self.desc.labels(key, Some(("le", &value(*le))));
-                let _ = writeln!(out, "{name}_bucket{labels} {cumulative}");
-            }
-            let labels = self.desc.labels(key, Some(("le", "+Inf")));
-            let _ = writeln!(out, "{name}_bucket{labels} {}", b.count);
-            let labels = self.desc.labels(key, None);
-            let _ = writeln!(out, "{name}_sum{labels} {}", value(b.sum));
-            let _ = writeln!(out, "{name}_count{labels} {}", b.count);
-        }
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            self.desc.name,
+            self.desc.help(),
+            Declared(self.family().clone()),
+        );
     }
 }
 
@@ -481,57 +454,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_render_help_type_and_escaped_labels() {
-        static C: Counter = Counter::new("t_events_total", "Events.\nSecond \\ line.", &["a", "b"]);
-        C.inc(&["x\"y", "back\\slash\nnewline"]);
-        C.inc_by(&["plain", "v"], 2.5);
-        C.inc_by(&["plain", "v"], -1.0); // ignored
-        let mut out = String::new();
-        C.render(&mut out);
-        assert_eq!(
-            out,
-            "# HELP t_events_total Events.\\nSecond \\\\ line.\n\
-             # TYPE t_events_total counter\n\
-             t_events_total{a=\"plain\",b=\"v\"} 2.5\n\
-             t_events_total{a=\"x\\\"y\",b=\"back\\\\slash\\nnewline\"} 1\n"
-        );
-        assert_eq!(C.get(&["plain", "v"]), 2.5);
-    }
-
-    #[test]
-    fn histograms_are_cumulative_with_inf_sum_and_count() {
+    fn the_exposition_is_text_format_0_0_4_with_escaped_labels_and_cumulative_buckets() {
+        static C: Counter = Counter::new("t_events", "Events.\nSecond \\ line.", &["a", "b"]);
         static H: Histogram = Histogram::new("t_seconds", "Times.", &["k"], &[0.25, 1.0]);
+        static G: Gauge = Gauge::new("t_level", "Level.", &[]);
+        C.inc(&["x\"y", "back\\slash\nnewline"]);
+        C.inc_by(&["plain", "v"], 2);
         for v in [0.125, 0.25, 0.5, 3.0, f64::NAN] {
             H.observe(&["a"], v);
         }
+        let mut registry = Registry::default();
+        for f in [&C as &dyn Family, &H, &G] {
+            f.register(&mut registry);
+        }
         let mut out = String::new();
-        H.render(&mut out);
-        assert_eq!(
-            out,
-            "# HELP t_seconds Times.\n# TYPE t_seconds histogram\n\
-             t_seconds_bucket{k=\"a\",le=\"0.25\"} 2\n\
-             t_seconds_bucket{k=\"a\",le=\"1\"} 3\n\
-             t_seconds_bucket{k=\"a\",le=\"+Inf\"} 4\n\
-             t_seconds_sum{k=\"a\"} 3.875\n\
-             t_seconds_count{k=\"a\"} 4\n"
-        );
-        assert_eq!(H.count_and_sum(&["a"]).0, 4);
-    }
-
-    #[test]
-    fn unlabelled_families_always_have_a_sample_and_gauges_keep_high_water() {
-        static G: Gauge = Gauge::new("t_level", "Level.", &[]);
-        static H: Histogram = Histogram::new("t_h", "H.", &[], &[1.0]);
-        let mut out = String::new();
-        G.render(&mut out);
-        H.render(&mut out);
-        assert!(out.contains("\nt_level 0\n"), "{out}");
-        assert!(out.contains("t_h_bucket{le=\"+Inf\"} 0\nt_h_sum 0\nt_h_count 0\n"));
+        prometheus_text::encode(&mut out, &registry).expect("encode");
+        for line in [
+            "# HELP t_events_total Events.\\nSecond \\\\ line.\n",
+            "# TYPE t_events_total counter\n",
+            "t_events_total{a=\"plain\",b=\"v\"} 2\n",
+            "t_events_total{a=\"x\\\"y\",b=\"back\\\\slash\\nnewline\"} 1\n",
+            "# TYPE t_seconds histogram\n",
+            "t_seconds_bucket{k=\"a\",le=\"0.25\"} 2\n",
+            "t_seconds_bucket{k=\"a\",le=\"1\"} 3\n",
+            "t_seconds_bucket{k=\"a\",le=\"+Inf\"} 4\n",
+            "t_seconds_sum{k=\"a\"} 3.875\n",
+            "t_seconds_count{k=\"a\"} 4\n",
+            "\nt_level 0\n",
+        ] {
+            assert!(out.contains(line), "{line:?} in:\n{out}");
+        }
+        assert_eq!(C.get(&["plain", "v"]), 2.0);
         static M: Gauge = Gauge::new("t_max", "Max.", &["p"]);
-        M.set_max(&["x"], 5.0);
-        M.set_max(&["x"], 3.0);
+        M.set_max(&["x"], 5);
+        M.set_max(&["x"], 3);
         assert_eq!(M.get(&["x"]), 5.0);
-        M.set_max(&["x"], 9.0);
+        M.set_max(&["x"], 9);
         assert_eq!(M.get(&["x"]), 9.0);
     }
 
@@ -549,20 +507,47 @@ mod tests {
         job_recorded(&m);
         assert_eq!(JOBS.get(&["succeeded", "metrics-unit-test"]), 1.0);
         assert_eq!(JOBS.get(&["failed", "metrics-unit-test"]), 1.0);
-        let (n, sum) = STAGE_DURATION.count_and_sum(&["decode", "metrics-unit-test"]);
-        assert_eq!((n, sum), (2, 0.08));
-        let (n, sum) = JOB_DURATION.count_and_sum(&["metrics-unit-test", "succeeded"]);
-        assert_eq!((n, sum), (1, 1.5));
-        assert_eq!(
-            STAGE_DURATION
-                .count_and_sum(&["total", "metrics-unit-test"])
-                .0,
-            0
-        );
         let text = render();
+        let sample = |series: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        };
+        let stage = |s: &str| format!("{{stage=\"{s}\",profile=\"metrics-unit-test\"}}");
+        let decode = stage("decode");
+        assert_eq!(
+            sample(&format!("mediaflow_stage_duration_seconds_count{decode}")),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&format!("mediaflow_stage_duration_seconds_sum{decode}")),
+            Some(0.08)
+        );
+        let job = "{profile=\"metrics-unit-test\",status=\"succeeded\"}";
+        assert_eq!(
+            sample(&format!("mediaflow_job_duration_seconds_count{job}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&format!("mediaflow_job_duration_seconds_sum{job}")),
+            Some(1.5)
+        );
+        let total = stage("total");
+        assert_eq!(
+            sample(&format!("mediaflow_stage_duration_seconds_count{total}")),
+            None
+        );
         assert!(text.contains(
             "mediaflow_jobs_total{status=\"succeeded\",profile=\"metrics-unit-test\"} 1\n"
         ));
         assert!(text.contains("# TYPE mediaflow_stage_duration_seconds histogram\n"));
+        for family in [
+            "mediaflow_notifications_total",
+            "mediaflow_notify_rule_failures_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} counter\n")),
+                "{family}"
+            );
+        }
     }
 }

@@ -4,14 +4,19 @@
 //! in, renews that before it expires, and releases it (`{"ProtectionEnabled":false}`) once the
 //! worker has been idle for a short grace period (so a steady trickle of short jobs doesn't
 //! toggle it per job). The agent makes the `ecs:UpdateTaskProtection` call with the task
-//! role's credentials. Failures are logged and counted, never fatal: protection then simply
-//! lapses (it always expires by itself after N minutes, so a killed worker leaves none behind).
+//! role's credentials; the worker calls the agent with the engine's hyper client. Failures are
+//! logged and counted, never fatal: protection then simply lapses (it always expires by itself
+//! after N minutes, so a killed worker leaves none behind).
 
 use super::metrics::{TASK_PROTECTED, TASK_PROTECTION_REQUESTS};
+use crate::shutdown::CancellationToken;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The agent's task-protection path, below `ECS_AGENT_URI`.
@@ -50,7 +55,7 @@ pub enum ProtectionError {
 }
 
 /// The ECS container agent's task-protection endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Agent {
     /// `host:port` to connect to.
     authority: String,
@@ -58,6 +63,7 @@ pub struct Agent {
     host: String,
     /// Request path of the state endpoint.
     path: String,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Agent {
@@ -81,10 +87,19 @@ impl Agent {
         } else {
             format!("{host}:80")
         };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        // One request now and then: no pooled connections; header names as the agent's docs
+        // write them.
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .http1_title_case_headers(true)
+            .build(connector);
         Ok(Agent {
             authority,
             host: host.to_string(),
             path: format!("{}{STATE_PATH}", base.trim_end_matches('/')),
+            client,
         })
     }
 
@@ -110,31 +125,29 @@ impl Agent {
     }
 
     async fn put(&self, body: &str) -> Result<(), ProtectionError> {
-        let io = |e: std::io::Error| ProtectionError::Io {
+        let io = |message: String| ProtectionError::Io {
             authority: self.authority.clone(),
-            message: e.to_string(),
+            message,
         };
-        let mut stream = TcpStream::connect(&self.authority).await.map_err(io)?;
-        let request = format!(
-            "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.path,
-            self.host,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let mut answer = Vec::new();
-        (&mut stream)
-            .take(MAX_ANSWER_BYTES as u64)
-            .read_to_end(&mut answer)
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("http://{}{}", self.authority, self.path))
+            .header(header::HOST, &self.host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| io(e.to_string()))?;
+        let answer = self
+            .client
+            .request(request)
             .await
-            .map_err(io)?;
-        let (status, body) = parse_answer(&answer).ok_or_else(|| ProtectionError::Io {
-            authority: self.authority.clone(),
-            message: format!(
-                "not an HTTP answer: {:?}",
-                String::from_utf8_lossy(&answer[..answer.len().min(200)])
-            ),
-        })?;
+            .map_err(|e| io(error_chain(&e)))?;
+        let status = answer.status().as_u16();
+        let body = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| io(format!("reading the answer: {e}")))?
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
         if status != 200 {
             return Err(ProtectionError::Status {
                 status,
@@ -160,44 +173,17 @@ impl Agent {
     }
 }
 
-/// The status code and body of an HTTP/1.x answer (chunked bodies decoded).
-fn parse_answer(raw: &[u8]) -> Option<(u16, String)> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let body = &raw[split + 4..];
-    let mut lines = head.lines();
-    let status_line = lines.next()?;
-    if !status_line.starts_with("HTTP/1.") {
-        return None;
+/// An error and its causes, on one line ("client error (Connect): tcp connect error:
+/// Connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
     }
-    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&raw[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
-    }
+    text
 }
 
 /// When to protect, renew and release.
@@ -230,30 +216,28 @@ impl Schedule {
 /// The running protection task.
 #[derive(Debug)]
 pub struct Protection {
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Protection {
-    /// Follow `busy` (from [`super::activity::Activity::watch`]) on the current runtime.
-    pub fn spawn(agent: Agent, schedule: Schedule, busy: watch::Receiver<bool>) -> Protection {
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(agent, schedule, busy, stopped));
-        Protection {
-            stop: Some(stop),
-            task,
-        }
+    /// Follow `busy` (from [`super::activity::Activity::watch`]) on the current runtime until
+    /// `stop` is cancelled.
+    pub fn spawn(
+        agent: Agent,
+        schedule: Schedule,
+        busy: watch::Receiver<bool>,
+        stop: CancellationToken,
+    ) -> Protection {
+        let task = tokio::spawn(run(agent, schedule, busy, stop.clone()));
+        Protection { stop, task }
     }
 
     /// Release any protection now (the worker is exiting) and end the task, waiting at most
-    /// `within` for the agent.
-    pub async fn stop(mut self, within: Duration) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(within, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
+    /// `within` for the agent (a release not answered by then lapses at its expiry).
+    pub async fn stop(self, within: Duration) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(within, self.task).await;
     }
 }
 
@@ -264,12 +248,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn run(
-    agent: Agent,
-    s: Schedule,
-    mut busy: watch::Receiver<bool>,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn run(agent: Agent, s: Schedule, mut busy: watch::Receiver<bool>, stop: CancellationToken) {
     // Confirmed by the agent and not released since.
     let mut protected = false;
     // While busy (or idle within the grace period): when to protect or renew next.
@@ -282,7 +261,7 @@ async fn run(
     loop {
         let wake = [renew_at, release_at].into_iter().flatten().min();
         tokio::select! {
-            _ = &mut stop => break,
+            _ = stop.cancelled() => break,
             changed = busy.changed() => {
                 if changed.is_err() {
                     break;
@@ -313,7 +292,7 @@ async fn run(
                                 tracing::info!(expires_minutes = s.expires_minutes, "task protected from scale-in while jobs run");
                             }
                             protected = true;
-                            TASK_PROTECTED.set(&[], 1.0);
+                            TASK_PROTECTED.set(&[], 1);
                             renew_at = Some(Instant::now() + s.renew_every);
                         }
                         Err(e) => {
@@ -340,7 +319,7 @@ async fn release(agent: &Agent) {
         ),
     }
     // Either way this worker no longer holds it (a failed release lapses at expiry).
-    TASK_PROTECTED.set(&[], 0.0);
+    TASK_PROTECTED.set(&[], 0);
 }
 
 #[cfg(test)]
@@ -348,6 +327,7 @@ mod tests {
     use super::*;
     use crate::telemetry::activity::Activity;
     use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A stand-in ECS agent on a free port: records (path, body) and answers each request
@@ -403,6 +383,16 @@ mod tests {
     }
     const BROKEN: &str = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops";
 
+    /// Protection following `activity` against the agent at `uri`.
+    fn spawn(uri: &str, schedule: Schedule, activity: &Activity) -> Protection {
+        Protection::spawn(
+            Agent::from_uri(uri).expect("uri"),
+            schedule,
+            activity.watch(),
+            CancellationToken::new(),
+        )
+    }
+
     async fn wait_for(seen: &Mutex<Vec<(String, String)>>, n: usize) -> Vec<(String, String)> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -448,11 +438,7 @@ mod tests {
             retry_every: Duration::from_millis(50),
             release_after_idle: Duration::from_millis(100),
         };
-        let p = Protection::spawn(
-            Agent::from_uri(&uri).expect("uri"),
-            schedule,
-            activity.watch(),
-        );
+        let p = spawn(&uri, schedule, &activity);
         let job = activity.start();
         let got = wait_for(&seen, 3).await;
         assert!(got.len() >= 3, "protect then renewals: {got:?}");
@@ -512,11 +498,7 @@ mod tests {
             retry_every: Duration::from_millis(40),
             release_after_idle: Duration::ZERO,
         };
-        let p = Protection::spawn(
-            Agent::from_uri(&uri).expect("uri"),
-            schedule,
-            activity.watch(),
-        );
+        let p = spawn(&uri, schedule, &activity);
         let job = activity.start();
         let got = wait_for(&seen2, 3).await;
         assert!(got.len() >= 3, "retried: {got:?}");

@@ -1,39 +1,53 @@
-//! The operations HTTP listener: a minimal HTTP/1.x server on tokio for `GET` (and `HEAD`)
-//! of `/healthz` (the process is alive and serving: always 200), `/readyz` (200 `ready`, or
-//! 503 with the reasons) and `/metrics` (Prometheus text format 0.0.4). One request per
-//! connection, answered with `Content-Length` and closed; slow or oversized requests are cut
-//! off, and connections beyond a small cap wait their turn.
+//! The operations HTTP listener, on the engine's one HTTP stack (axum routes served by hyper's
+//! HTTP/1 connections over tokio): `GET` (and `HEAD`) of `/healthz` (the process is alive and
+//! serving: always 200), `/readyz` (200 `ready`, or 503 with the reasons) and `/metrics`
+//! (Prometheus text format 0.0.4). One request per connection; a request head over
+//! [`MAX_HEAD_BYTES`] is refused (431), slow clients are cut off, and connections beyond a small
+//! cap wait their turn. It stops when the shutdown's services token is cancelled.
 
 use super::health::Health;
 use super::metrics;
+use crate::shutdown::CancellationToken;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Longest request head accepted.
-const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Longest request head accepted (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// hyper's own cap on what it buffers of a request head (beyond it: 431 at once).
+const MAX_BUFFER_BYTES: usize = 64 * 1024;
 /// How long a client may take to send its request and read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 32;
 
-/// The listener; serving stops when it is dropped.
+/// The listener; serving stops when its token is cancelled.
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    /// Bind `addr` and serve `health` and the metrics registry on the current runtime.
-    pub async fn start(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Server> {
+    /// Bind `addr` and serve `health` and the metrics on the current runtime until `stop`.
+    pub async fn start(
+        addr: SocketAddr,
+        health: Arc<Health>,
+        stop: CancellationToken,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(serve(listener, health));
-        Ok(Server { addr, task })
+        tokio::spawn(serve(listener, router(health), stop));
+        Ok(Server { addr })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -42,153 +56,103 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
+/// The ops routes.
+pub fn router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /healthz, /readyz or /metrics\n",
+            )
+        })
+        .layer(middleware::from_fn(limits))
+        .with_state(health)
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    match health.readiness().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
-async fn serve(listener: TcpListener, health: Arc<Health>) {
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(),
+    )
+        .into_response()
+}
+
+/// Refuse oversized request heads; answers are never cached.
+async fn limits(request: Request, next: Next) -> Response {
+    let head = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    let mut response = if head > MAX_HEAD_BYTES {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large\n",
+        )
+            .into_response()
+    } else {
+        next.run(request).await
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.cancelled() => return,
         };
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                tracing::warn!(error = %e, "ops listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "ops listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
         };
-        let health = health.clone();
+        let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, &health)).await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .title_case_headers(true)
+                .max_buf_size(MAX_BUFFER_BYTES)
+                .timer(TokioTimer::new())
+                .header_read_timeout(IO_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(IO_TIMEOUT, connection).await;
             drop(permit);
         });
     }
 }
 
-/// A response: status, content type, body.
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
-impl Response {
-    fn text(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
-    }
-}
-
-async fn handle(mut stream: TcpStream, health: &Health) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD_BYTES {
-            write(
-                &mut stream,
-                Response::text(431, "request head too large\n"),
-                false,
-            )
-            .await?;
-            // Read what the client still sends before closing: closing a socket with unread
-            // input resets the connection, and the client might never see the answer.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let mut left: usize = 256 * 1024;
-                while left > 0 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => left = left.saturating_sub(n),
-                    }
-                }
-            })
-            .await;
-            return Ok(());
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let mut parts = text.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
-        return write(&mut stream, Response::text(400, "bad request\n"), false).await;
-    };
-    if !version.starts_with("HTTP/1.") {
-        return write(&mut stream, Response::text(505, "HTTP/1.x only\n"), false).await;
-    }
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return write(
-            &mut stream,
-            Response::text(405, "GET or HEAD only\n"),
-            false,
-        )
-        .await;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let response = route(path, health).await;
-    write(&mut stream, response, head_only).await
-}
-
-async fn route(path: &str, health: &Health) -> Response {
-    match path {
-        "/healthz" => Response::text(200, "ok\n"),
-        "/readyz" => match health.readiness().await {
-            Ok(()) => Response::text(200, "ready\n"),
-            Err(why) => Response::text(503, format!("not ready: {why}\n")),
-        },
-        "/metrics" => Response {
-            status: 200,
-            content_type: metrics::CONTENT_TYPE,
-            body: metrics::render(),
-        },
-        _ => Response::text(404, "not found: try /healthz, /readyz or /metrics\n"),
-    }
-}
-
-async fn write(stream: &mut TcpStream, r: Response, head_only: bool) -> std::io::Result<()> {
-    let reason = match r.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        r.status,
-        r.content_type,
-        r.body.len()
-    );
-    if r.status == 405 {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&r.body);
-    }
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn get(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -201,9 +165,14 @@ mod tests {
     #[tokio::test]
     async fn routes_methods_and_malformed_requests() {
         let health = Arc::new(Health::new(Duration::ZERO, Duration::from_secs(1)));
-        let server = Server::start("127.0.0.1:0".parse().expect("addr"), health.clone())
-            .await
-            .expect("bind");
+        let stop = CancellationToken::new();
+        let server = Server::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            health.clone(),
+            stop.clone(),
+        )
+        .await
+        .expect("bind");
         let addr = server.addr();
         let r = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
@@ -211,9 +180,10 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("Content-Length: 3\r\n"), "{r}");
+        // An HTTP/1.0 client gets an HTTP/1.0 answer.
         let r = get(addr, "GET /readyz HTTP/1.0\r\n\r\n").await;
         assert!(
-            r.starts_with("HTTP/1.1 503 ") && r.contains("plugins"),
+            r.starts_with("HTTP/1.0 503 ") && r.contains("plugins"),
             "{r}"
         );
         let r = get(addr, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
@@ -241,6 +211,11 @@ mod tests {
         );
         let huge = format!("GET /healthz HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
         assert!(get(addr, &huge).await.starts_with("HTTP/1.1 431"));
-        drop(server);
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the listener stops with its token"
+        );
     }
 }

@@ -303,150 +303,202 @@ fn pick<'a>(streams: &[av::Stream<'a>], video: bool) -> Option<av::Stream<'a>> {
         })
 }
 
-fn video(req: &Request, stdin: &mut impl BufRead, out: &mut Out<impl Write>) -> Result<(), Fail> {
-    let input = Input::open(&req.path, VIDEO_DEMUXERS).map_err(open_failure)?;
-    let streams = input.streams();
-    let vs = pick(&streams, true).ok_or_else(|| {
-        if streams
-            .iter()
-            .any(|s| s.media_type() == ff::AVMediaType::AVMEDIA_TYPE_AUDIO)
+/// What the container promises, to tell a file cut short.
+struct Promise {
+    /// Frames its index counts exactly (MP4/MOV sample tables, AVI headers), if any.
+    frames: Option<u64>,
+    /// Frames a complete file may lack and still be whole (AVI headers count one or two
+    /// more than muxers write).
+    slack: u64,
+    /// Duration it states (Matroska/WebM; MPEG-TS durations are estimates).
+    seconds: Option<f64>,
+}
+
+impl Promise {
+    /// Why the file looks cut short, if it does.
+    fn broken(&self, summary: &Summary, ends_s: f64, fps: f64) -> Option<String> {
+        if let Some(f) = self.frames
+            && f > 0
+            && summary.packets + self.slack < f
         {
-            unsupported("an audio-only file: there is no video stream to make renditions of")
-        } else {
-            corrupt("the file holds no video stream")
+            return Some(format!(
+                "its index lists {f} video frames, the file holds {}",
+                summary.packets
+            ));
         }
-    })?;
-    let audio_streams = streams
-        .iter()
-        .filter(|s| s.media_type() == ff::AVMediaType::AVMEDIA_TYPE_AUDIO)
-        .count() as u32;
-    let a_stream = pick(&streams, false);
-    for s in &streams {
-        if s.index() != vs.index() && a_stream.map(|a| a.index()) != Some(s.index()) {
-            s.discard();
+        let d = self.seconds?;
+        (ends_s + 1.0 / fps.max(1.0) < d * 0.9 - 0.25)
+            .then(|| format!("it says it lasts {d:.1} s, its video ends at {ends_s:.1} s"))
+    }
+}
+
+/// A movie opened and described: what goes in the header, and what decodes it.
+struct Movie {
+    input: Input,
+    video: usize,
+    time_base: ff::AVRational,
+    decoder: Decoder,
+    audio: Option<AudioPath>,
+    info: VideoInfo,
+    audio_streams: u32,
+    promise: Promise,
+}
+
+impl Movie {
+    fn open(req: &Request) -> Result<Movie, Fail> {
+        let input = Input::open(&req.path, VIDEO_DEMUXERS).map_err(open_failure)?;
+        let streams = input.streams();
+        let is_audio = |s: &av::Stream<'_>| s.media_type() == ff::AVMediaType::AVMEDIA_TYPE_AUDIO;
+        let vs = pick(&streams, true).ok_or_else(|| {
+            if streams.iter().any(is_audio) {
+                unsupported("an audio-only file: there is no video stream to make renditions of")
+            } else {
+                corrupt("the file holds no video stream")
+            }
+        })?;
+        let audio_streams = streams.iter().filter(|s| is_audio(s)).count() as u32;
+        let a_stream = pick(&streams, false);
+        for s in &streams {
+            if s.index() != vs.index() && a_stream.map(|a| a.index()) != Some(s.index()) {
+                s.discard();
+            }
+        }
+        let demuxer = input.format_name();
+        let exact = demuxer.starts_with("mov") || demuxer == "avi";
+        let mut info = describe_video(&input, &vs, None, exact);
+        if vs.frames().is_none() || input.duration_s().is_none() {
+            // Matroska/WebM (live recordings have no duration), MPEG-TS: count what is there.
+            let (frames, seconds) = scan(req, vs.index())?;
+            info.frames = frames;
+            info.scanned_duration_s = Some(seconds);
+        }
+        check_picture(req, info.width, info.height)?;
+        if let Some((5, ..)) = info.dolby_vision {
+            return Err(unsupported(
+                "Dolby Vision profile 5 has no HDR10, HLG or SDR base layer to show (profiles \
+                 8.x, 7 and 4, whose base layer is playable, are accepted)",
+            ));
+        }
+        let decoder = Decoder::open(&vs, DECODE_THREADS)?.ok_or_else(|| {
+            unsupported(format!(
+                "{} video (no decoder for it in this build)",
+                info.codec
+            ))
+        })?;
+        let audio = match a_stream {
+            Some(a) => AudioPath::open(&a)?,
+            None => None,
+        };
+        let promise = Promise {
+            frames: exact.then_some(info.frames),
+            slack: if demuxer == "avi" {
+                (info.frames / 50).max(2)
+            } else {
+                0
+            },
+            seconds: demuxer
+                .starts_with("matroska")
+                .then(|| input.duration_s())
+                .flatten(),
+        };
+        Ok(Movie {
+            video: vs.index(),
+            time_base: vs.time_base(),
+            decoder,
+            audio,
+            info,
+            audio_streams,
+            promise,
+            input,
+        })
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            demuxer: self.input.format_name(),
+            duration_s: self.input.duration_s(),
+            video: Some(self.info.clone()),
+            audio: self.audio.as_ref().map(|a| a.info.clone()),
+            audio_streams: self.audio_streams,
         }
     }
-    // MP4/MOV sample tables and AVI headers count the frames exactly; Matroska/WebM states a
-    // duration (MPEG-TS durations are estimates). A file holding less was cut short.
-    let demuxer = input.format_name();
-    let exact = demuxer.starts_with("mov") || demuxer == "avi";
-    let stated_s = if demuxer.starts_with("matroska") {
-        input.duration_s()
-    } else {
-        None
-    };
-    let mut vinfo = describe_video(&input, &vs, None, exact);
-    if vs.frames().is_none() || input.duration_s().is_none() {
-        // Matroska/WebM (live recordings have no duration), MPEG-TS: count what is there.
-        let (frames, seconds) = scan(req, vs.index())?;
-        vinfo.frames = frames;
-        vinfo.scanned_duration_s = Some(seconds);
+
+    /// Decode everything, sending frames and audio; the summary says how it went.
+    fn decode(mut self, start: &Start, out: &mut Out<impl Write>) -> Result<Summary, Fail> {
+        if !start.audio {
+            self.audio = None;
+        }
+        let mut pipeline = FramePipeline::new(&self.info, start, self.time_base);
+        let mut pkt = Packet::new()?;
+        let mut frame = Frame::new()?;
+        let mut summary = Summary::default();
+        let audio_index = self.audio.as_ref().map(|a| a.index);
+        loop {
+            match self.input.read(&mut pkt) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) if summary.frames > 0 || summary.packets > 0 => {
+                    // A container cut short ("partial file"): the engine refuses it.
+                    summary.truncated = Some(format!(
+                        "reading stopped after {} video packets: {e}",
+                        summary.packets
+                    ));
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if pkt.stream() == self.video {
+                summary.packets += 1;
+                if let Err(e) = self.decoder.send(Some(&pkt)) {
+                    if !e.is_invalid_data() {
+                        return Err(e.into());
+                    }
+                    summary.rejected_packets += 1;
+                }
+                drain(
+                    &mut self.decoder,
+                    &mut frame,
+                    &mut pipeline,
+                    &mut summary,
+                    out,
+                )?;
+            } else if Some(pkt.stream()) == audio_index
+                && let Some(a) = self.audio.as_mut()
+            {
+                a.packet(&pkt, out)?;
+            }
+        }
+        self.decoder.send(None)?;
+        drain(
+            &mut self.decoder,
+            &mut frame,
+            &mut pipeline,
+            &mut summary,
+            out,
+        )?;
+        pipeline.finish(&mut frame, &mut summary, out)?;
+        if let Some(a) = self.audio.as_mut() {
+            a.finish(out)?;
+        }
+        let ticks = f64::from(TIMESCALE);
+        let ends_s =
+            pipeline.last_pts.map_or(0.0, |p| p as f64 / ticks) - self.info.start as f64 / ticks;
+        if summary.truncated.is_none() {
+            summary.truncated = self.promise.broken(&summary, ends_s, self.info.fps);
+        }
+        Ok(summary)
     }
-    check_picture(req, vinfo.width, vinfo.height)?;
-    if let Some((profile, _, compat)) = vinfo.dolby_vision
-        && (profile == 5 || (compat == 0 && matches!(profile, 5 | 20)))
-    {
-        return Err(unsupported(format!(
-            "Dolby Vision profile {profile} has no HDR10, HLG or SDR base layer to show \
-             (only profiles 8.x, 7 and 4 — whose base layer is playable — are accepted)"
-        )));
-    }
-    let mut vdec = Decoder::open(&vs, DECODE_THREADS)?.ok_or_else(|| {
-        unsupported(format!(
-            "{} video (no decoder for it in this build)",
-            vinfo.codec
-        ))
-    })?;
-    let mut audio = match a_stream {
-        Some(a) => AudioPath::open(&a)?,
-        None => None,
-    };
-    let header = Header {
-        demuxer: input.format_name(),
-        duration_s: input.duration_s(),
-        video: Some(vinfo.clone()),
-        audio: audio.as_ref().map(|a| a.info.clone()),
-        audio_streams,
-    };
-    out.json(tag::HEADER, &header)?;
+}
+
+fn video(req: &Request, stdin: &mut impl BufRead, out: &mut Out<impl Write>) -> Result<(), Fail> {
+    let movie = Movie::open(req)?;
+    out.json(tag::HEADER, &movie.header())?;
     out.0.flush()?;
     let Some(start) = read_start(stdin) else {
         return Ok(());
     };
     inject(req.fault.as_deref());
-    if !start.audio {
-        audio = None;
-    }
-    let mut pipeline = FramePipeline::new(&vinfo, &start, vs.time_base());
-    let mut pkt = Packet::new()?;
-    let mut frame = Frame::new()?;
-    let mut summary = Summary::default();
-    let audio_index = audio.as_ref().map(|a| a.index);
-    loop {
-        let more = match input.read(&mut pkt) {
-            Ok(more) => more,
-            Err(e) if summary.frames > 0 || summary.packets > 0 => {
-                // A container cut short ("partial file"): the engine refuses a truncated file.
-                summary.truncated = Some(format!(
-                    "reading stopped after {} video packets: {e}",
-                    summary.packets
-                ));
-                false
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !more {
-            break;
-        }
-        if pkt.stream() == vs.index() {
-            summary.packets += 1;
-            if let Err(e) = vdec.send(Some(&pkt)) {
-                if !e.is_invalid_data() {
-                    return Err(e.into());
-                }
-                summary.rejected_packets += 1;
-            }
-            drain(&mut vdec, &mut frame, &mut pipeline, &mut summary, out)?;
-        } else if Some(pkt.stream()) == audio_index
-            && let Some(a) = audio.as_mut()
-        {
-            a.packet(&pkt, out)?;
-        }
-    }
-    vdec.send(None)?;
-    drain(&mut vdec, &mut frame, &mut pipeline, &mut summary, out)?;
-    pipeline.finish(&mut frame, &mut summary, out)?;
-    if let Some(a) = audio.as_mut() {
-        a.finish(out)?;
-    }
-    // AVI headers count a frame or two more than muxers write; MP4 sample tables are exact.
-    let slack = if demuxer == "avi" {
-        (vinfo.frames / 50).max(2)
-    } else {
-        0
-    };
-    if exact
-        && vinfo.frames > 0
-        && summary.packets + slack < vinfo.frames
-        && summary.truncated.is_none()
-    {
-        summary.truncated = Some(format!(
-            "its index lists {} video frames, the file holds {}",
-            vinfo.frames, summary.packets
-        ));
-    }
-    let ends_s = pipeline
-        .last_pts
-        .map_or(0.0, |p| p as f64 / f64::from(TIMESCALE))
-        - vinfo.start as f64 / f64::from(TIMESCALE);
-    if let Some(d) = stated_s
-        && ends_s + 1.0 / vinfo.fps.max(1.0) < d * 0.9 - 0.25
-        && summary.truncated.is_none()
-    {
-        summary.truncated = Some(format!(
-            "it says it lasts {d:.1} s, its video ends at {ends_s:.1} s"
-        ));
-    }
+    let summary = movie.decode(&start, out)?;
     out.json(tag::DONE, &summary)?;
     out.0.flush()?;
     Ok(())

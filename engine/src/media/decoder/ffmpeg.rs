@@ -749,10 +749,16 @@ impl Decoder {
             (*ctx).pkt_timebase = stream.time_base();
             (*ctx).thread_count = threads;
             (*ctx).flags |= ff::AV_CODEC_FLAG_OUTPUT_CORRUPT as i32;
-            check(
-                ff::avcodec_open2(ctx, codec, ptr::null_mut()),
-                "opening the decoder",
-            )?;
+            let opened = ff::avcodec_open2(ctx, codec, ptr::null_mut());
+            if opened == -libc::EAGAIN {
+                // The decoder's threads could not be started: under the child's address-space
+                // cap, that is their stacks not fitting — memory, not the data.
+                return Err(Error::new(
+                    -libc::ENOMEM,
+                    "opening the decoder (starting its threads)",
+                ));
+            }
+            check(opened, "opening the decoder")?;
             Ok(Some(dec))
         }
     }

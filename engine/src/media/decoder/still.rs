@@ -8,7 +8,7 @@
 
 use super::child::{Fail, Out, check_picture, corrupt, describe_video, read_start, unsupported};
 use super::ffmpeg::{self as av, Decoder, Frame, Input, Packet, Scaler, Stream, TileGrid};
-use super::protocol::{Header, PictureHead, Request, Summary, tag};
+use super::protocol::{Header, PictureHead, Request, Summary, VideoInfo, tag};
 use mediaflow_ffmpeg_sys as ff;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -98,55 +98,10 @@ pub(super) fn decode(
             av::strerror(e.code)
         ))
     })?;
-    let streams = input.streams();
-    let grids = input.tile_grids();
-    let primary =
-        Item::primary(&grids, &streams).ok_or_else(|| corrupt("the file holds no picture"))?;
-    let alpha = std::fs::File::open(&req.path)
-        .ok()
-        .and_then(|mut f| super::heif::alpha_item(&mut f))
-        .and_then(|id| Item::by_id(id, &grids, &streams));
-    let colour_at = primary.placements();
-    let alpha_at = alpha.as_ref().map(Item::placements).unwrap_or_default();
-    let lead_index = *colour_at
-        .keys()
-        .min()
-        .ok_or_else(|| corrupt("the picture grid has no tiles"))?;
-    let lead = streams
-        .iter()
-        .find(|s| s.index() == lead_index)
-        .copied()
-        .ok_or_else(|| corrupt("a tile refers to a missing stream"))?;
-    for s in &streams {
-        if !colour_at.contains_key(&s.index()) && !alpha_at.contains_key(&s.index()) {
-            s.discard();
-        }
-    }
-    let mut info = describe_video(&input, &lead, None, false);
-    let side = match &primary {
-        Item::Grid(g) => {
-            let (_, _, w, h) = g.crop;
-            check_picture(
-                req,
-                g.coded_width.max(0) as u32,
-                g.coded_height.max(0) as u32,
-            )?;
-            info.width = w.max(0) as u32;
-            info.height = h.max(0) as u32;
-            let cols = g.tiles.iter().filter(|t| t.y == 0).count() as u32;
-            info.grid = Some((cols, (g.tiles.len() as u32).div_ceil(cols.max(1))));
-            g.side.clone()
-        }
-        Item::Single(_) => lead.side_data(),
-    };
-    check_picture(req, info.width, info.height)?;
-    info.alpha = alpha.is_some();
-    info.display_matrix = side.display_matrix.or(info.display_matrix);
-    info.exif = side.exif.clone().or_else(|| lead.side_data().exif);
-    info.icc = side.icc.clone().or_else(|| lead.side_data().icc);
+    let plan = Plan::new(req, &input)?;
     let header = Header {
         demuxer: input.format_name(),
-        video: Some(info.clone()),
+        video: Some(plan.info.clone()),
         ..Header::default()
     };
     out.json(tag::HEADER, &header)?;
@@ -155,71 +110,149 @@ pub(super) fn decode(
         return Ok(());
     }
     super::child::inject(req.fault.as_deref());
-
-    let ((cw, ch), crop) = primary.geometry((info.width, info.height));
-    let mut colour = Canvas::new(cw, ch, 3);
-    let mut mask = alpha.as_ref().map(|a| {
-        let ((aw, ah), _) = a.geometry((info.width, info.height));
-        Canvas::new(aw, ah, 1)
-    });
-    let mut pkt = Packet::new()?;
-    let mut frame = Frame::new()?;
-    let mut placed = 0usize;
-    while input.read(&mut pkt)? {
-        let idx = pkt.stream();
-        let (canvas, at) = match (colour_at.get(&idx), alpha_at.get(&idx), mask.as_mut()) {
-            (Some(at), ..) => (&mut colour, at),
-            (None, Some(at), Some(m)) => (m, at),
-            _ => continue,
-        };
-        // Each tile is one coded picture: a fresh decoder per tile, dropped after it.
-        let s = streams
-            .iter()
-            .find(|s| s.index() == idx)
-            .ok_or_else(|| corrupt("a packet of an unknown stream"))?;
-        let mut dec = Decoder::open(s, 1)?
-            .ok_or_else(|| unsupported(format!("{} pictures", av::codec_name(s.codec_id()))))?;
-        dec.send(Some(&pkt))?;
-        dec.send(None)?;
-        while dec.receive(&mut frame)? {
-            for &(x, y) in at {
-                canvas.place(&frame, x, y)?;
-                placed += usize::from(colour_at.contains_key(&idx));
-            }
-        }
-    }
-    if placed == 0 {
-        return Err(corrupt("no tile of the picture could be decoded"));
-    }
-    let (x0, y0, w, h) = crop;
-    let (x0, y0, w, h) = (
-        x0.max(0) as usize,
-        y0.max(0) as usize,
-        w.max(1) as usize,
-        h.max(1) as usize,
-    );
-    let rgb = colour.crop(x0, y0, w, h);
-    let (pixels, channels) = match &mask {
-        Some(m) => {
-            let a = m.crop(0, 0, w, h);
-            let mut rgba = Vec::with_capacity(w * h * 4);
-            for (px, alpha) in rgb.chunks_exact(3).zip(a) {
-                rgba.extend_from_slice(px);
-                rgba.push(alpha);
-            }
-            (rgba, 4)
-        }
-        None => (rgb, 3),
-    };
-    let head = PictureHead {
-        width: w as u32,
-        height: h as u32,
-        channels,
-    };
+    let (head, pixels) = plan.assemble(&input)?;
     out.parts(tag::PICTURE, &[&head.encode(), &pixels])?;
     out.json(tag::DONE, &Summary::default())?;
     out.0.flush()?;
     Ok(())
+}
+
+/// What to decode and where each coded picture goes.
+struct Plan {
+    primary: Item,
+    alpha: Option<Item>,
+    colour_at: HashMap<usize, Vec<(i32, i32)>>,
+    alpha_at: HashMap<usize, Vec<(i32, i32)>>,
+    info: VideoInfo,
+}
+
+impl Plan {
+    /// The primary picture and its alpha, described (size, tiles, rotation, EXIF, ICC) and
+    /// checked against the limits; streams not needed are discarded.
+    fn new(req: &Request, input: &Input) -> Result<Plan, Fail> {
+        let streams = input.streams();
+        let grids = input.tile_grids();
+        let primary =
+            Item::primary(&grids, &streams).ok_or_else(|| corrupt("the file holds no picture"))?;
+        let alpha = std::fs::File::open(&req.path)
+            .ok()
+            .and_then(|mut f| super::heif::alpha_item(&mut f))
+            .and_then(|id| Item::by_id(id, &grids, &streams));
+        let colour_at = primary.placements();
+        let alpha_at = alpha.as_ref().map(Item::placements).unwrap_or_default();
+        let lead = colour_at
+            .keys()
+            .min()
+            .and_then(|i| streams.iter().find(|s| s.index() == *i))
+            .copied()
+            .ok_or_else(|| corrupt("the picture has no coded image"))?;
+        for s in &streams {
+            if !colour_at.contains_key(&s.index()) && !alpha_at.contains_key(&s.index()) {
+                s.discard();
+            }
+        }
+        let mut info = describe_video(input, &lead, None, false);
+        let side = match &primary {
+            Item::Grid(g) => {
+                let (_, _, w, h) = g.crop;
+                check_picture(
+                    req,
+                    g.coded_width.max(0) as u32,
+                    g.coded_height.max(0) as u32,
+                )?;
+                info.width = w.max(0) as u32;
+                info.height = h.max(0) as u32;
+                let cols = g.tiles.iter().filter(|t| t.y == 0).count() as u32;
+                info.grid = Some((cols, (g.tiles.len() as u32).div_ceil(cols.max(1))));
+                g.side.clone()
+            }
+            Item::Single(_) => lead.side_data(),
+        };
+        check_picture(req, info.width, info.height)?;
+        let lead_side = lead.side_data();
+        info.alpha = alpha.is_some();
+        info.display_matrix = side.display_matrix.or(info.display_matrix);
+        info.exif = side.exif.or(lead_side.exif);
+        info.icc = side.icc.or(lead_side.icc);
+        Ok(Plan {
+            primary,
+            alpha,
+            colour_at,
+            alpha_at,
+            info,
+        })
+    }
+
+    /// Decode every tile onto its canvas and cut the picture out: RGB, or RGBA with alpha.
+    fn assemble(&self, input: &Input) -> Result<(PictureHead, Vec<u8>), Fail> {
+        let streams = input.streams();
+        let single = (self.info.width, self.info.height);
+        let ((cw, ch), crop) = self.primary.geometry(single);
+        let mut colour = Canvas::new(cw, ch, 3);
+        let mut mask = self.alpha.as_ref().map(|a| {
+            let ((aw, ah), _) = a.geometry(single);
+            Canvas::new(aw, ah, 1)
+        });
+        let mut pkt = Packet::new()?;
+        let mut frame = Frame::new()?;
+        let mut placed = 0usize;
+        while input.read(&mut pkt)? {
+            let idx = pkt.stream();
+            let (canvas, at) = match (
+                self.colour_at.get(&idx),
+                self.alpha_at.get(&idx),
+                mask.as_mut(),
+            ) {
+                (Some(at), ..) => (&mut colour, at),
+                (None, Some(at), Some(m)) => (m, at),
+                _ => continue,
+            };
+            // Each tile is one coded picture: a fresh decoder per tile, dropped after it.
+            let s = streams
+                .iter()
+                .find(|s| s.index() == idx)
+                .ok_or_else(|| corrupt("a packet of an unknown stream"))?;
+            let mut dec = Decoder::open(s, 1)?
+                .ok_or_else(|| unsupported(format!("{} pictures", av::codec_name(s.codec_id()))))?;
+            dec.send(Some(&pkt))?;
+            dec.send(None)?;
+            while dec.receive(&mut frame)? {
+                for &(x, y) in at {
+                    canvas.place(&frame, x, y)?;
+                    placed += usize::from(self.colour_at.contains_key(&idx));
+                }
+            }
+        }
+        if placed == 0 {
+            return Err(corrupt("no tile of the picture could be decoded"));
+        }
+        let (x0, y0, w, h) = crop;
+        let (x0, y0, w, h) = (
+            x0.max(0) as usize,
+            y0.max(0) as usize,
+            w.max(1) as usize,
+            h.max(1) as usize,
+        );
+        let rgb = colour.crop(x0, y0, w, h);
+        let (pixels, channels) = match &mask {
+            Some(m) => {
+                let a = m.crop(0, 0, w, h);
+                let mut rgba = Vec::with_capacity(w * h * 4);
+                for (px, alpha) in rgb.chunks_exact(3).zip(a) {
+                    rgba.extend_from_slice(px);
+                    rgba.push(alpha);
+                }
+                (rgba, 4)
+            }
+            None => (rgb, 3),
+        };
+        let head = PictureHead {
+            width: w as u32,
+            height: h as u32,
+            channels,
+        };
+        Ok((head, pixels))
+    }
 }
 
 /// A canvas the tiles are drawn on: RGB (3 channels) or an alpha plane (1).

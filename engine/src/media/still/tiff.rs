@@ -33,45 +33,71 @@ fn read_n<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), JobError> {
         .map_err(|_| corrupt("TIFF is truncated: a directory runs past the end of the file"))
 }
 
-/// Read the TIFF at the start of `r` (`bytes` long); pages are counted up to `max_pages + 1`.
-pub fn header<R: Read + Seek>(r: &mut R, bytes: u64, max_pages: u64) -> Result<Header, JobError> {
-    let mut h = [0u8; 16];
-    read_n(r, &mut h[..8])?;
-    let le = &h[..2] == b"II";
-    let u16v = |b: &[u8]| {
+/// The file's byte order and flavour (classic or BigTIFF).
+#[derive(Clone, Copy)]
+struct Layout {
+    le: bool,
+    big: bool,
+}
+
+impl Layout {
+    fn u16(self, b: &[u8]) -> u16 {
         let a = [b[0], b[1]];
-        if le {
+        if self.le {
             u16::from_le_bytes(a)
         } else {
             u16::from_be_bytes(a)
         }
-    };
-    let u32v = |b: &[u8]| {
+    }
+
+    fn u32(self, b: &[u8]) -> u32 {
         let a = [b[0], b[1], b[2], b[3]];
-        if le {
+        if self.le {
             u32::from_le_bytes(a)
         } else {
             u32::from_be_bytes(a)
         }
-    };
-    let u64v = |b: &[u8]| {
+    }
+
+    fn u64(self, b: &[u8]) -> u64 {
         let mut a = [0u8; 8];
         a.copy_from_slice(&b[..8]);
-        if le {
+        if self.le {
             u64::from_le_bytes(a)
         } else {
             u64::from_be_bytes(a)
         }
+    }
+
+    /// A directory offset (4 bytes classic, 8 BigTIFF).
+    fn offset(self, b: &[u8]) -> u64 {
+        if self.big {
+            self.u64(b)
+        } else {
+            u64::from(self.u32(b))
+        }
+    }
+
+    /// Bytes of an entry, of a directory's entry count and of its next-directory link.
+    fn lens(self) -> (usize, usize, usize) {
+        if self.big { (20, 8, 8) } else { (12, 2, 4) }
+    }
+}
+
+/// Read the TIFF at the start of `r` (`bytes` long); pages are counted up to `max_pages + 1`.
+pub fn header<R: Read + Seek>(r: &mut R, bytes: u64, max_pages: u64) -> Result<Header, JobError> {
+    let mut h = [0u8; 16];
+    read_n(r, &mut h[..8])?;
+    let mut l = Layout {
+        le: &h[..2] == b"II",
+        big: false,
     };
-    let big = u16v(&h[2..4]) == 43;
-    let mut ifd = if big {
+    l.big = l.u16(&h[2..4]) == 43;
+    if l.big {
         read_n(r, &mut h[8..16])?;
-        u64v(&h[8..16])
-    } else {
-        u64::from(u32v(&h[4..8]))
-    };
-    // Entry: tag, type, count, value/offset (12 bytes classic, 20 BigTIFF).
-    let (entry_len, count_len, next_len) = if big { (20, 8, 8) } else { (12, 2, 4) };
+    }
+    let mut ifd = l.offset(if l.big { &h[8..16] } else { &h[4..8] });
+    let (entry_len, count_len, next_len) = l.lens();
     let mut out = Header {
         width: 0,
         height: 0,
@@ -101,31 +127,13 @@ pub fn header<R: Read + Seek>(r: &mut R, bytes: u64, max_pages: u64) -> Result<H
             .map_err(|_| corrupt("TIFF directory offset is outside the file"))?;
         let mut cb = [0u8; 8];
         read_n(r, &mut cb[..count_len])?;
-        let count = if big { u64v(&cb) } else { u64::from(u16v(&cb)) };
+        let count = if l.big {
+            l.u64(&cb)
+        } else {
+            u64::from(l.u16(&cb))
+        };
         if out.pages == 1 {
-            for _ in 0..count.min(4096) {
-                let mut e = [0u8; 20];
-                read_n(r, &mut e[..entry_len])?;
-                let tag = u16v(&e[0..2]);
-                let ty = u16v(&e[2..4]);
-                let v = &e[if big { 12 } else { 8 }..];
-                let value = match ty {
-                    3 => u64::from(u16v(v)),
-                    4 => u64::from(u32v(v)),
-                    16 => u64v(v),
-                    _ => continue,
-                };
-                match tag {
-                    256 => out.width = u32::try_from(value).unwrap_or(u32::MAX),
-                    257 => out.height = u32::try_from(value).unwrap_or(u32::MAX),
-                    262 => out.photometric = u16::try_from(value).unwrap_or(0),
-                    274 if (1..=8).contains(&value) => out.orientation = value as u8,
-                    _ => {}
-                }
-            }
-            if count > 4096 {
-                return Err(corrupt(format!("TIFF directory claims {count} entries")));
-            }
+            first_page(r, l, count, &mut out)?;
         } else {
             let skip = count
                 .checked_mul(entry_len as u64)
@@ -136,9 +144,39 @@ pub fn header<R: Read + Seek>(r: &mut R, bytes: u64, max_pages: u64) -> Result<H
         }
         let mut nb = [0u8; 8];
         read_n(r, &mut nb[..next_len])?;
-        ifd = if big { u64v(&nb) } else { u64::from(u32v(&nb)) };
+        ifd = l.offset(&nb);
     }
     Ok(out)
+}
+
+/// The first page's `count` directory entries: its size, photometric interpretation and
+/// orientation into `out`.
+fn first_page<R: Read>(r: &mut R, l: Layout, count: u64, out: &mut Header) -> Result<(), JobError> {
+    let (entry_len, _, _) = l.lens();
+    for _ in 0..count.min(4096) {
+        let mut e = [0u8; 20];
+        read_n(r, &mut e[..entry_len])?;
+        let tag = l.u16(&e[0..2]);
+        let ty = l.u16(&e[2..4]);
+        let v = &e[if l.big { 12 } else { 8 }..];
+        let value = match ty {
+            3 => u64::from(l.u16(v)),
+            4 => u64::from(l.u32(v)),
+            16 => l.u64(v),
+            _ => continue,
+        };
+        match tag {
+            256 => out.width = u32::try_from(value).unwrap_or(u32::MAX),
+            257 => out.height = u32::try_from(value).unwrap_or(u32::MAX),
+            262 => out.photometric = u16::try_from(value).unwrap_or(0),
+            274 if (1..=8).contains(&value) => out.orientation = value as u8,
+            _ => {}
+        }
+    }
+    if count > 4096 {
+        return Err(corrupt(format!("TIFF directory claims {count} entries")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

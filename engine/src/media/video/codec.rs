@@ -1,6 +1,7 @@
 //! OpenH264's encoder behind one small type: [`Encoder`] makes a bitrate-controlled
 //! Constrained Baseline stream whose keyframes fall on a fixed time grid shared by every
-//! rung, so HLS segments line up across the ladder.
+//! rung, so HLS segments line up across the ladder. OpenH264's own log lines go through
+//! `tracing` (target `openh264`), never straight to stderr.
 
 use super::frame::Frame;
 use crate::error::JobError;
@@ -9,6 +10,39 @@ use openh264::encoder::{
     IntraFramePeriod, Level, Profile, RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSource;
+use openh264_sys2::{
+    ENCODER_OPTION_TRACE_CALLBACK, WELS_LOG_ERROR, WELS_LOG_WARNING, WelsTraceCallback,
+};
+use std::ffi::{CStr, c_char, c_int, c_void};
+
+/// OpenH264's log callback: each line to `tracing` at the matching level (its default writes
+/// plain lines to stderr, which would break a JSON log stream).
+#[allow(unsafe_code)] // a C callback: reads the C string it is given.
+unsafe extern "C" fn openh264_log(_ctx: *mut c_void, level: c_int, line: *const c_char) {
+    if line.is_null() {
+        return;
+    }
+    // SAFETY: OpenH264 passes a NUL-terminated buffer that lives for the call.
+    let text = unsafe { CStr::from_ptr(line) }.to_string_lossy();
+    // "[OpenH264] this = 0x…, Warning:…": the message without the prefix and the pointer.
+    let text = text.trim_end().trim_start_matches("[OpenH264] ");
+    let text = match text.split_once(", ") {
+        Some((this, rest)) if this.starts_with("this = ") => rest,
+        _ => text,
+    };
+    // Frame skipping is off on purpose (every frame is kept); OpenH264 warns about it at
+    // every encoder start.
+    let level = if text.contains("bEnableFrameSkip = 0") {
+        WELS_LOG_WARNING as c_int + 1
+    } else {
+        level
+    };
+    match level {
+        l if l <= WELS_LOG_ERROR as c_int => tracing::error!(target: "openh264", "{text}"),
+        l if l <= WELS_LOG_WARNING as c_int => tracing::warn!(target: "openh264", "{text}"),
+        _ => tracing::debug!(target: "openh264", "{text}"),
+    }
+}
 
 impl YUVSource for Frame {
     fn dimensions(&self) -> (usize, usize) {
@@ -113,8 +147,17 @@ impl Encoder {
             // Every frame is BT.709 limited range (see media::video::colour): say so in the SPS.
             .vui(VuiConfig::bt709())
             .num_threads(1);
-        let inner = OhEncoder::with_api_config(openh264::OpenH264API::from_source(), config)
+        let mut inner = OhEncoder::with_api_config(openh264::OpenH264API::from_source(), config)
             .map_err(|e| encode_err(format!("starting the H.264 encoder: {e}")))?;
+        let mut log: WelsTraceCallback = Some(openh264_log);
+        #[allow(unsafe_code)]
+        // SAFETY: the option takes a pointer to the callback pointer and copies it; it may be
+        // set before the encoder is initialised (which happens on the first frame).
+        unsafe {
+            inner
+                .raw_api()
+                .set_option(ENCODER_OPTION_TRACE_CALLBACK, (&raw mut log).cast());
+        }
         Ok(Encoder {
             inner,
             interval: keyframe_interval_s,

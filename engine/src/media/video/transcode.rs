@@ -195,8 +195,12 @@ pub enum Frames<'a> {
     Make(MakeFrames<'a>),
 }
 
+/// Called with the number of pictures taken so far, before each is encoded: an `Err` (a
+/// cancel) stops the transcode with that error.
+pub type Tick<'a> = &'a dyn Fn(u64) -> Result<(), JobError>;
+
 /// Transcode `input` (its pictures from `frames`) into `rungs`, writing into `dir`.
-/// `overlays` holds each rung's watermark (by index) or `None`.
+/// `overlays` holds each rung's watermark (by index) or `None`; `tick` is called per picture.
 pub fn run(
     input: &Input,
     frames: Frames<'_>,
@@ -204,6 +208,7 @@ pub fn run(
     overlays: &[Option<YuvOverlay>],
     s: &VideoSettings,
     dir: &Path,
+    tick: Tick<'_>,
 ) -> Result<Output, JobError> {
     let timescale = NonZeroU32::new(input.timescale)
         .ok_or_else(|| JobError::CorruptInput("video timescale is 0".into()))?;
@@ -227,16 +232,14 @@ pub fn run(
         for (i, r) in rungs.iter().enumerate() {
             let (tx, rx) = sync_channel::<Msg>(3);
             senders.push(tx);
-            let overlay = overlays.get(i).cloned().flatten();
-            let carry = carry.clone();
             let ctx = RungCtx {
                 plan: r.clone(),
-                overlay,
+                overlay: overlays.get(i).cloned().flatten(),
                 fps,
                 timescale,
                 frames_hint: input.frames,
                 audio_hint: input.audio_samples,
-                carry,
+                carry: carry.clone(),
                 mp4: dir.join(format!("{}.mp4", r.name)),
                 hls: s.hls.then(|| dir.join("hls").join(&r.name)),
                 keyframe_s: s.keyframe_interval_s,
@@ -272,71 +275,14 @@ pub fn run(
             &mut thumbs,
             &mut audio_hls,
             timescale,
+            tick,
         );
         drop(senders);
-        let mut outputs = Vec::new();
-        let mut first_err = None;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(o)) => outputs.push(o),
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(JobError::Encode {
-                        format: "mp4",
-                        message: "an encoder thread panicked".into(),
-                    });
-                }
-            }
-        }
-        let fed = match fed {
-            Ok(s) if s.frames == 0 => Err(JobError::CorruptInput(format!(
-                "none of the {} video frames could be decoded: the video data is damaged",
-                input.frames
-            ))),
-            other => other,
-        };
-        let decode = match fed {
-            Ok(s) => s,
-            // A rung's own error explains a stopped feed better than "an encoder stopped";
-            // anything else the feed met (the source, the decoder) explains the encoders'
-            // complaints.
-            Err(JobError::Encode { .. }) if first_err.is_some() => Summary::default(),
-            Err(e) => return Err(e),
-        };
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        let (decode, outputs) = settle(input, fed, handles)?;
         let audio_segments = audio_hls.map(HlsWriter::finish).transpose()?;
         let (poster, sprite) = thumbs.finish(dir, top, s.jpeg_quality, input.duration_s)?;
         if s.hls {
-            let variants: Vec<mux::Variant> = outputs
-                .iter()
-                .map(|o| {
-                    let (w, h) = o.plan.display(input.rotation);
-                    let audio_bps = audio_segments.as_ref().map_or(0, |a| avg_bps(a));
-                    mux::Variant {
-                        dir: o.plan.name.clone(),
-                        width: w,
-                        height: h,
-                        codec: o.codec.clone(),
-                        peak_bps: peak_bps(&o.segments)
-                            + audio_segments.as_ref().map_or(0, |a| peak_bps(a)),
-                        average_bps: avg_bps(&o.segments) + audio_bps,
-                        fps,
-                    }
-                })
-                .collect();
-            let audio = match (&audio_segments, &carry.audio) {
-                (Some(_), Some((entry, ..))) => Some(mux::AudioRendition {
-                    dir: "audio".into(),
-                    codec: mux::codec_string(entry)?,
-                }),
-                _ => None,
-            };
-            let master = mux::master_playlist(&variants, audio.as_ref());
-            std::fs::write(dir.join("hls").join("master.m3u8"), master).map_err(io)?;
+            write_master(dir, input.rotation, fps, &outputs, &audio_segments, &carry)?;
         }
         Ok(Output {
             decode,
@@ -345,6 +291,91 @@ pub fn run(
             poster,
             sprite,
         })
+    })
+}
+
+/// The feed's and the rungs' outcomes as one: the rungs' outputs, or the error that explains
+/// the failure best.
+fn settle(
+    input: &Input,
+    fed: Result<Summary, JobError>,
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<RungOutput, JobError>>>,
+) -> Result<(Summary, Vec<RungOutput>), JobError> {
+    let mut outputs = Vec::new();
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(o)) => outputs.push(o),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(JobError::Encode {
+                    format: "mp4",
+                    message: "an encoder thread panicked".into(),
+                });
+            }
+        }
+    }
+    let fed = match fed {
+        Ok(s) if s.frames == 0 => Err(JobError::CorruptInput(format!(
+            "none of the {} video frames could be decoded: the video data is damaged",
+            input.frames
+        ))),
+        other => other,
+    };
+    let decode = match fed {
+        Ok(s) => s,
+        // A rung's own error explains a stopped feed better than "an encoder stopped";
+        // anything else the feed met (the source, the decoder) explains the encoders'
+        // complaints.
+        Err(JobError::Encode { .. }) if first_err.is_some() => Summary::default(),
+        Err(e) => return Err(e),
+    };
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((decode, outputs)),
+    }
+}
+
+/// `hls/master.m3u8`: a variant per rung (its codec, size, peak and average bitrate with the
+/// audio's) and the audio rendition.
+fn write_master(
+    dir: &Path,
+    rotation: u16,
+    fps: f64,
+    outputs: &[RungOutput],
+    audio_segments: &Option<Vec<Segment>>,
+    carry: &Carry,
+) -> Result<(), JobError> {
+    let audio_avg = audio_segments.as_ref().map_or(0, |a| avg_bps(a));
+    let audio_peak = audio_segments.as_ref().map_or(0, |a| peak_bps(a));
+    let variants: Vec<mux::Variant> = outputs
+        .iter()
+        .map(|o| {
+            let (w, h) = o.plan.display(rotation);
+            mux::Variant {
+                dir: o.plan.name.clone(),
+                width: w,
+                height: h,
+                codec: o.codec.clone(),
+                peak_bps: peak_bps(&o.segments) + audio_peak,
+                average_bps: avg_bps(&o.segments) + audio_avg,
+                fps,
+            }
+        })
+        .collect();
+    let audio = match (audio_segments, &carry.audio) {
+        (Some(_), Some((entry, ..))) => Some(mux::AudioRendition {
+            dir: "audio".into(),
+            codec: mux::codec_string(entry)?,
+        }),
+        _ => None,
+    };
+    let master = mux::master_playlist(&variants, audio.as_ref());
+    std::fs::write(dir.join("hls").join("master.m3u8"), master).map_err(|e| JobError::Storage {
+        message: format!("writing the master playlist: {e}"),
+        class: crate::error::ErrorClass::Transient,
     })
 }
 
@@ -376,6 +407,7 @@ fn feed(
     thumbs: &mut Thumbs,
     audio_hls: &mut Option<HlsWriter>,
     timescale: NonZeroU32,
+    tick: Tick<'_>,
 ) -> Result<Summary, JobError> {
     let mut decoded = 0u64;
     let base: Cell<Option<i64>> = Cell::new(None);
@@ -388,6 +420,7 @@ fn feed(
         let b = base.get().unwrap_or(pts);
         base.set(Some(b));
         let t = u64::try_from(pts - b).unwrap_or(0);
+        tick(decoded)?;
         decoded += 1;
         let frame = Arc::new(frame);
         thumbs.push(&frame, t as f64 / ts)?;
@@ -516,45 +549,12 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
     let (w, h) = (c.plan.width, c.plan.height);
     let mut scaler = Scaler::new();
     let mut encoder = Encoder::new(w, h, c.fps, c.plan.bitrate_bps, c.keyframe_s)?;
-    let mut mp4 = Mp4Writer::create(
-        &c.mp4,
-        c.frames_hint,
-        c.audio_hint,
-        c.timescale,
-        c.carry.clone(),
-    )?;
-    let mut hls = match &c.hls {
-        Some(d) => Some(HlsWriter::new(
-            d,
-            TrackKind::Video,
-            c.timescale,
-            c.segment_s,
-            c.carry.clone(),
-        )?),
-        None => None,
-    };
-    let mut entry: Option<SampleEntry> = None;
-    let mut pending: Option<Pending> = None;
-    let (mut frames, mut video_bytes, mut last_duration, mut end) = (0u64, 0u64, 0u32, 0u64);
+    let mut out = RungWriter::new(&c)?;
     let ts = f64::from(c.timescale.get());
-    let mut write = |p: Pending,
-                     duration: u32,
-                     entry: &SampleEntry,
-                     mp4: &mut Mp4Writer,
-                     hls: &mut Option<HlsWriter>|
-     -> Result<(), JobError> {
-        mp4.video(&p.enc.data, p.enc.keyframe, duration, entry)?;
-        if let Some(h) = hls.as_mut() {
-            h.push(&p.enc.data, p.enc.keyframe, p.t, duration, entry)?;
-        }
-        frames += 1;
-        video_bytes += p.enc.data.len() as u64;
-        Ok(())
-    };
     for msg in rx {
         match msg {
-            Msg::AudioStart(start) => mp4.set_audio_start(start),
-            Msg::Audio(p) => mp4.audio(&p.data, p.duration)?,
+            Msg::AudioStart(start) => out.mp4.set_audio_start(start),
+            Msg::Audio(p) => out.mp4.audio(&p.data, p.duration)?,
             Msg::Video(f, t) => {
                 let mut img = scaler.scale(&f, w, h).map_err(|e| JobError::Encode {
                     format: "mp4",
@@ -563,59 +563,125 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
                 if let Some(o) = &c.overlay {
                     o.blend(&mut img);
                 }
-                let Some(enc) = encoder.encode(&img, t as f64 / ts)? else {
-                    continue;
-                };
-                if !enc.sps.is_empty() && !enc.pps.is_empty() {
-                    entry = Some(mux::avc1_entry(&enc.sps, &enc.pps)?);
+                if let Some(enc) = encoder.encode(&img, t as f64 / ts)? {
+                    out.picture(enc, t)?;
                 }
-                if let Some(prev) = pending.take() {
-                    let d = u32::try_from(t.saturating_sub(prev.t))
-                        .unwrap_or(u32::MAX)
-                        .max(1);
-                    last_duration = d;
-                    let e = entry.as_ref().ok_or_else(|| JobError::Encode {
-                        format: "mp4",
-                        message: "the encoder emitted no SPS/PPS".into(),
-                    })?;
-                    write(prev, d, e, &mut mp4, &mut hls)?;
-                }
-                end = t;
-                pending = Some(Pending { enc, t });
             }
         }
     }
-    if let Some(prev) = pending.take() {
-        let d = if last_duration > 0 {
-            last_duration
-        } else {
-            (ts / c.fps).round().max(1.0) as u32
+    out.finish(c)
+}
+
+/// A rung's outputs as encoded pictures arrive: the MP4 and, with HLS, its segments. Each
+/// picture is written once the next one's time gives its duration.
+struct RungWriter {
+    mp4: Mp4Writer,
+    hls: Option<HlsWriter>,
+    /// The sample entry from the encoder's latest parameter sets.
+    entry: Option<SampleEntry>,
+    pending: Option<Pending>,
+    frames: u64,
+    video_bytes: u64,
+    last_duration: u32,
+    /// The end of the last picture written, in the timescale.
+    end: u64,
+}
+
+impl RungWriter {
+    fn new(c: &RungCtx) -> Result<RungWriter, JobError> {
+        let mp4 = Mp4Writer::create(
+            &c.mp4,
+            c.frames_hint,
+            c.audio_hint,
+            c.timescale,
+            c.carry.clone(),
+        )?;
+        let hls = match &c.hls {
+            Some(d) => Some(HlsWriter::new(
+                d,
+                TrackKind::Video,
+                c.timescale,
+                c.segment_s,
+                c.carry.clone(),
+            )?),
+            None => None,
         };
-        end += u64::from(d);
-        let e = entry.as_ref().ok_or_else(|| JobError::Encode {
+        Ok(RungWriter {
+            mp4,
+            hls,
+            entry: None,
+            pending: None,
+            frames: 0,
+            video_bytes: 0,
+            last_duration: 0,
+            end: 0,
+        })
+    }
+
+    /// Picture `enc`, shown at `t`: the one before it is written.
+    fn picture(&mut self, enc: Encoded, t: u64) -> Result<(), JobError> {
+        if !enc.sps.is_empty() && !enc.pps.is_empty() {
+            self.entry = Some(mux::avc1_entry(&enc.sps, &enc.pps)?);
+        }
+        if let Some(prev) = self.pending.take() {
+            let d = u32::try_from(t.saturating_sub(prev.t))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            self.last_duration = d;
+            self.write(prev, d)?;
+        }
+        self.end = t;
+        self.pending = Some(Pending { enc, t });
+        Ok(())
+    }
+
+    fn write(&mut self, p: Pending, duration: u32) -> Result<(), JobError> {
+        let entry = self.entry.as_ref().ok_or_else(|| JobError::Encode {
             format: "mp4",
             message: "the encoder emitted no SPS/PPS".into(),
         })?;
-        write(prev, d, e, &mut mp4, &mut hls)?;
+        self.mp4
+            .video(&p.enc.data, p.enc.keyframe, duration, entry)?;
+        if let Some(h) = self.hls.as_mut() {
+            h.push(&p.enc.data, p.enc.keyframe, p.t, duration, entry)?;
+        }
+        self.frames += 1;
+        self.video_bytes += p.enc.data.len() as u64;
+        Ok(())
     }
-    let bytes = mp4.finish()?;
-    let segments = match hls {
-        Some(h) => h.finish()?,
-        None => Vec::new(),
-    };
-    Ok(RungOutput {
-        plan: c.plan,
-        mp4: c.mp4,
-        bytes,
-        frames,
-        segments,
-        video_bytes,
-        duration_s: end as f64 / ts,
-        codec: match &entry {
-            Some(e) => mux::codec_string(e)?,
-            None => "avc1.42c01e".into(),
-        },
-    })
+
+    /// Write the last picture (lasting as long as the one before it, else one frame at
+    /// `fps`) and close the files.
+    fn finish(mut self, c: RungCtx) -> Result<RungOutput, JobError> {
+        let ts = f64::from(c.timescale.get());
+        if let Some(prev) = self.pending.take() {
+            let d = if self.last_duration > 0 {
+                self.last_duration
+            } else {
+                (ts / c.fps).round().max(1.0) as u32
+            };
+            self.end += u64::from(d);
+            self.write(prev, d)?;
+        }
+        let bytes = self.mp4.finish()?;
+        let segments = match self.hls {
+            Some(h) => h.finish()?,
+            None => Vec::new(),
+        };
+        Ok(RungOutput {
+            plan: c.plan,
+            mp4: c.mp4,
+            bytes,
+            frames: self.frames,
+            segments,
+            video_bytes: self.video_bytes,
+            duration_s: self.end as f64 / ts,
+            codec: match &self.entry {
+                Some(e) => mux::codec_string(e)?,
+                None => "avc1.42c01e".into(),
+            },
+        })
+    }
 }
 
 #[cfg(test)]

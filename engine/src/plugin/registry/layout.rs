@@ -3,7 +3,7 @@
 //! `NAME/channels/CHANNEL`, a small text file holding a version. Any other key is not part of
 //! the layout and is ignored.
 
-use crate::plugin::manifest::valid_name;
+use crate::plugin::descriptor::valid_name;
 use semver::Version;
 
 /// The component of a version.

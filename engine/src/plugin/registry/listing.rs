@@ -10,6 +10,9 @@ use crate::plugin::{PluginHost, bundled};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+/// One row of the plugin table: name, version, world, source, digest (or why refused).
+type Row = [String; 5];
+
 /// The listing as text. `base` is the bundled and local plugins.
 pub fn describe(
     config: &Config,
@@ -21,47 +24,13 @@ pub fn describe(
         .into_iter()
         .map(|b| (b.manifest.name, b.manifest.version))
         .collect();
-    let mut rows: Vec<[String; 5]> = Vec::new();
-    for (name, version) in base.list() {
-        let source = if bundled.contains(&(name.clone(), version.clone())) {
-            "bundled"
-        } else {
-            "local"
-        };
-        if let Some(p) = base.get(&name, &version) {
-            rows.push([
-                name,
-                version.to_string(),
-                p.world().name().into(),
-                source.into(),
-                p.digest(),
-            ]);
-        }
-    }
-    let registry = Registry::from_config(config)?;
-    let syncer = match registry {
+    let mut rows = base_rows(&base, &bundled);
+    let syncer = match Registry::from_config(config)? {
         Some(r) => {
             let _ = writeln!(out, "registry: {}", r.location());
             let mut s = Syncer::new(r, host, base.clone(), config.plugins.max_wasm_bytes);
             s.sync()?;
-            for (name, version, state) in s.versions() {
-                rows.push(match state {
-                    VersionState::Loaded { plugin, .. } => [
-                        name.into(),
-                        version.to_string(),
-                        plugin.world().name().into(),
-                        "registry".into(),
-                        plugin.digest(),
-                    ],
-                    VersionState::Refused { code, reason } => [
-                        name.into(),
-                        version.to_string(),
-                        "-".into(),
-                        "registry".into(),
-                        format!("REFUSED ({code}): {reason}"),
-                    ],
-                });
-            }
+            rows.extend(registry_rows(&s));
             Some(s)
         }
         None => {
@@ -69,6 +38,92 @@ pub fn describe(
             None
         }
     };
+    write_table(&mut out, rows);
+    if let Some(s) = &syncer {
+        write_channels(&mut out, s);
+    }
+    let catalog = syncer.as_ref().map(Syncer::catalog).unwrap_or(base);
+    let source_of = |plugin: &crate::plugin::Plugin| {
+        let is = |name: &str, version: &str| name == plugin.name() && version == plugin.version();
+        if bundled.iter().any(|(n, v)| is(n, &v.to_string())) {
+            "bundled"
+        } else if syncer
+            .as_ref()
+            .is_some_and(|s| s.loaded().iter().any(|l| is(l.name(), l.version())))
+        {
+            "registry"
+        } else {
+            "local"
+        }
+    };
+    let _ = writeln!(out, "\nprofiles:");
+    for (profile, p) in &config.profiles {
+        for u in p.metadata.iter().chain(p.watermark.iter()) {
+            let resolved = match catalog.resolve_pin(&u.plugin.name, &u.plugin.req) {
+                Some(plugin) => format!(
+                    "{}@{} ({})",
+                    plugin.name(),
+                    plugin.version(),
+                    source_of(plugin)
+                ),
+                None => "NOT AVAILABLE: jobs with this profile fail (plugin_not_found)".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {profile:<16} {:<24} -> {resolved}",
+                u.plugin.to_string()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The bundled and local plugins' rows.
+fn base_rows(base: &Catalog, bundled: &[(String, semver::Version)]) -> Vec<Row> {
+    base.list()
+        .into_iter()
+        .filter_map(|(name, version)| {
+            let source = if bundled.contains(&(name.clone(), version.clone())) {
+                "bundled"
+            } else {
+                "local"
+            };
+            let p = base.get(&name, &version)?;
+            Some([
+                name.clone(),
+                version.to_string(),
+                p.world().name().into(),
+                source.into(),
+                p.digest(),
+            ])
+        })
+        .collect()
+}
+
+/// Every registry version's row, loaded or refused (with the reason).
+fn registry_rows(s: &Syncer) -> Vec<Row> {
+    s.versions()
+        .map(|(name, version, state)| match state {
+            VersionState::Loaded { plugin, .. } => [
+                name.into(),
+                version.to_string(),
+                plugin.world().name().into(),
+                "registry".into(),
+                plugin.digest(),
+            ],
+            VersionState::Refused { code, reason } => [
+                name.into(),
+                version.to_string(),
+                "-".into(),
+                "registry".into(),
+                format!("REFUSED ({code}): {reason}"),
+            ],
+        })
+        .collect()
+}
+
+/// The plugin table, by name then version.
+fn write_table(out: &mut String, mut rows: Vec<Row>) {
     rows.sort_by(|a, b| (&a[0], semver_key(&a[1])).cmp(&(&b[0], semver_key(&b[1]))));
     let _ = writeln!(
         out,
@@ -81,50 +136,21 @@ pub fn describe(
             "{name:<16} {version:<12} {world:<20} {source:<9} {digest}"
         );
     }
-    let catalog = syncer.as_ref().map(Syncer::catalog).unwrap_or(base);
-    if let Some(s) = &syncer {
-        let channels: Vec<_> = s.channels().collect();
-        if !channels.is_empty() {
-            let _ = writeln!(out, "\nchannels:");
-            for (name, channel, target) in channels {
-                let _ = match target {
-                    Ok(v) => writeln!(out, "  {name}/{channel} -> {v}"),
-                    Err(why) => writeln!(out, "  {name}/{channel} REFUSED: {why}"),
-                };
-            }
-        }
+}
+
+/// The registry's channels, if any.
+fn write_channels(out: &mut String, s: &Syncer) {
+    let channels: Vec<_> = s.channels().collect();
+    if channels.is_empty() {
+        return;
     }
-    let _ = writeln!(out, "\nprofiles:");
-    for (profile, p) in &config.profiles {
-        for u in p.metadata.iter().chain(p.watermark.iter()) {
-            let resolved = match catalog.resolve_pin(&u.plugin.name, &u.plugin.req) {
-                Some(plugin) => {
-                    let source = if bundled
-                        .iter()
-                        .any(|(n, v)| n == plugin.name() && v.to_string() == plugin.version())
-                    {
-                        "bundled"
-                    } else if syncer.as_ref().is_some_and(|s| {
-                        s.loaded()
-                            .iter()
-                            .any(|l| l.name() == plugin.name() && l.version() == plugin.version())
-                    }) {
-                        "registry"
-                    } else {
-                        "local"
-                    };
-                    format!("{}@{} ({source})", plugin.name(), plugin.version())
-                }
-                None => "NOT AVAILABLE: jobs with this profile fail (plugin_not_found)".into(),
-            };
-            let _ = writeln!(
-                out,
-                "  {profile:<16} {:<24} -> {resolved}",
-                u.plugin.to_string()
-            );
-        }
+    let _ = writeln!(out, "\nchannels:");
+    for (name, channel, target) in channels {
+        let _ = match target {
+            Ok(v) => writeln!(out, "  {name}/{channel} -> {v}"),
+            Err(why) => writeln!(out, "  {name}/{channel} REFUSED: {why}"),
+        };
     }
-    Ok(out)
 }
 
 fn semver_key(v: &str) -> Option<semver::Version> {

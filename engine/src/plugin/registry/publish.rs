@@ -8,8 +8,8 @@
 use super::layout;
 use super::{Registry, RegistryError};
 use crate::plugin::catalog::spec_for;
+use crate::plugin::descriptor::{PluginDescriptor, valid_name};
 use crate::plugin::inspect::{self, Validation};
-use crate::plugin::manifest::{PluginManifest, valid_name};
 use crate::plugin::{PluginError, PluginHost, PluginSpec, bundled};
 use semver::Version;
 
@@ -60,7 +60,7 @@ impl Draft {
 #[derive(Debug)]
 pub struct Published {
     /// The `plugin.toml` as uploaded (with its sha256).
-    pub manifest: PluginManifest,
+    pub manifest: PluginDescriptor,
     /// Where its `plugin.toml` is.
     pub uri: String,
     /// The same bytes were already published: nothing was written.
@@ -136,7 +136,7 @@ fn manifest_for(
     host: &PluginHost,
     wasm: &[u8],
     draft: &Draft,
-) -> Result<PluginManifest, PublishError> {
+) -> Result<PluginDescriptor, PublishError> {
     let mut table = draft.manifest.clone().unwrap_or_default();
     table.remove("sha256");
     for (key, value) in [
@@ -164,7 +164,7 @@ fn manifest_for(
         );
     }
     let text = toml::to_string(&table).map_err(|e| PublishError::Usage(e.to_string()))?;
-    PluginManifest::parse(&text).map_err(|e| PublishError::Usage(e.to_string()))
+    PluginDescriptor::parse(&text).map_err(|e| PublishError::Usage(e.to_string()))
 }
 
 /// Validate `wasm` locally and publish it to `registry` as the draft describes.
@@ -193,7 +193,7 @@ pub fn publish(
     let conflict = |bytes: Vec<u8>| -> Option<String> {
         let existing = std::str::from_utf8(&bytes)
             .ok()
-            .and_then(|t| PluginManifest::parse(t).ok());
+            .and_then(|t| PluginDescriptor::parse(t).ok());
         match existing {
             Some(m) if m == manifest => None,
             Some(m) if m.sha256.as_deref() == Some(digest.as_str()) => Some(

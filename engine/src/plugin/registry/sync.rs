@@ -10,13 +10,13 @@
 use super::layout::{self, Key};
 use super::{Registry, RegistryError};
 use crate::plugin::catalog::{Catalog, LiveCatalog, spec_for, verify_digest};
-use crate::plugin::manifest::PluginManifest;
+use crate::plugin::descriptor::PluginDescriptor;
 use crate::plugin::{Plugin, PluginError, PluginErrorKind, PluginHost};
+use crate::shutdown::{CancellationToken, park_or_cancelled};
 use crate::storage::{ObjectInfo, StorageError};
 use semver::Version;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// What the registry holds for one version, as this engine last saw it.
@@ -27,7 +27,7 @@ pub enum VersionState {
         /// The plugin.
         plugin: Plugin,
         /// Its `plugin.toml`.
-        manifest: PluginManifest,
+        manifest: PluginDescriptor,
     },
     /// Refused; not in the catalog until its objects change.
     Refused {
@@ -132,7 +132,7 @@ impl std::fmt::Display for Change {
 }
 
 enum Fetched {
-    Loaded(Plugin, Box<PluginManifest>),
+    Loaded(Plugin, Box<PluginDescriptor>),
     Refused(&'static str, String),
     /// Not now (a passing storage error, or deleted meanwhile): try again next poll.
     Retry(String),
@@ -246,48 +246,8 @@ impl Syncer {
     /// the catalog is unchanged). A failed listing is an error and changes nothing.
     pub fn sync(&mut self) -> Result<Vec<Change>, RegistryError> {
         let listing = self.registry.list()?;
-        type Objects = (Option<ObjectInfo>, Option<ObjectInfo>);
-        let mut versions: BTreeMap<(String, Version), Objects> = BTreeMap::new();
-        let mut channels: BTreeMap<(String, String), ObjectInfo> = BTreeMap::new();
-        let mut strays = BTreeMap::new();
-        for (key, info) in listing {
-            match layout::parse(&key) {
-                None => {}
-                Some(Err(reason)) => {
-                    if self.warned.get(&key) != Some(&info.etag) {
-                        tracing::warn!("registry: ignoring {}: {reason}", self.registry.uri(&key));
-                    }
-                    strays.insert(key, info.etag);
-                }
-                Some(Ok(Key::Wasm(n, v))) => versions.entry((n, v)).or_default().0 = Some(info),
-                Some(Ok(Key::Toml(n, v))) => versions.entry((n, v)).or_default().1 = Some(info),
-                Some(Ok(Key::Channel(n, c))) => {
-                    channels.insert((n, c), info);
-                }
-            }
-        }
-        self.warned = strays;
-
-        let mut changes = Vec::new();
-        // Versions no longer complete in the registry are gone for new jobs.
-        let gone: Vec<(String, Version)> = self
-            .versions
-            .keys()
-            .filter(|k| !matches!(versions.get(*k), Some((Some(_), Some(_)))))
-            .cloned()
-            .collect();
-        for k in gone {
-            if let Some(Entry {
-                state: VersionState::Loaded { .. },
-                ..
-            }) = self.versions.remove(&k)
-            {
-                changes.push(Change::Removed {
-                    plugin: label(&k.0, &k.1),
-                    why: "deleted from the registry".into(),
-                });
-            }
-        }
+        let (versions, channels) = self.sort_listing(listing);
+        let mut changes = self.forget_gone(&versions);
         for (key, objects) in versions {
             // A wasm without its plugin.toml is a publish in progress: not committed yet.
             let (Some(wasm), Some(toml)) = objects else {
@@ -349,6 +309,56 @@ impl Syncer {
         }
         self.sync_channels(channels, &mut changes);
         Ok(changes)
+    }
+
+    /// The listing by version (wasm and toml objects) and by channel; keys that fit no layout
+    /// are warned about once per ETag.
+    fn sort_listing(&mut self, listing: Vec<(String, ObjectInfo)>) -> (Listed, ListedChannels) {
+        let mut versions: Listed = BTreeMap::new();
+        let mut channels: ListedChannels = BTreeMap::new();
+        let mut strays = BTreeMap::new();
+        for (key, info) in listing {
+            match layout::parse(&key) {
+                None => {}
+                Some(Err(reason)) => {
+                    if self.warned.get(&key) != Some(&info.etag) {
+                        tracing::warn!("registry: ignoring {}: {reason}", self.registry.uri(&key));
+                    }
+                    strays.insert(key, info.etag);
+                }
+                Some(Ok(Key::Wasm(n, v))) => versions.entry((n, v)).or_default().0 = Some(info),
+                Some(Ok(Key::Toml(n, v))) => versions.entry((n, v)).or_default().1 = Some(info),
+                Some(Ok(Key::Channel(n, c))) => {
+                    channels.insert((n, c), info);
+                }
+            }
+        }
+        self.warned = strays;
+        (versions, channels)
+    }
+
+    /// Forget the versions no longer complete in the registry: gone for new jobs.
+    fn forget_gone(&mut self, listed: &Listed) -> Vec<Change> {
+        let gone: Vec<(String, Version)> = self
+            .versions
+            .keys()
+            .filter(|k| !matches!(listed.get(*k), Some((Some(_), Some(_)))))
+            .cloned()
+            .collect();
+        let mut changes = Vec::new();
+        for k in gone {
+            if let Some(Entry {
+                state: VersionState::Loaded { .. },
+                ..
+            }) = self.versions.remove(&k)
+            {
+                changes.push(Change::Removed {
+                    plugin: label(&k.0, &k.1),
+                    why: "deleted from the registry".into(),
+                });
+            }
+        }
+        changes
     }
 
     fn sync_channels(
@@ -493,7 +503,7 @@ impl Syncer {
         };
         let manifest = match std::str::from_utf8(&text)
             .map_err(|_| "not UTF-8".to_string())
-            .and_then(|t| PluginManifest::parse(t).map_err(|e| e.to_string()))
+            .and_then(|t| PluginDescriptor::parse(t).map_err(|e| e.to_string()))
         {
             Ok(m) => m,
             Err(e) => return bad_manifest(e),
@@ -545,27 +555,40 @@ fn retry_or_refuse(e: RegistryError) -> Result<String, String> {
     }
 }
 
+/// A listing's versions: their `plugin.wasm` and `plugin.toml` objects.
+type Listed = BTreeMap<(String, Version), (Option<ObjectInfo>, Option<ObjectInfo>)>;
+/// A listing's channel files.
+type ListedChannels = BTreeMap<(String, String), ObjectInfo>;
+
 /// Polls the registry on its own thread, swapping each changed catalog into a
-/// [`LiveCatalog`], until dropped.
+/// [`LiveCatalog`], until its token is cancelled (or it is dropped).
 #[derive(Debug)]
 pub struct Watcher {
-    _stop: mpsc::Sender<()>,
+    stop: CancellationToken,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Watcher {
-    /// Start polling every `every`.
+    /// Start polling every `every` until `stop` is cancelled.
     pub fn start(
         mut syncer: Syncer,
         live: Arc<LiveCatalog>,
         every: Duration,
+        stop: CancellationToken,
     ) -> std::io::Result<Watcher> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        // Its own child: dropping the watcher stops it alone.
+        let stop = stop.child_token();
+        let token = stop.clone();
         std::thread::Builder::new()
             .name("plugin-registry".into())
             .spawn(move || {
                 let mut failing = false;
-                // Dropping the Watcher disconnects the channel and ends the loop at once.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                while !park_or_cancelled(&token, every) {
                     let started = Instant::now();
                     match syncer.sync() {
                         Ok(changes) => {
@@ -592,7 +615,7 @@ impl Watcher {
                     }
                 }
             })?;
-        Ok(Watcher { _stop: stop })
+        Ok(Watcher { stop })
     }
 }
 

@@ -1,7 +1,8 @@
-//! `plugin.toml`: a plugin's identity (name, version, world), description, default
+//! `plugin.toml`, a plugin's descriptor (not to be confused with a job's `manifest.json`,
+//! [`crate::manifest`]): its identity (name, version, world), description, default
 //! configuration and limits, and — once published — the sha256 of its wasm.
 
-use super::limits::Limits;
+use super::limits::PluginLimits;
 use super::world::World;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 /// The contents of a `plugin.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PluginManifest {
+pub struct PluginDescriptor {
     /// Plugin name: lowercase letters, digits and `-`.
     pub name: String,
     /// Semantic version of the plugin.
@@ -24,7 +25,7 @@ pub struct PluginManifest {
     pub config: toml::Table,
     /// Limits; each field defaults.
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: PluginLimits,
     /// `sha256:<hex>` of `plugin.wasm` (set on publish, verified on load from a registry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -32,7 +33,7 @@ pub struct PluginManifest {
 
 /// Why a `plugin.toml` was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
+pub enum DescriptorError {
     /// Not valid TOML, or a field has the wrong type (the message names it).
     #[error("plugin.toml: {0}")]
     Parse(String),
@@ -46,19 +47,19 @@ pub enum ManifestError {
     },
 }
 
-impl PluginManifest {
+impl PluginDescriptor {
     /// Parse and validate.
-    pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let m: PluginManifest =
-            toml::from_str(text).map_err(|e| ManifestError::Parse(e.message().to_string()))?;
+    pub fn parse(text: &str) -> Result<Self, DescriptorError> {
+        let m: PluginDescriptor =
+            toml::from_str(text).map_err(|e| DescriptorError::Parse(e.message().to_string()))?;
         m.validate()?;
         Ok(m)
     }
 
     /// Check the name and limits.
-    pub fn validate(&self) -> Result<(), ManifestError> {
+    pub fn validate(&self) -> Result<(), DescriptorError> {
         if !valid_name(&self.name) {
-            return Err(ManifestError::Invalid {
+            return Err(DescriptorError::Invalid {
                 field: "name",
                 problem: format!(
                     "{:?} must be 1-64 of a-z, 0-9 and '-', starting with a letter",
@@ -68,7 +69,7 @@ impl PluginManifest {
         }
         self.limits
             .validate()
-            .map_err(|problem| ManifestError::Invalid {
+            .map_err(|problem| DescriptorError::Invalid {
                 field: "limits",
                 problem,
             })
@@ -86,14 +87,7 @@ impl PluginManifest {
     }
 }
 
-/// Whether `name` is a valid plugin name.
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
+pub use crate::config::valid_plugin_name as valid_name;
 
 /// TOML config → the `key → string` map guests read: strings as they are, other values as TOML.
 pub fn flatten_config(table: &toml::Table) -> BTreeMap<String, String> {
@@ -114,8 +108,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_full_manifest() -> Result<(), ManifestError> {
-        let m = PluginManifest::parse(
+    fn parses_a_full_manifest() -> Result<(), DescriptorError> {
+        let m = PluginDescriptor::parse(
             r#"
             name = "exif"
             version = "1.2.0"
@@ -139,13 +133,13 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let e = PluginManifest::parse(
+        let e = PluginDescriptor::parse(
             "name = \"Bad Name\"\nversion = \"1.0.0\"\nworld = \"watermarker\"",
         )
         .err()
         .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("`name`")));
-        let e = PluginManifest::parse("name = \"x\"\nversion = \"1.0.0\"\nworld = \"painter\"")
+        let e = PluginDescriptor::parse("name = \"x\"\nversion = \"1.0.0\"\nworld = \"painter\"")
             .err()
             .map(|e| e.to_string());
         assert!(
