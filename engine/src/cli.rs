@@ -80,6 +80,108 @@ pub enum Command {
     /// The native libraries built into this binary, their versions and licences, and
     /// FFmpeg's build configuration.
     Licenses,
+    /// The job API (`[api] listen`) until SIGTERM/SIGINT; locally with a worker in the same
+    /// process.
+    Serve {
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+        /// Serve the API only (on ECS the worker is its own service).
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// API keys of `serve`, kept hashed in the job index.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Jobs in the job index.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The job index itself.
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+/// `mediaflow index …`
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Recreate the job index from the manifests in the output bucket (they are the truth
+    /// about what was recorded); jobs without a manifest are kept.
+    Rebuild {
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Create the DynamoDB table `api.index_table` with its indexes (on-demand billing), for
+    /// setups without the CloudFormation stack.
+    CreateTable {
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `mediaflow api-key …`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a key and print it (once: only its hash is kept).
+    Create {
+        /// Who or what uses it.
+        #[arg(long)]
+        name: String,
+        /// Scopes: read, write (repeatable; default both).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The keys: name, scopes, created, revoked.
+    List {
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Revoke a key by name (requests with it get 403).
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `mediaflow jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Jobs newest first.
+    List {
+        /// Only jobs with this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// One job's record, as JSON.
+    Show {
+        /// The job id.
+        id: String,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Cancel a job: at once if queued, within about a second if running.
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Config file (TOML); MEDIAFLOW_* variables override it.
+        #[arg(long, env = "MEDIAFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `mediaflow plugin …`
@@ -201,6 +303,13 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn run_admin(r: Result<(), crate::api::admin::AdminError>) -> Result<(), CliError> {
+    r.map_err(|e| match e {
+        crate::api::admin::AdminError::Usage(m) => CliError::Usage(m),
+        other => CliError::Failed(other.to_string()),
+    })
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Plugin(cmd) => run_plugin(cmd),
@@ -217,6 +326,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Serve { config, no_worker } => crate::api::run(config.as_deref(), no_worker)
+            .map_err(|e| match e {
+                e @ (crate::api::ServeError::Usage(_) | crate::api::ServeError::Bind { .. }) => {
+                    CliError::Usage(e.to_string())
+                }
+                other => CliError::Failed(other.to_string()),
+            }),
+        Command::ApiKey(cmd) => run_admin(crate::api::admin::api_key(cmd)),
+        Command::Jobs(cmd) => run_admin(crate::api::admin::jobs(cmd)),
+        Command::Index(cmd) => run_admin(crate::api::admin::index(cmd)),
         Command::Worker { config } => crate::worker::run(config.as_deref()).map_err(|e| match e {
             crate::worker::WorkerError::Setup(e) => CliError::Usage(e.to_string()),
             e @ crate::worker::WorkerError::Ops(_) => CliError::Usage(e.to_string()),

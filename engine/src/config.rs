@@ -7,6 +7,7 @@
 //! [`PluginLimits`] and [`RegistryLocation`], [`NotifyConfig`], [`Profile`]). Configuration
 //! depends on nothing else in the crate: every other module reads it.
 
+mod api;
 mod notify;
 mod ops;
 mod plugins;
@@ -14,6 +15,7 @@ mod profile;
 mod routes;
 mod worker;
 
+pub use api::{ApiConfig, ConfiguredKey, DEFAULT_API_LISTEN, SCOPES, unknown_scope};
 pub use notify::{
     LOG_SINK, LogSinkConfig, NotifyConfig, RuleConfig, Secret, SinkConfig, SnsSinkConfig,
     SqsSinkConfig, WebhookSinkConfig,
@@ -54,6 +56,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Health, readiness and metrics listener; ECS task scale-in protection.
     pub ops: OpsConfig,
+    /// `mediaflow serve`: the job API, the job index, uploads, API keys.
+    pub api: ApiConfig,
     /// Job lifecycle notifications: rules and sinks.
     pub notify: NotifyConfig,
     /// Where jobs keep their temporary files (source copies, video renditions before upload):
@@ -73,6 +77,7 @@ impl Default for Config {
             default_profile: "default".into(),
             worker: WorkerConfig::default(),
             ops: OpsConfig::default(),
+            api: ApiConfig::default(),
             notify: NotifyConfig::default(),
             scratch_dir: None,
         }
@@ -337,6 +342,9 @@ impl Config {
         self.notify
             .validate()
             .map_err(|(field, problem)| invalid(format!("notify.{field}"), problem))?;
+        self.api
+            .validate()
+            .map_err(|(field, problem)| invalid(format!("api.{field}"), problem))?;
         for (i, route) in self.routes.iter().enumerate() {
             if !self.profiles.contains_key(&route.profile) {
                 return Err(invalid(

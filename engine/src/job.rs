@@ -43,6 +43,9 @@ pub struct JobSpec {
     pub output: Option<(String, String)>,
     /// Per-job plugin configuration (plugin name → settings) over the profile's.
     pub plugins: serde_json::Map<String, serde_json::Value>,
+    /// Which run of the job this is: 1, or more when the job API retries a finished job
+    /// (its outputs go under `run-N/`, apart from the earlier run's).
+    pub run: u32,
 }
 
 /// What a message turned out to be.

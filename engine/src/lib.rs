@@ -29,8 +29,11 @@
 //!   dead letters with their reasons, metering.
 //! - [`services`]: the long-lived parts a command sets up once (plugin host, registry,
 //!   processor).
+//! - [`index`]: the job index (SQLite locally, DynamoDB on AWS): one record per job, API keys;
+//!   what the worker writes to it.
 //! - [`worker`]: `mediaflow worker` (receive, heartbeat, settle, drain) and `mediaflow submit`.
 //! - [`process`]: `mediaflow process`, jobs on local files.
+//! - [`api`]: `mediaflow serve`, the job API (uploads, jobs, progress, cancel, keys).
 //! - [`telemetry`]: logs (a span per message and per job), Prometheus metrics, readiness, the
 //!   `/healthz` `/readyz` `/metrics` listener (axum), ECS task protection.
 //! - [`aws`]: AWS clients from the standard environment.
@@ -39,10 +42,12 @@
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`].
 
+pub mod api;
 pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod job;
 pub mod licences;
 pub mod lifecycle;

@@ -85,6 +85,8 @@ pub enum ManifestWrite {
 pub struct Destination {
     /// The store.
     pub storage: Arc<dyn Storage>,
+    /// Its bucket's name (empty for `mediaflow process`'s output directory).
+    pub bucket: String,
     /// Key prefix of every output (empty, or ending in `/`).
     pub prefix: String,
     /// How the manifest is written.
@@ -273,6 +275,11 @@ impl Lifecycle {
     /// The jobs running now (to cancel one by id).
     pub fn running(&self) -> &Running {
         &self.running
+    }
+
+    /// The jobs running now, shared (for a task that cancels them by id).
+    pub fn running_shared(&self) -> Arc<Running> {
+        self.running.clone()
     }
 
     /// The job runner.
@@ -599,6 +606,7 @@ mod tests {
             profile: profile.into(),
             destination: Destination {
                 storage,
+                bucket: "out".into(),
                 prefix: prefix.into(),
                 manifest: ManifestWrite::CreateIfAbsent,
             },

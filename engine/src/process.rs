@@ -216,6 +216,7 @@ impl Run<'_> {
             profile: self.profile.to_string(),
             destination: Destination {
                 storage: self.store.clone() as Arc<dyn Storage>,
+                bucket: String::new(),
                 prefix: format!("{dir}/"),
                 manifest: ManifestWrite::Replace,
             },

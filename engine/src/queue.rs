@@ -33,6 +33,11 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         let _ = why;
         self.change_visibility(receipt, wait)
     }
+    /// Enqueue `body` (the job API's explicit jobs and local uploads); the message id.
+    fn send(&self, body: &str) -> Result<String, QueueError> {
+        let _ = body;
+        Err(QueueError::Failed("this queue cannot send".into()))
+    }
     /// Move a received message to the dead-letter queue now, carrying `reason`. An error when
     /// this queue has no dead-letter queue it can write to: the message is then left to the
     /// queue's own redrive, and the reason is only in the log and the `dead-lettered` event.
@@ -62,6 +67,9 @@ impl Queue for local::LocalQueue {
     }
     fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
         local::LocalQueue::dead_letter(self, &message.receipt, reason)
+    }
+    fn send(&self, body: &str) -> Result<String, QueueError> {
+        local::LocalQueue::send(self, body)
     }
 }
 

@@ -33,6 +33,7 @@ pub mod submit;
 pub use submit::{local_queue, s3_event, submit};
 
 use crate::config::Config;
+use crate::index::follow::Follow;
 use crate::job::control::{Observer, Unobserved};
 use crate::lifecycle::Lifecycle;
 use crate::lifecycle::plan::Planner;
@@ -88,6 +89,8 @@ struct Context {
     health: Arc<Health>,
     shutdown: Shutdown,
     observer: Arc<dyn Observer>,
+    /// The job index, when there is one: every state change is written to it.
+    follow: Option<Arc<Follow>>,
     /// How long a received message stays hidden.
     visibility: Duration,
     /// The queue's last receive (redrive), if it has one.
@@ -113,27 +116,33 @@ impl Context {
 
 /// Run the worker until SIGTERM/SIGINT.
 pub fn run(config_path: Option<&Path>) -> Result<(), WorkerError> {
-    let config = Config::load(config_path).map_err(SetupError::from)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| WorkerError::Usage(format!("starting the async runtime: {e}")))?;
     let shutdown = Shutdown::new();
-    runtime.block_on(async { shutdown.on_signals() });
-    // The ops listener first: /healthz answers while plugins compile, /readyz says why not yet.
-    let ops = runtime.block_on(crate::telemetry::Ops::start(&config.ops, &shutdown))?;
-    let mut services = Services::with_config(config)?;
-    services.poll_registry(shutdown.services().clone());
-    ops.health.set_plugins_loaded();
     let result = runtime.block_on(async {
-        let result = serve(&services, &ops, &shutdown).await;
-        shutdown.stop_services();
-        ops.shutdown().await;
-        result
+        shutdown.on_signals();
+        run_in(config_path, &shutdown).await
     });
     // A job that never reached a check may still run on a blocking thread: don't wait for it.
     runtime.shutdown_background();
+    result
+}
+
+/// Run the worker on the current (multi-threaded) runtime until `shutdown` (`mediaflow
+/// serve` runs one beside the API this way).
+pub async fn run_in(config_path: Option<&Path>, shutdown: &Shutdown) -> Result<(), WorkerError> {
+    let config = Config::load(config_path).map_err(SetupError::from)?;
+    // The ops listener first: /healthz answers while plugins compile, /readyz says why not yet.
+    let ops = crate::telemetry::Ops::start(&config.ops, shutdown).await?;
+    let mut services = tokio::task::block_in_place(|| Services::with_config(config))?;
+    services.poll_registry(shutdown.services().clone());
+    ops.health.set_plugins_loaded();
+    let result = serve(&services, &ops, shutdown).await;
+    shutdown.stop_services();
+    ops.shutdown().await;
     result
 }
 
@@ -161,19 +170,39 @@ async fn serve(
             "removed writes in progress that stopped workers left in the buckets"
         );
     }
+    let lifecycle = Lifecycle::new(processor.clone(), Arc::new(scratch), notifier.clone());
     let (deleter, deleter_task) = BatchDeleter::spawn(
         backend.queue.clone(),
         DEFAULT_LINGER,
         shutdown.services().clone(),
     );
+    let follow = open_index(config).await?;
+    if let Some(follow) = &follow {
+        tokio::spawn(
+            follow
+                .clone()
+                .watch_cancels(lifecycle.running_shared(), shutdown.services().clone()),
+        );
+        notifier.set_outbox(follow.clone());
+        tokio::spawn(follow.clone().redeliver(
+            notifier.clone(),
+            backend.buckets.clone(),
+            Duration::from_secs(config.notify.outbox_redeliver_secs),
+            shutdown.services().clone(),
+        ));
+    }
     let ctx = Arc::new(Context {
         planner: Planner::new(config, backend.buckets.clone()),
-        lifecycle: Lifecycle::new(processor.clone(), Arc::new(scratch), notifier.clone()),
+        lifecycle,
         queue: backend.queue.clone(),
         deleter,
         health: ops.health.clone(),
         shutdown: shutdown.clone(),
-        observer: Arc::new(Unobserved),
+        observer: match &follow {
+            Some(f) => f.clone(),
+            None => Arc::new(Unobserved),
+        },
+        follow,
         visibility: Duration::from_secs(config.worker.visibility_timeout_secs),
         max_receive: backend.max_receive,
         in_flight: Mutex::new(HashMap::new()),
@@ -196,4 +225,13 @@ async fn serve(
     notifier.shutdown().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// The index the worker writes to, if the configuration has one.
+async fn open_index(config: &Config) -> Result<Option<Arc<Follow>>, WorkerError> {
+    let index = crate::index::open(config)
+        .await
+        .map_err(|e| WorkerError::Usage(e.to_string()))?;
+    let interval = Duration::from_millis(config.api.progress_interval_ms);
+    Ok(index.map(|i| Arc::new(Follow::new(i, interval))))
 }

@@ -938,3 +938,200 @@ fn sqs_batch_deletes_report_an_invalid_receipt_and_delete_the_rest() {
         "the 12 valid receipts were deleted"
     );
 }
+
+/// The DynamoDB job index on moto: the same rules as SQLite — ids unique, newest first in
+/// pages (by status too), a stale conditional write loses, a plain upload's job created when
+/// it starts, settings written once, keys kept.
+#[test]
+fn the_dynamodb_index_keeps_the_rules_of_the_sqlite_one() {
+    use mediaflow::index::dynamodb::DynamoIndex;
+    use mediaflow::index::{ApiKey, Change, Cursor, JobIndex, JobRecord, JobStatus};
+    let moto = Moto::start();
+    let rt = runtime();
+    let client = rt.block_on(async { aws_sdk_dynamodb::Client::new(&moto.sdk_config().await) });
+    rt.block_on(mediaflow::api::admin::create_table(&client, "jobs"))
+        .expect("table");
+    let index = DynamoIndex::new(client, "jobs", rt.handle().clone());
+    for i in 0..7i64 {
+        let status = if i % 2 == 0 {
+            JobStatus::Queued
+        } else {
+            JobStatus::Failed
+        };
+        let r = JobRecord::new(&format!("j{i}"), status, "p", vec![], 100 + i / 2);
+        assert!(index.create(&r).expect("create"));
+        assert!(!index.create(&r).expect("again"), "ids are unique");
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = index.list(None, 3, cursor.as_ref()).expect("list");
+        seen.extend(page.jobs.iter().map(|j| j.id.clone()));
+        match page.next {
+            Some(c) => cursor = Some(Cursor::decode(&c.encode()).expect("cursor")),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["j6", "j5", "j4", "j3", "j2", "j1", "j0"]);
+    let failed = index
+        .list(Some(JobStatus::Failed), 10, None)
+        .expect("by status");
+    let ids: Vec<_> = failed.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["j5", "j3", "j1"]);
+    let started = index
+        .update(
+            "plain",
+            &Change::Started {
+                attempt: 1,
+                profile: "p".into(),
+                sources: vec!["s3://uploads/a.png".into()],
+                output_bucket: "renditions".into(),
+            },
+        )
+        .expect("created when it starts");
+    assert_eq!(started.status, JobStatus::Running);
+    let asked = index
+        .update("plain", &Change::CancelRequested)
+        .expect("cancel");
+    assert!(asked.cancel_requested);
+    assert!(
+        !index
+            .put(
+                &JobRecord {
+                    rev: 9,
+                    ..asked.clone()
+                },
+                Some(0)
+            )
+            .expect("put"),
+        "a stale write loses"
+    );
+    let canceled = index.update("plain", &Change::Canceled).expect("canceled");
+    assert_eq!((canceled.status, canceled.rev), (JobStatus::Canceled, 2));
+    assert!(
+        index.update("j1", &Change::CancelRequested).is_err(),
+        "a failed job cannot be canceled"
+    );
+    assert_eq!(index.setting("secret", "a").expect("set"), "a");
+    assert_eq!(index.setting("secret", "b").expect("kept"), "a");
+    let key = ApiKey {
+        name: "ci".into(),
+        sha256: "ab".repeat(32),
+        scopes: vec!["read".into()],
+        created_ms: 1,
+        revoked_ms: None,
+    };
+    index.put_key(&key).expect("key");
+    assert_eq!(index.keys().expect("keys"), [key]);
+}
+
+/// `serve --no-worker` and a worker on moto (S3, SQS, DynamoDB), as on ECS: an upload through
+/// the S3 presigned PUT the API returns, the S3 → SQS notification, the worker writing the
+/// DynamoDB index, the job read back `succeeded` with presigned output URLs that download.
+#[test]
+fn serve_on_aws_hands_out_presigned_uploads_and_follows_jobs_in_dynamodb() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let stack = Stack::start(
+        30,
+        3,
+        "",
+        &format!("[api]\nindex_table = \"jobs\"\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let client =
+        stack.block(async { aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await) });
+    stack
+        .block(mediaflow::api::admin::create_table(&client, "jobs"))
+        .expect("table");
+    let mut api = stack.workers.spawn_args(&["serve", "--no-worker"], &[]);
+    let mut worker = stack.workers.spawn();
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| -> serde_json::Value {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", &format!("{base}{path}")])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    stack.wait_until("serve answers", Duration::from_secs(60), || {
+        get("/v1/jobs")["jobs"].is_array()
+    });
+    let data = png(3);
+    let body = serde_json::json!({"filename": "phone.png", "content_type": "image/png", "bytes": data.len()});
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body.to_string(),
+            &format!("{base}/v1/uploads"),
+        ])
+        .output()
+        .expect("curl");
+    let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("upload JSON");
+    let url = up["url"].as_str().expect("url").to_string();
+    assert!(
+        url.contains("X-Amz-Signature"),
+        "an S3 presigned URL: {url}"
+    );
+    let file = stack.workers.dir.path().join("phone.png");
+    std::fs::write(&file, &data).expect("write");
+    let put = |ct: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PUT",
+                "-H",
+                &format!("Content-Type: {ct}"),
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &url,
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(put("image/png"), "200");
+    let id = up["job_id"].as_str().expect("id").to_string();
+    let mut job = serde_json::Value::Null;
+    stack.wait_until(
+        "the job succeeded in DynamoDB",
+        Duration::from_secs(60),
+        || {
+            job = get(&format!("/v1/jobs/{id}"));
+            job["status"] == "succeeded"
+        },
+    );
+    let output = job["outputs"][0]["url"].as_str().expect("output url");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", output])
+        .output()
+        .expect("curl");
+    assert!(
+        out.stdout.starts_with(b"\x89PNG"),
+        "the presigned output URL downloads the PNG"
+    );
+    assert_eq!(stack.manifests().len(), 1);
+    signal(&api, libc::SIGTERM);
+    signal(&worker, libc::SIGTERM);
+    assert_eq!(
+        stack.workers.wait_exit(&mut api, Duration::from_secs(30)),
+        0
+    );
+    assert_eq!(
+        stack
+            .workers
+            .wait_exit(&mut worker, Duration::from_secs(60)),
+        0
+    );
+}

@@ -74,10 +74,15 @@ impl Workers {
 
     /// Start a worker with extra environment (e.g. `MEDIAFLOW_WORKER__…` overrides).
     pub fn spawn_with(&self, env: &[(&str, &str)]) -> Child {
+        self.spawn_args(&["worker"], env)
+    }
+
+    /// Start `mediaflow ARGS` (a worker, `serve`) logging to `dir/worker-N.log`.
+    pub fn spawn_args(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let n = self.spawned.fetch_add(1, Ordering::Relaxed);
         let log =
             std::fs::File::create(self.dir.path().join(format!("worker-{n}.log"))).expect("log");
-        self.cmd(&["worker"])
+        self.cmd(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

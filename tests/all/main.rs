@@ -16,6 +16,7 @@ mod ops;
 mod process;
 mod registry;
 mod sandbox;
+mod serve;
 mod stills;
 mod video;
 mod wit_versions;

@@ -1007,3 +1007,72 @@ fn mediaflow_process_sends_each_files_event_to_the_default_sink() {
     assert_eq!(failed["error"]["code"], "corrupt_input");
     assert_eq!(failed["error"]["class"], "permanent");
 }
+
+/// The outbox: `kill -9` after a job is recorded while its webhook is still being delivered
+/// (the endpoint hangs); the restarted worker delivers the event again from the manifest, with
+/// the same event id, confirms it in the job index, and sends it no third time.
+#[test]
+fn kill_9_between_a_jobs_completion_and_its_webhook_delivers_it_after_restart_with_the_same_id() {
+    let hook = Hook::start(|_, n| {
+        if n == 0 {
+            Reply::Hang
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let extra = format!(
+        "[notify]\ndefault_sink = \"hook\"\noutbox_redeliver_secs = 1\n{}",
+        webhook_sink("hook", &hook.url("/events"), "timeout_ms = 60000")
+    );
+    let w = local_workers("", &extra);
+    submit(&w, &[write_png(&w, "a.png")]);
+    let mut worker = w.spawn();
+    w.wait_until(
+        "the webhook under way",
+        Duration::from_secs(60),
+        Duration::from_millis(25),
+        || hook.seen().len() == 1,
+    );
+    let recorded = manifests(&w.dir.path().join("data/buckets/renditions"));
+    assert_eq!(recorded.len(), 1, "the job is recorded");
+    signal(&worker, libc::SIGKILL);
+    let _ = worker.wait();
+    let first = hook.seen()[0].json();
+    let job_id = recorded[0]["job_id"].as_str().expect("job id").to_string();
+    let pending = || {
+        let out = w
+            .cmd(&["jobs", "show", &job_id])
+            .output()
+            .expect("jobs show");
+        let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("job JSON");
+        job["notify_pending"].as_bool().expect("notify_pending")
+    };
+    assert!(pending(), "the index keeps the undelivered notification");
+    let mut again = w.spawn();
+    w.wait_until(
+        "the event delivered again",
+        Duration::from_secs(60),
+        Duration::from_millis(25),
+        || hook.seen().len() >= 2,
+    );
+    let second = hook.seen()[1].json();
+    assert_eq!(second["id"], first["id"], "the same event id");
+    assert_eq!(
+        (second["job_id"].as_str(), second["status"].as_str()),
+        (Some(job_id.as_str()), Some("succeeded"))
+    );
+    w.wait_until(
+        "confirmed in the index",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || !pending(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        hook.seen().len(),
+        2,
+        "delivered once more, not again and again"
+    );
+    signal(&again, libc::SIGTERM);
+    assert_eq!(w.wait_exit(&mut again, Duration::from_secs(20)), 0);
+}

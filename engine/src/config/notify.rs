@@ -30,6 +30,11 @@ pub struct NotifyConfig {
     /// On shutdown, how long deliveries still pending may run before they are abandoned
     /// (each one logged with its event id and counted as dropped).
     pub flush_timeout_ms: u64,
+    /// With a job index (the outbox), a recorded job whose notifications are still not
+    /// delivered this many seconds after it was recorded — its worker was killed, or shut
+    /// down before they went out — has them delivered again from its manifest, with the same
+    /// event id (at least once).
+    pub outbox_redeliver_secs: u64,
 }
 
 impl Default for NotifyConfig {
@@ -40,6 +45,7 @@ impl Default for NotifyConfig {
             sinks: BTreeMap::new(),
             queue_capacity: 1024,
             flush_timeout_ms: 5_000,
+            outbox_redeliver_secs: 300,
         }
     }
 }

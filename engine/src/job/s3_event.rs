@@ -53,6 +53,7 @@ pub fn parse_notification(v: &Value) -> Result<Parsed, MessageError> {
             profile: None,
             output: None,
             plugins: serde_json::Map::new(),
+            run: 1,
         });
     }
     if jobs.is_empty() {
@@ -99,6 +100,7 @@ pub fn parse_eventbridge(v: &Value) -> Result<Parsed, MessageError> {
         profile: None,
         output: None,
         plugins: serde_json::Map::new(),
+        run: 1,
     }]))
 }
 

@@ -1,5 +1,6 @@
 //! The explicit job message: `{"version": 1, "id"?, "sources": ["s3://b/k", …],
-//! "profile": "name", "output"?: "s3://b/prefix/"}`. Several sources make images-to-video.
+//! "profile": "name", "output"?: "s3://b/prefix/", "run"?: N}` (`run` > 1: the job API's retry
+//! of a finished job, its outputs apart from the earlier runs'). Several sources make images-to-video.
 
 use super::{JobSpec, MessageError, ObjectRef};
 use serde::Deserialize;
@@ -18,6 +19,9 @@ struct Raw {
     /// Per-job plugin settings (name → config), laid over the profile's.
     #[serde(default)]
     plugins: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The run (the job API's retries): 1 when absent.
+    #[serde(default)]
+    run: Option<u32>,
 }
 
 /// Parse an explicit job.
@@ -72,6 +76,7 @@ pub fn parse(v: &serde_json::Value) -> Result<JobSpec, MessageError> {
         profile: raw.profile,
         output,
         plugins: raw.plugins.unwrap_or_default(),
+        run: raw.run.unwrap_or(1).max(1),
     })
 }
 

@@ -38,6 +38,8 @@ pub struct Planner {
     routes: Arc<Routes>,
     output_bucket: String,
     output_prefix: String,
+    /// `api.upload_prefix`: keys under it carry their job's id.
+    upload_prefix: String,
 }
 
 impl Planner {
@@ -48,6 +50,7 @@ impl Planner {
             routes: Arc::new(config.routes()),
             output_bucket: config.worker.output_bucket.clone(),
             output_prefix: config.worker.output_prefix.clone(),
+            upload_prefix: config.api.upload_prefix.clone(),
         }
     }
 
@@ -58,6 +61,12 @@ impl Planner {
             (None, Some(s)) => self.routes.profile(&s.bucket, &s.key).to_string(),
             (None, None) => self.routes.profile("", "").to_string(),
         }
+    }
+
+    /// The job id an upload's key carries (a job the API created), if `spec` is such an upload.
+    pub fn upload_id(&self, spec: &JobSpec) -> Option<String> {
+        let first = spec.sources.first()?;
+        upload_job_id(&self.upload_prefix, &first.key)
     }
 
     /// Plan `spec`: HEAD each source (to pin its ETag), derive the id and output prefix.
@@ -96,11 +105,22 @@ impl Planner {
             (combined.clone(), combined)
         };
         Ok(JobRequest {
-            id: spec.id.clone().unwrap_or(id),
+            id: spec
+                .id
+                .clone()
+                .or_else(|| upload_job_id(&self.upload_prefix, &first.key))
+                .unwrap_or(id),
             profile: profile.clone(),
             destination: Destination {
                 storage,
-                prefix: output_prefix(&out_prefix, &profile, &first.key, &version),
+                bucket,
+                prefix: match spec.run {
+                    0 | 1 => output_prefix(&out_prefix, &profile, &first.key, &version),
+                    run => format!(
+                        "{}run-{run}/",
+                        output_prefix(&out_prefix, &profile, &first.key, &version)
+                    ),
+                },
                 manifest: ManifestWrite::CreateIfAbsent,
             },
             sources,
@@ -165,6 +185,13 @@ impl Lifecycle {
     }
 }
 
+/// The job id in the key of an upload the API handed out (`<prefix><24 hex digits>/<name>`).
+pub fn upload_job_id(prefix: &str, key: &str) -> Option<String> {
+    let (id, name) = key.strip_prefix(prefix)?.split_once('/')?;
+    let ours = id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (ours && !name.is_empty()).then(|| id.to_string())
+}
+
 /// The version part of a slideshow's output prefix: a hash of every source's bucket, key and
 /// pinned ETag.
 fn slideshow_version(sources: &[SourceRef]) -> String {
@@ -202,6 +229,23 @@ pub fn output_prefix(out_prefix: &str, profile: &str, key: &str, version: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_uploads_key_names_its_job() {
+        let id = "0123456789abcdef01234567";
+        assert_eq!(
+            upload_job_id("uploads/", &format!("uploads/{id}/a b.mov")).as_deref(),
+            Some(id)
+        );
+        for key in [
+            "uploads/0123/a.mov",
+            "uploads/0123456789abcdef0123456g/a",
+            "other/x/y",
+            &format!("uploads/{id}/"),
+        ] {
+            assert_eq!(upload_job_id("uploads/", key), None, "{key}");
+        }
+    }
 
     #[test]
     fn output_keys_are_a_pure_function_of_key_version_and_profile() {

@@ -113,7 +113,10 @@ pub(super) fn write(
     attempt: &Attempt,
     m: Manifest,
 ) -> Outcome {
-    let event = Event::from_manifest(&m).at(attempt.number, attempt.started.elapsed());
+    let body = m.to_json();
+    let event = Event::from_manifest(&m)
+        .identified_by(&body)
+        .at(attempt.number, attempt.started.elapsed());
     let mut pending = lifecycle.notifier.evaluate(&event);
     if let Some(failure) = pending.take_fail_closed()
         && attempt.retries
@@ -123,7 +126,6 @@ pub(super) fn write(
     }
     let dest = &job.destination;
     let key = dest.manifest_key();
-    let body = m.to_json();
     let written = match dest.manifest {
         ManifestWrite::CreateIfAbsent => {
             dest.storage.put_if_absent(&key, &body, "application/json")

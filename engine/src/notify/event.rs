@@ -133,6 +133,18 @@ impl Event {
         }
     }
 
+    /// Its id derived from the manifest as stored (a version 8 UUID of the bytes' SHA-256),
+    /// so the event delivered again from the stored manifest — the outbox after a crash — has
+    /// the same id.
+    pub fn identified_by(mut self, stored_manifest: &[u8]) -> Event {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(stored_manifest);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        self.id = uuid(b, 0x80);
+        self
+    }
+
     /// With `error`.
     pub fn with_error(mut self, error: &JobError) -> Event {
         self.error = Some(error.into());
@@ -290,8 +302,12 @@ fn metadata_value(v: &Value) -> types::MetadataValue {
 
 /// A random (version 4) UUID.
 fn new_id() -> String {
-    let mut b = fastrand::u128(..).to_be_bytes();
-    b[6] = (b[6] & 0x0f) | 0x40;
+    uuid(fastrand::u128(..).to_be_bytes(), 0x40)
+}
+
+/// A UUID of `version` (the high nibble of byte 6) from `b`.
+fn uuid(mut b: [u8; 16], version: u8) -> String {
+    b[6] = (b[6] & 0x0f) | version;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
     format!(

@@ -10,9 +10,13 @@
 //! still pending then is abandoned, logged and counted as dropped. Both ends are driven by
 //! cancellation tokens: `stop` (no more notifications; deliver what is queued) and `give_up`
 //! (the flush window ended).
+//!
+//! With an [`Outbox`] (the job index), the notifications of a recorded job's event are
+//! confirmed to it once every one of them has been delivered or given up on; those dropped,
+//! abandoned at shutdown or lost with the process stay unconfirmed, and are delivered again.
 
 use super::counters::Counters;
-use super::event::Event;
+use super::event::{Event, EventStatus};
 use super::log::LogSink;
 use super::rules::{RuleFailure, Rules};
 use super::sink::Sink;
@@ -29,6 +33,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
+
+/// Where recorded jobs' notifications are confirmed: the job index, which redelivers the
+/// unconfirmed ones.
+pub trait Outbox: Send + Sync {
+    /// Every notification of job `job_id`'s recorded event was delivered or given up on.
+    /// Called from the delivery task: implementations must not block.
+    fn delivered(&self, job_id: &str);
+}
+
+/// What confirms an event's deliveries: the last one to end calls the outbox.
+struct Countdown {
+    left: std::sync::atomic::AtomicUsize,
+    job_id: String,
+    outbox: Arc<dyn Outbox>,
+}
+
+impl Countdown {
+    fn one_done(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.outbox.delivered(&self.job_id);
+        }
+    }
+}
 
 /// Deliveries in progress at once.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -130,6 +157,8 @@ struct Delivery {
     id: u64,
     event_id: Arc<str>,
     notification: Notification,
+    /// Confirms the event's deliveries to the outbox (recorded events, with an outbox).
+    countdown: Option<Arc<Countdown>>,
 }
 
 /// Deliveries accepted and not finished: id → (event id, sink). Whoever removes an entry
@@ -150,6 +179,8 @@ pub struct Notifier {
     stop: CancellationToken,
     /// The flush window ended: deliveries still running are dropped.
     give_up: CancellationToken,
+    /// Where recorded events' deliveries are confirmed.
+    outbox: std::sync::OnceLock<Arc<dyn Outbox>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -218,7 +249,13 @@ impl Notifier {
             flush: Duration::from_millis(config.flush_timeout_ms),
             stop,
             give_up,
+            outbox: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Confirm recorded events' deliveries to `outbox` from now on.
+    pub fn set_outbox(&self, outbox: Arc<dyn Outbox>) {
+        let _ = self.outbox.set(outbox);
     }
 
     /// The counters (shared; they keep counting).
@@ -233,9 +270,11 @@ impl Notifier {
         let out = self
             .rules
             .evaluate(event, |s| self.sinks.contains_key(s), &self.counters);
+        let recorded = matches!(event.status, EventStatus::Succeeded | EventStatus::Failed);
         Pending {
             notifier: self,
             event_id: Arc::from(event.id.as_str()),
+            job_id: recorded.then(|| event.job_id.clone()),
             notifications: out.notifications,
             fail_closed: out.fail_closed,
         }
@@ -247,7 +286,25 @@ impl Notifier {
         self.evaluate(event).send();
     }
 
-    fn enqueue(&self, event_id: Arc<str>, notifications: Vec<Notification>) {
+    fn enqueue(
+        &self,
+        event_id: Arc<str>,
+        job_id: Option<String>,
+        notifications: Vec<Notification>,
+    ) {
+        let outbox = self.outbox.get().cloned();
+        let countdown = match (job_id, outbox) {
+            (Some(job_id), Some(outbox)) if notifications.is_empty() => {
+                outbox.delivered(&job_id);
+                None
+            }
+            (Some(job_id), Some(outbox)) => Some(Arc::new(Countdown {
+                left: std::sync::atomic::AtomicUsize::new(notifications.len()),
+                job_id,
+                outbox,
+            })),
+            _ => None,
+        };
         if notifications.is_empty() {
             return;
         }
@@ -257,6 +314,7 @@ impl Notifier {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 event_id: event_id.clone(),
                 notification,
+                countdown: countdown.clone(),
             })
             .collect();
         if let Ok(mut f) = self.in_flight.lock() {
@@ -332,6 +390,8 @@ impl Notifier {
 pub struct Pending<'a> {
     notifier: &'a Notifier,
     event_id: Arc<str>,
+    /// The job, for a recorded job's event (its deliveries are confirmed to the outbox).
+    job_id: Option<String>,
     notifications: Vec<Notification>,
     fail_closed: Option<RuleFailure>,
 }
@@ -344,7 +404,8 @@ impl Pending<'_> {
 
     /// Queue them for delivery (never waits; a full queue drops them, logged and counted).
     pub fn send(self) {
-        self.notifier.enqueue(self.event_id, self.notifications);
+        self.notifier
+            .enqueue(self.event_id, self.job_id, self.notifications);
     }
 
     /// The notifications.
@@ -379,6 +440,9 @@ impl Deliveries {
             .unwrap_or(true);
         if !mine {
             return;
+        }
+        if let Some(c) = &d.countdown {
+            c.one_done();
         }
         match result {
             Ok(()) => self.counters.delivered(sink_name),

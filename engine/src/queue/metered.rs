@@ -30,11 +30,11 @@ fn error_label(e: &QueueError) -> &'static str {
 
 impl Metered {
     /// One call of `operation`, counted with its error.
-    fn count(
+    fn count<T>(
         &self,
         operation: &'static str,
-        call: impl FnOnce() -> Result<(), QueueError>,
-    ) -> Result<(), QueueError> {
+        call: impl FnOnce() -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         QUEUE_REQUESTS.inc(&[operation]);
         let r = call();
         if let Err(e) = &r {
@@ -75,6 +75,10 @@ impl Queue for Metered {
 
     fn max_batch(&self) -> usize {
         self.inner.max_batch()
+    }
+
+    fn send(&self, body: &str) -> Result<String, QueueError> {
+        self.count("send", || self.inner.send(body))
     }
 
     fn retry_later(&self, receipt: &str, wait: Duration, why: &str) -> Result<(), QueueError> {

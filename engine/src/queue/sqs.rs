@@ -271,6 +271,10 @@ fn text_attribute(value: &str) -> Option<MessageAttributeValue> {
 }
 
 impl Queue for SqsQueue {
+    fn send(&self, body: &str) -> Result<String, QueueError> {
+        SqsQueue::send(self, body)
+    }
+
     fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let max = max.clamp(1, 10) as i32;
         // An open long poll is never abandoned: SQS may hand out messages to it until it ends,

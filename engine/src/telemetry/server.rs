@@ -46,7 +46,7 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(serve(listener, router(health), stop));
+        tokio::spawn(serve(listener, router(health), stop, Connections::OPS));
         Ok(Server { addr })
     }
 
@@ -114,8 +114,39 @@ async fn limits(request: Request, next: Next) -> Response {
     response
 }
 
-async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// How a listener treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    /// Connections served at once (more wait their turn).
+    pub max: usize,
+    /// Several requests per connection.
+    pub keep_alive: bool,
+    /// How long a client may take to send a request head.
+    pub head_timeout: Duration,
+    /// How long a whole connection may last (`None`: as long as its requests take — the job
+    /// API's uploads and event streams guard their own bodies).
+    pub lifetime: Option<Duration>,
+}
+
+impl Connections {
+    /// The ops listener: one short request per connection.
+    pub const OPS: Connections = Connections {
+        max: MAX_CONNECTIONS,
+        keep_alive: false,
+        head_timeout: IO_TIMEOUT,
+        lifetime: Some(IO_TIMEOUT),
+    };
+}
+
+/// Serve `router` on `listener` until `stop`: the engine's one HTTP/1 serve loop (the ops
+/// listener and the job API).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    connections: Connections,
+) {
+    let slots = Arc::new(Semaphore::new(connections.max));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -134,15 +165,20 @@ async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         };
         let service = TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
+                .keep_alive(connections.keep_alive)
                 .title_case_headers(true)
                 .max_buf_size(MAX_BUFFER_BYTES)
                 .timer(TokioTimer::new())
-                .header_read_timeout(IO_TIMEOUT)
+                .header_read_timeout(connections.head_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(IO_TIMEOUT, connection).await;
+            let lifetime = connections.lifetime.unwrap_or(Duration::MAX);
+            tokio::select! {
+                _ = tokio::time::timeout(lifetime, connection) => {}
+                _ = stop.cancelled() => {}
+            }
             drop(permit);
         });
     }

@@ -5,9 +5,10 @@
 use super::settle::{self, Settle};
 use super::{Context, heartbeat};
 use crate::error::JobError;
+use crate::index::follow::Gate;
 use crate::job::control::JobControl;
 use crate::job::{self, MessageError, Parsed};
-use crate::lifecycle::{Attempt, Outcome};
+use crate::lifecycle::{Attempt, JobRequest, Outcome};
 use crate::queue::Received;
 use crate::telemetry::activity::Busy;
 use crate::telemetry::health::Part;
@@ -60,21 +61,40 @@ fn handle(ctx: &Context, msg: &Received) -> Settle {
     };
     let mut settle = Settle::Delete;
     for spec in &jobs {
+        let adopted = ctx.follow.as_ref().map(|f| f.adopt(spec, &ctx.planner));
+        let spec = adopted.as_ref().unwrap_or(spec);
         let outcome = match ctx.planner.plan(spec) {
-            Ok(request) => {
-                let control = JobControl::new(
-                    &request.id,
-                    ctx.shutdown.jobs().clone(),
-                    ctx.observer.clone(),
-                );
-                ctx.lifecycle.run(&request, &attempt, &control)
-            }
+            Ok(request) => match run(ctx, &request, &attempt) {
+                Some(outcome) => outcome,
+                None => continue,
+            },
             Err(unplanned) => ctx.lifecycle.unplanned(&unplanned, &attempt),
         };
         report_store(ctx, &outcome);
         settle = settle.or(Settle::of(outcome, &attempt));
     }
     settle
+}
+
+/// Run one planned job, telling the index; `None` when the index says it was canceled before
+/// it ran (nothing to do: the message is acknowledged).
+fn run(ctx: &Context, request: &JobRequest, attempt: &Attempt) -> Option<Outcome> {
+    if let Some(follow) = &ctx.follow
+        && let Gate::Skip(status) = follow.start(request, attempt)
+    {
+        tracing::info!(job_id = %request.id, %status, "the job is {status} in the index: acknowledged without work");
+        return None;
+    }
+    let control = JobControl::new(
+        &request.id,
+        ctx.shutdown.jobs().clone(),
+        ctx.observer.clone(),
+    );
+    let outcome = ctx.lifecycle.run(request, attempt, &control);
+    if let Some(follow) = &ctx.follow {
+        follow.finish(request, attempt, &outcome);
+    }
+    Some(outcome)
 }
 
 /// Readiness follows the store: a job recorded says it works, one left unrecorded by a

@@ -1,0 +1,78 @@
+//! `GET /v1/jobs/{id}/files/{key}?token=…` (local mode): a job's outputs and manifest served
+//! by `serve`, with a token good for that job only (or an API key with `read`). Only keys the
+//! job's record names are served: a token cannot reach another job's files, nor anything else
+//! in the bucket.
+
+use super::ApiState;
+use super::error::ApiError;
+use super::jobs::load;
+use super::uploads::TokenQuery;
+use crate::index::now_ms;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// The content type of an output by its extension.
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next().unwrap_or("") {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "gif" => "image/gif",
+        "mp4" | "m4s" => "video/mp4",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "vtt" => "text/vtt",
+        "json" => "application/json",
+        "html" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /v1/jobs/{id}/files/{*key}`.
+pub async fn get(
+    State(state): State<Arc<ApiState>>,
+    Path((id, key)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let by_token = q
+        .token
+        .as_deref()
+        .is_some_and(|t| state.auth.verify("job", &id, t, now_ms()));
+    if !by_token {
+        state.auth.check(&headers, "read").await?;
+    }
+    let job = load(&state, &id).await?;
+    let named = job.manifest_key.as_deref() == Some(key.as_str())
+        || job.outputs.iter().any(|o| o.key == key);
+    if !named || state.s3.is_some() {
+        return Err(ApiError::not_found("such file of this job"));
+    }
+    let bucket = job.output_bucket.clone();
+    let data = state
+        .blocking(move |s| {
+            let store = s
+                .buckets
+                .bucket(&bucket)
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            store
+                .get(&key)
+                .map(|d| (d, key))
+                .map_err(|e| ApiError::unavailable(e.to_string()))
+        })
+        .await?;
+    let (body, key) = data;
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&key)),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}

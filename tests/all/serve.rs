@@ -1,0 +1,853 @@
+//! `mediaflow serve` in local mode as a real process (its worker in the same process), driven
+//! with curl as a client would: an upload through the URL the API returned, the job followed to
+//! `succeeded` and its outputs downloaded; an explicit job with an idempotency key; a plain
+//! `submit` showing up in the index; a running video job followed over Server-Sent Events and
+//! cancelled; an expired upload; API keys (401/403, revoked, scopes); tokens bound to one job;
+//! hostile requests each refused with a clear 4xx and nothing written.
+
+use crate::harness::{Workers, config_text};
+use mediaflow_tests::{encode, photo_like};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A `serve` process and its directory.
+struct Serve {
+    workers: Workers,
+    base: String,
+    child: Child,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Serve {
+    /// `serve` with the shared test config plus `api_extra` in `[api]` and `extra` after.
+    fn start(api_extra: &str, extra: &str) -> Serve {
+        Self::start_with(
+            "visibility_timeout_secs = 30\nmax_receive_count = 3",
+            api_extra,
+            extra,
+        )
+    }
+
+    /// `worker_extra` in `[worker]`, `api_extra` in `[api]`, `extra` after.
+    fn start_with(worker_extra: &str, api_extra: &str, extra: &str) -> Serve {
+        let port = free_port();
+        let workers = Workers::new(
+            |dir| {
+                config_text(
+                    &dir.join("data"),
+                    worker_extra,
+                    &format!(
+                        "[api]\nlisten = \"127.0.0.1:{port}\"\nprogress_interval_ms = 200\n{api_extra}\n{extra}"
+                    ),
+                )
+            },
+            Vec::new(),
+        );
+        let child = workers.spawn_args(&["serve"], &[]);
+        let base = format!("http://127.0.0.1:{port}");
+        let s = Serve {
+            workers,
+            base,
+            child,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let s = self;
+        s.workers.wait_until(
+            "serve answers",
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || curl(&["-o", "/dev/null", &format!("{}/healthz", s.base)]).0 == 200,
+        );
+    }
+
+    fn data(&self) -> PathBuf {
+        self.workers.dir.path().join("data")
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.workers.dir.path().join(name);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    }
+
+    /// `curl` against the API with `key` (if any); status and JSON body.
+    fn call(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        extra: &[&str],
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let auth = key.map(|k| format!("Authorization: Bearer {k}"));
+        let mut args = vec!["-X", method, &url];
+        if let Some(a) = &auth {
+            args.extend(["-H", a.as_str()]);
+        }
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        args.extend(extra);
+        let (status, out) = curl(&args);
+        (status, serde_json::from_slice(&out).unwrap_or(Value::Null))
+    }
+
+    /// The job as `mediaflow jobs show` reads it from the index (no server needed).
+    fn job_offline(&self, id: &str) -> Value {
+        let out = self
+            .workers
+            .cmd(&["jobs", "show", id])
+            .output()
+            .expect("jobs show");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("job JSON")
+    }
+
+    fn job(&self, key: Option<&str>, id: &str) -> Value {
+        let (status, job) = self.call(key, "GET", &format!("/v1/jobs/{id}"), None, &[]);
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    fn wait_status(&self, key: Option<&str>, id: &str, want: &str, within: Duration) -> Value {
+        let mut last = Value::Null;
+        self.workers.wait_until(
+            &format!("job {id} {want}"),
+            within,
+            Duration::from_millis(100),
+            || {
+                last = self.job(key, id);
+                last["status"] == want
+            },
+        );
+        last
+    }
+
+    /// Upload `data` as `filename` through `POST /v1/uploads` and the URL it returns.
+    fn upload(&self, key: Option<&str>, filename: &str, content_type: &str, data: &[u8]) -> String {
+        let body = serde_json::json!({"filename": filename, "content_type": content_type, "bytes": data.len()});
+        let (status, up) = self.call(key, "POST", "/v1/uploads", Some(&body.to_string()), &[]);
+        assert_eq!(status, 201, "{up}");
+        assert_eq!(up["method"], "PUT");
+        assert_eq!(up["job"]["status"], "awaiting_upload");
+        let file = self.file(&format!("up-{filename}"), data);
+        let url = up["url"].as_str().expect("url");
+        let ct = format!(
+            "Content-Type: {}",
+            up["headers"]["Content-Type"].as_str().expect("type")
+        );
+        let (status, out) = curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            &ct,
+            "--data-binary",
+            &format!("@{}", file.display()),
+            url,
+        ]);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+        up["job_id"].as_str().expect("job id").to_string()
+    }
+}
+
+/// Run curl; the HTTP status and the body.
+fn curl(args: &[&str]) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    (status, body)
+}
+
+fn png() -> Vec<u8> {
+    encode(&photo_like(64, 48), image::ImageFormat::Png)
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_upload_through_the_returned_url_becomes_a_job_whose_outputs_download() {
+    let s = Serve::start("", "");
+    let id = s.upload(None, "my photo.png", "image/png", &png());
+    let job = s.wait_status(None, &id, "succeeded", Duration::from_secs(60));
+    assert_eq!(job["progress"]["percent"], 100.0);
+    assert_eq!(job["profile"], "small");
+    let outputs = job["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs.len(), 1, "{job}");
+    assert_eq!(
+        (outputs[0]["width"].as_u64(), outputs[0]["format"].as_str()),
+        (Some(48), Some("png"))
+    );
+    let (status, bytes) = curl(&[outputs[0]["url"].as_str().expect("url")]);
+    assert_eq!(status, 200);
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "the output URL serves the PNG"
+    );
+    assert_eq!(
+        bytes.len() as u64,
+        outputs[0]["bytes"].as_u64().expect("bytes")
+    );
+    let (status, manifest) = curl(&[job["manifest_url"].as_str().expect("manifest url")]);
+    assert_eq!(status, 200);
+    let manifest: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    assert_eq!(
+        manifest["job_id"],
+        id.as_str(),
+        "the upload's job id is the manifest's"
+    );
+
+    // The list has it, newest first; a plain submit (no API) appears too.
+    let plain = s.file("plain.png", &png());
+    let out = s
+        .workers
+        .cmd(&["submit", &plain.display().to_string()])
+        .output()
+        .expect("submit");
+    assert!(out.status.success());
+    s.workers.wait_until(
+        "the plain upload indexed as succeeded",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let (_, list) = s.call(None, "GET", "/v1/jobs?status=succeeded", None, &[]);
+            list["jobs"].as_array().is_some_and(|j| j.len() == 2)
+        },
+    );
+    let (_, page) = s.call(None, "GET", "/v1/jobs?limit=1", None, &[]);
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1));
+    assert!(
+        page["jobs"][0]["sources"][0]
+            .as_str()
+            .is_some_and(|s| s.ends_with("plain.png")),
+        "{page}"
+    );
+    let cursor = page["next_cursor"].as_str().expect("a second page");
+    let (_, rest) = s.call(
+        None,
+        "GET",
+        &format!("/v1/jobs?limit=1&cursor={cursor}"),
+        None,
+        &[],
+    );
+    assert_eq!(rest["jobs"][0]["id"], id.as_str());
+    assert!(rest["next_cursor"].is_null());
+
+    let (status, again) = s.call(None, "GET", "/v1/jobs?status=nonsense", None, &[]);
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
+    // The index is rebuilt from the manifests.
+    let mut s = s;
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    for f in ["index.db", "index.db-wal", "index.db-shm"] {
+        let _ = std::fs::remove_file(s.data().join(f));
+    }
+    let run = |args: &[&str]| {
+        let out = s.workers.cmd(args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(run(&["index", "rebuild"]).contains("2 created"));
+    let shown: Value = serde_json::from_str(&run(&["jobs", "show", &id])).expect("job JSON");
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["outputs"].as_array().map(Vec::len)
+        ),
+        (Some("succeeded"), Some(1))
+    );
+    assert_eq!(
+        run(&["jobs", "list", "--status", "succeeded"])
+            .lines()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn hostile_requests_get_a_clear_4xx_and_nothing_is_written() {
+    let s = Serve::start("max_upload_bytes = 100000", "");
+    let make = |body: &str| s.call(None, "POST", "/v1/uploads", Some(body), &[]);
+    let long = "a".repeat(10_000);
+    for (body, status, code) in [
+        (
+            r#"{"filename": "../x.png", "content_type": "image/png", "bytes": 10}"#.to_string(),
+            422,
+            "unprocessable",
+        ),
+        (
+            r#"{"filename": "a\u0007b.png", "content_type": "image/png", "bytes": 10}"#.to_string(),
+            422,
+            "unprocessable",
+        ),
+        (
+            format!(r#"{{"filename": "{long}", "content_type": "image/png", "bytes": 10}}"#),
+            422,
+            "unprocessable",
+        ),
+        (
+            r#"{"filename": "x.html", "content_type": "text/html", "bytes": 10}"#.to_string(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            r#"{"filename": "x.png", "content_type": "image/png", "bytes": 100001}"#.to_string(),
+            413,
+            "too_large",
+        ),
+        (
+            r#"{"filename": "x.png", "content_type": "image/png", "bytes": 10, "extra": 1}"#
+                .to_string(),
+            422,
+            "unprocessable",
+        ),
+        (
+            r#"{"filename": "x.png", "content_type": "image/png", "bytes": 10, "profile": "nope"}"#
+                .to_string(),
+            422,
+            "unprocessable",
+        ),
+        (
+            r#"{"filename": "x.png", "#.to_string(),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let (got, answer) = make(&body);
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body:.80}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let (got, answer) = s.call(
+        None,
+        "POST",
+        "/v1/uploads",
+        None,
+        &["-H", "Content-Type: text/plain", "--data-binary", "{}"],
+    );
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let (got, _) = s.call(
+        None,
+        "POST",
+        "/v1/uploads",
+        Some(&format!("{{\"x\": \"{}\"}}", "a".repeat(100_000))),
+        &[],
+    );
+    assert_eq!(got, 413, "a JSON body over the limit");
+    assert_eq!(s.call(None, "GET", "/v1/jobs/..%2Fetc", None, &[]).0, 404);
+    assert_eq!(s.call(None, "DELETE", "/v1/jobs", None, &[]).0, 405);
+
+    // The upload target: the size must be what was declared, the token right.
+    let data = png();
+    let body =
+        serde_json::json!({"filename": "p.png", "content_type": "image/png", "bytes": data.len()});
+    let (_, up) = make(&body.to_string());
+    let url = up["url"].as_str().expect("url").to_string();
+    let short = s.file("short.png", &data[..data.len() / 2]);
+    let long = s.file("long.png", &[data.as_slice(), &[0u8; 64]].concat());
+    let put = |file: &Path, url: &str, ct: &str, extra: &[&str]| {
+        let mut args = vec!["-X", "PUT", "-H", ct, url];
+        let at = format!("@{}", file.display());
+        args.extend(["--data-binary", at.as_str()]);
+        args.extend(extra);
+        curl(&args).0
+    };
+    assert_eq!(
+        put(&short, &url, "Content-Type: image/png", &[]),
+        400,
+        "shorter than declared"
+    );
+    assert_eq!(
+        put(&long, &url, "Content-Type: image/png", &[]),
+        400,
+        "longer than declared (Content-Length)"
+    );
+    assert_eq!(
+        put(
+            &long,
+            &url,
+            "Content-Type: image/png",
+            &["-H", "Transfer-Encoding: chunked"]
+        ),
+        413,
+        "a chunked body running past the declared size"
+    );
+    assert_eq!(
+        put(&short, &url, "Content-Type: image/jpeg", &[]),
+        400,
+        "another type than declared"
+    );
+    let forged = format!("{}x", url);
+    let full = s.file("full.png", &data);
+    assert_eq!(
+        put(&full, &forged, "Content-Type: image/png", &[]),
+        403,
+        "a wrong token"
+    );
+    let sources = s.data().join("buckets/uploads");
+    assert!(
+        files_under(&sources).is_empty(),
+        "nothing was stored: {:?}",
+        files_under(&sources)
+    );
+    let id = up["job_id"].as_str().expect("id");
+    assert_eq!(s.job(None, id)["status"], "awaiting_upload");
+
+    // A slow client is cut off: nothing for 30 s would take too long here, so check a body
+    // that stops mid-way and closes: nothing stored, and the upload still usable.
+    assert_eq!(put(&full, &url, "Content-Type: image/png", &[]), 200);
+    assert_eq!(
+        put(&full, &url, "Content-Type: image/png", &[]),
+        409,
+        "an upload takes its bytes once"
+    );
+    assert_eq!(files_under(&sources).len(), 1);
+}
+
+#[test]
+fn explicit_jobs_are_idempotent_by_key() {
+    let s = Serve::start("", "");
+    let src = s.data().join("buckets/uploads/in/a.png");
+    std::fs::create_dir_all(src.parent().expect("dir")).expect("dir");
+    std::fs::write(&src, png()).expect("source");
+    let body = r#"{"sources": ["s3://uploads/in/a.png"], "profile": "small"}"#;
+    let once = s.call(
+        None,
+        "POST",
+        "/v1/jobs",
+        Some(body),
+        &["-H", "Idempotency-Key: order-17", "-D", "/dev/stderr"],
+    );
+    let twice = s.call(
+        None,
+        "POST",
+        "/v1/jobs",
+        Some(body),
+        &["-H", "Idempotency-Key: order-17"],
+    );
+    assert_eq!((once.0, twice.0), (201, 201));
+    assert_eq!(
+        once.1["id"], twice.1["id"],
+        "the same key gives the same job"
+    );
+    let other = s.call(
+        None,
+        "POST",
+        "/v1/jobs",
+        Some(r#"{"sources": ["s3://uploads/in/b.png"]}"#),
+        &["-H", "Idempotency-Key: order-17"],
+    );
+    assert_eq!(
+        (other.0, other.1["error"]["code"].as_str()),
+        (422, Some("unprocessable"))
+    );
+    let id = once.1["id"].as_str().expect("id");
+    let first = s.wait_status(None, id, "succeeded", Duration::from_secs(60));
+    let manifests = crate::harness::manifests_under(&s.data().join("buckets/renditions"));
+    assert_eq!(manifests.len(), 1, "one job ran, once");
+
+    // A retry runs the finished job again under the same id, its outputs apart.
+    let (status, retried) = s.call(None, "POST", &format!("/v1/jobs/{id}/retry"), None, &[]);
+    assert_eq!(
+        (status, retried["status"].as_str(), retried["run"].as_u64()),
+        (202, Some("queued"), Some(2)),
+        "{retried}"
+    );
+    assert_eq!(
+        retried["manifest_url"], first["manifest_url"],
+        "the first run's outputs stay until the second's"
+    );
+    let second = s.wait_status(None, id, "succeeded", Duration::from_secs(60));
+    assert_eq!(second["runs"].as_array().map(Vec::len), Some(1), "{second}");
+    assert_eq!(second["runs"][0]["status"], "succeeded");
+    assert!(
+        second["manifest_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/run-2/")),
+        "{second}"
+    );
+    let manifests = crate::harness::manifests_under(&s.data().join("buckets/renditions"));
+    assert_eq!(manifests.len(), 2, "both runs recorded");
+    assert!(manifests.iter().all(|m| m["job_id"] == id));
+    let bad = s.call(
+        None,
+        "POST",
+        "/v1/jobs",
+        Some(r#"{"sources": ["http://x/y"]}"#),
+        &[],
+    );
+    assert_eq!(bad.0, 422);
+    assert_eq!(
+        s.call(None, "POST", &format!("/v1/jobs/{id}/cancel"), None, &[])
+            .0,
+        409,
+        "a finished job cannot be canceled"
+    );
+}
+
+#[test]
+fn keys_scopes_revocation_and_tokens_bound_to_one_job() {
+    let s = Serve::start("", "");
+    // Open while no key exists.
+    let first = s.upload(None, "a.png", "image/png", &png());
+    s.wait_status(None, &first, "succeeded", Duration::from_secs(60));
+    let key = |args: &[&str]| {
+        let out = s.workers.cmd(args).output().expect("api-key");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let admin = key(&["api-key", "create", "--name", "admin"]);
+    let reader = key(&["api-key", "create", "--name", "reader", "--scope", "read"]);
+    assert!(admin.starts_with("mfk_") && reader.starts_with("mfk_"));
+    let db = std::fs::read(s.data().join("index.db")).expect("index");
+    assert!(
+        !db.windows(admin.len()).any(|w| w == admin.as_bytes()),
+        "only the hash is stored"
+    );
+    std::thread::sleep(Duration::from_secs(4)); // past the key cache
+    let (status, e) = s.call(None, "GET", "/v1/jobs", None, &[]);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(
+        s.call(Some("mfk_wrong"), "GET", "/v1/jobs", None, &[]).0,
+        401
+    );
+    assert_eq!(s.call(Some(&reader), "GET", "/v1/jobs", None, &[]).0, 200);
+    let (status, e) = s.call(
+        Some(&reader),
+        "POST",
+        "/v1/uploads",
+        Some(r#"{"filename":"a.png","content_type":"image/png","bytes":1}"#),
+        &[],
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{e}"
+    );
+    let second = s.upload(Some(&admin), "b.png", "image/png", &png());
+    let job2 = s.wait_status(Some(&admin), &second, "succeeded", Duration::from_secs(60));
+    let job1 = s.job(Some(&admin), &first);
+    // A file URL works with its own job's token only.
+    let url2 = job2["outputs"][0]["url"].as_str().expect("url");
+    assert_eq!(curl(&["-o", "/dev/null", url2]).0, 200);
+    let token2 = url2.split("token=").nth(1).expect("token");
+    let url1 = job1["outputs"][0]["url"].as_str().expect("url");
+    let stolen = format!(
+        "{}token={token2}",
+        url1.split("token=").next().expect("base")
+    );
+    assert_eq!(
+        curl(&["-o", "/dev/null", &stolen]).0,
+        401,
+        "a token for one job cannot read another"
+    );
+    let events = format!("{}/v1/jobs/{first}/events?token={token2}", s.base);
+    assert_eq!(curl(&["-o", "/dev/null", &events]).0, 401);
+    let out = s
+        .workers
+        .cmd(&["api-key", "revoke", "reader"])
+        .output()
+        .expect("revoke");
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, e) = s.call(Some(&reader), "GET", "/v1/jobs", None, &[]);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revoked"))
+    );
+}
+
+#[test]
+fn a_running_video_job_is_followed_over_events_and_cancelled() {
+    let s = Serve::start(
+        "",
+        "[profiles.clip]\nrenditions = []\n[profiles.clip.video]\nladder = [{ size = 1080, bitrate_kbps = 4000 }, { size = 720, bitrate_kbps = 2500 }]\n",
+    );
+    let clip = s.workers.dir.path().join("clip.mp4");
+    crate::video::ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30:duration=40",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ]
+        .iter()
+        .copied()
+        .chain([clip.to_str().expect("path")])
+        .collect::<Vec<_>>(),
+    );
+    let data = std::fs::read(&clip).expect("clip");
+    let body = serde_json::json!({"filename": "clip.mp4", "content_type": "video/mp4", "bytes": data.len(), "profile": "clip"});
+    let (_, up) = s.call(None, "POST", "/v1/uploads", Some(&body.to_string()), &[]);
+    let id = up["job_id"].as_str().expect("id").to_string();
+    let events = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "120",
+            &format!("{}/v1/jobs/{id}/events", s.base),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl events");
+    let (status, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: video/mp4",
+        "--data-binary",
+        &format!("@{}", clip.display()),
+        up["url"].as_str().expect("url"),
+    ]);
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    s.workers.wait_until(
+        "the transcode under way",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || {
+            let j = s.job(None, &id);
+            j["status"] == "running" && j["progress"]["percent"].as_f64().is_some_and(|p| p >= 15.0)
+        },
+    );
+    let (status, asked) = s.call(None, "POST", &format!("/v1/jobs/{id}/cancel"), None, &[]);
+    assert_eq!(
+        (status, asked["cancel_requested"].as_bool()),
+        (202, Some(true)),
+        "{asked}"
+    );
+    let asked_at = Instant::now();
+    let done = s.wait_status(None, &id, "canceled", Duration::from_secs(30));
+    assert!(
+        asked_at.elapsed() < Duration::from_secs(5),
+        "canceled within a few seconds, took {:?}",
+        asked_at.elapsed()
+    );
+    assert!(done["outputs"].as_array().is_some_and(Vec::is_empty));
+    let out = events.wait_with_output().expect("events end with the job");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let kind = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((kind.to_string(), serde_json::from_str(data).ok()?))
+        })
+        .collect();
+    let statuses: Vec<&str> = seen
+        .iter()
+        .filter(|(k, _)| k == "status")
+        .filter_map(|(_, j)| j["status"].as_str())
+        .collect();
+    assert_eq!(statuses.first(), Some(&"awaiting_upload"), "{text}");
+    assert!(
+        statuses.contains(&"running") && statuses.last() == Some(&"canceled"),
+        "{statuses:?}"
+    );
+    let percents: Vec<f64> = seen
+        .iter()
+        .filter(|(k, _)| k == "progress")
+        .filter_map(|(_, j)| j["progress"]["percent"].as_f64())
+        .collect();
+    assert!(
+        percents.len() >= 2 && percents.windows(2).all(|w| w[1] >= w[0]),
+        "progress rises: {percents:?}"
+    );
+    let renditions = s.data().join("buckets/renditions");
+    assert!(
+        files_under(&renditions).is_empty(),
+        "partial outputs removed: {:?}",
+        files_under(&renditions)
+    );
+    assert!(started.elapsed() < Duration::from_secs(100));
+}
+
+#[test]
+fn an_upload_that_never_arrives_expires_and_an_open_api_stays_on_loopback() {
+    let s = Serve::start("upload_expiry_secs = 1", "");
+    let body = r#"{"filename": "late.png", "content_type": "image/png", "bytes": 10}"#;
+    let (_, up) = s.call(None, "POST", "/v1/uploads", Some(body), &[]);
+    let id = up["job_id"].as_str().expect("id");
+    s.wait_status(None, id, "expired", Duration::from_secs(10));
+    let late = s.file("late.png", &[0u8; 10]);
+    let (status, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: image/png",
+        "--data-binary",
+        &format!("@{}", late.display()),
+        up["url"].as_str().expect("url"),
+    ]);
+    assert_eq!(status, 403, "the URL expired with the upload");
+
+    let open = s
+        .workers
+        .cmd(&["serve", "--no-worker"])
+        .env("MEDIAFLOW_API__LISTEN", "0.0.0.0:0")
+        .output()
+        .expect("serve");
+    assert_eq!(open.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(
+        err.contains("no API key exists") && err.contains("loopback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kill_9_of_serve_mid_job_loses_nothing() {
+    let mut s = Serve::start_with(
+        "visibility_timeout_secs = 3\nmax_receive_count = 5",
+        "",
+        "[profiles.clip]\nrenditions = []\n[profiles.clip.video]\nladder = [{ size = 720, bitrate_kbps = 2500 }, { size = 360, bitrate_kbps = 800 }]\n",
+    );
+    let clip = s.workers.dir.path().join("clip.mp4");
+    let clip_arg = clip.display().to_string();
+    crate::video::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30:duration=12",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        &clip_arg,
+    ]);
+    let data = std::fs::read(&clip).expect("clip");
+    let body = serde_json::json!({"filename": "clip.mp4", "content_type": "video/mp4", "bytes": data.len(), "profile": "clip"});
+    let (_, up) = s.call(None, "POST", "/v1/uploads", Some(&body.to_string()), &[]);
+    let id = up["job_id"].as_str().expect("id").to_string();
+    let (status, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: video/mp4",
+        "--data-binary",
+        &format!("@{clip_arg}"),
+        up["url"].as_str().expect("url"),
+    ]);
+    assert_eq!(status, 200);
+    s.workers.wait_until(
+        "the transcode under way",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            let j = s.job(None, &id);
+            j["status"] == "running" && j["progress"]["percent"].as_f64().is_some_and(|p| p >= 10.0)
+        },
+    );
+    crate::harness::signal(&s.child, libc::SIGKILL);
+    let _ = s.child.wait();
+    assert_eq!(
+        s.job_offline(&id)["status"],
+        "running",
+        "the index still says running"
+    );
+    s.child = s.workers.spawn_args(&["serve"], &[]);
+    s.wait_ready();
+    let done = s.wait_status(None, &id, "succeeded", Duration::from_secs(180));
+    assert!(
+        done["attempt"].as_u64().is_some_and(|a| a >= 2),
+        "run again after the kill: {done}"
+    );
+    assert_eq!(
+        done["outputs"].as_array().map(|o| {
+            o.iter()
+                .filter(|o| {
+                    o["format"] == "mp4" && o["name"].as_str().is_some_and(|n| !n.contains('/'))
+                })
+                .count()
+        }),
+        Some(2),
+        "{done}"
+    );
+    let manifests = crate::harness::manifests_under(&s.data().join("buckets/renditions"));
+    assert_eq!(manifests.len(), 1, "recorded once");
+}
