@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Worker throughput, side by side in one run: trivial-profile jobs per second through the
 # embedded local queue and through SQS/S3 (moto on 127.0.0.1), with 1 and 2 worker processes,
-# and the engine's own overhead per job (wall time per job minus the pipeline's own time).
+# and the engine's own overhead per job (wall time per job minus the pipeline's own time); and
+# what the job index (SQLite, written at every state change) costs: local mode with and without.
 #
 #   bash tests/bench/worker.sh            # JOBS=400 (local), MOTO_JOBS=60 (moto is slow)
 set -euo pipefail
@@ -38,7 +39,7 @@ def run_workers(n, env, done, total):
         p.wait()
     return wall
 
-def local(n):
+def local(n, env=None):
     d = tempfile.mkdtemp()
     os.chdir(d)
     open("mf.toml", "w").write(PROFILE + '[worker]\ndata_dir = "data"\npoll_interval_ms = 20\n')
@@ -47,7 +48,7 @@ def local(n):
         open(f"in/j{i:04}.png", "wb").write(png(i))
     subprocess.run([BIN, "submit", *sorted(glob.glob("in/*.png")), "--config", "mf.toml"], check=True, stdout=subprocess.DEVNULL)
     manifests = lambda: glob.glob("data/buckets/renditions/**/manifest.json", recursive=True)
-    wall = run_workers(n, {}, lambda: len(manifests()), JOBS)
+    wall = run_workers(n, env or {}, lambda: len(manifests()), JOBS)
     pipeline_ms = sum(json.load(open(m))["timings_ms"]["total"] for m in manifests())
     return wall, JOBS, pipeline_ms
 
@@ -82,11 +83,19 @@ def moto(n):
     finally:
         server.terminate(); server.wait()
 
-print(f"{'backend':<8} {'workers':>7} {'jobs':>5} {'wall s':>7} {'jobs/s':>7} {'overhead ms/job':>16}")
-for name, f in (("local", local), ("moto", moto)):
+import statistics
+no_index = lambda n: local(n, {"MEDIAFLOW_API__LOCAL_INDEX": "false"})
+rates = {}
+print(f"{'backend':<16} {'workers':>7} {'jobs':>5} {'wall s':>7} {'jobs/s':>7} {'overhead ms/job':>16}")
+for name, f, runs in (("local", local, 3), ("local, no index", no_index, 3), ("moto", moto, 1)):
     for n in (1, 2):
-        wall, jobs, pipeline_ms = f(n)
+        results = [f(n) for _ in range(runs)]
+        wall, jobs, pipeline_ms = sorted(results, key=lambda r: r[0])[len(results) // 2]
+        rates[(name, n)] = jobs / wall
         overhead = "" if pipeline_ms is None else f"{(wall * 1000 - pipeline_ms / max(n, 1)) / jobs:.2f}"
-        print(f"{name:<8} {n:>7} {jobs:>5} {wall:>7.2f} {jobs / wall:>7.1f} {overhead:>16}")
+        print(f"{name:<16} {n:>7} {jobs:>5} {wall:>7.2f} {jobs / wall:>7.1f} {overhead:>16}")
+for n in (1, 2):
+    ratio = rates[("local", n)] / rates[("local, no index", n)]
+    print(f"job index cost, {n} worker(s): throughput with the index = {ratio:.2f}x without (median of 3; goal: cost < 10 %)")
 print("\nwall time includes worker start-up; goal: ≥ 200 trivial jobs/s through the local queue")
 PY
