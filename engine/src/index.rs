@@ -70,6 +70,24 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+impl Page {
+    /// A page from up to `limit + 1` jobs read newest first: the extra one only says that
+    /// there is a next page, which starts after the last job kept.
+    pub fn from_overfetch(mut jobs: Vec<JobRecord>, limit: usize) -> Page {
+        let limit = limit.max(1);
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| Cursor {
+                created_ms: j.created_ms,
+                id: j.id.clone(),
+            })
+        } else {
+            None
+        };
+        Page { jobs, next }
+    }
+}
+
 /// A position in the newest-first order: the last job of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {

@@ -4,10 +4,10 @@
 # and the engine's own overhead per job (wall time per job minus the pipeline's own time); and
 # what the job index (SQLite, written at every state change) costs: local mode with and without.
 #
-#   bash tests/bench/worker.sh            # JOBS=400 (local), MOTO_JOBS=60 (moto is slow)
+#   bash tests/bench/worker.sh            # JOBS=2000 (local), MOTO_JOBS=60 (moto is slow)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-JOBS=${JOBS:-400}
+JOBS=${JOBS:-2000}
 MOTO_JOBS=${MOTO_JOBS:-60}
 bash .ci/setup
 cargo build --release -q -p mediaflow

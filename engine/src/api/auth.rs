@@ -142,6 +142,20 @@ impl Auth {
         Ok(Caller::Key(key.name.clone()))
     }
 
+    /// Whether a request may read job `id`: a `token` for that job, else a key with `read`.
+    pub async fn job_reader(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let now = crate::index::now_ms();
+        if token.is_some_and(|t| self.verify("job", id, t, now)) {
+            return Ok(());
+        }
+        self.check(headers, "read").await.map(drop)
+    }
+
     /// A token good for `purpose` on `id` until `expires_ms`.
     pub fn token(&self, purpose: &str, id: &str, expires_ms: i64) -> String {
         let sig = self.sign(purpose, id, expires_ms);

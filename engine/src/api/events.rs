@@ -10,7 +10,7 @@ use super::ApiState;
 use super::error::ApiError;
 use super::jobs::{load, view};
 use super::uploads::TokenQuery;
-use crate::index::{JobRecord, JobStatus, now_ms};
+use crate::index::{JobRecord, JobStatus};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -39,13 +39,10 @@ pub async fn stream(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let by_token = q
-        .token
-        .as_deref()
-        .is_some_and(|t| state.auth.verify("job", &id, t, now_ms()));
-    if !by_token {
-        state.auth.check(&headers, "read").await?;
-    }
+    state
+        .auth
+        .job_reader(&headers, &id, q.token.as_deref())
+        .await?;
     let job = load(&state, &id).await?;
     let resumed = headers
         .get("last-event-id")

@@ -7,7 +7,6 @@ use super::ApiState;
 use super::error::ApiError;
 use super::jobs::load;
 use super::uploads::TokenQuery;
-use crate::index::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -37,13 +36,10 @@ pub async fn get(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let by_token = q
-        .token
-        .as_deref()
-        .is_some_and(|t| state.auth.verify("job", &id, t, now_ms()));
-    if !by_token {
-        state.auth.check(&headers, "read").await?;
-    }
+    state
+        .auth
+        .job_reader(&headers, &id, q.token.as_deref())
+        .await?;
     let job = load(&state, &id).await?;
     let named = job.manifest_key.as_deref() == Some(key.as_str())
         || job.outputs.iter().any(|o| o.key == key);

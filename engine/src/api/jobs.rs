@@ -152,16 +152,7 @@ pub async fn create(
                     .ok_or_else(|| ApiError::unavailable("job vanished"))?;
                 return Ok((false, existing));
             }
-            s.queue.send(&message).map_err(|e| {
-                // Not queued: the record says so, and the client may try again.
-                let _ = s.index.update(
-                    &record.id,
-                    &Change::DeadLettered {
-                        reason: format!("could not be queued: {e}"),
-                    },
-                );
-                ApiError::unavailable(format!("the job could not be queued: {e}"))
-            })?;
+            enqueue(s, &record.id, &message, "the job")?;
             Ok((true, record))
         })
         .await?;
@@ -220,15 +211,7 @@ pub async fn retry(
                 "sources": record.sources, "run": record.run,
             })
             .to_string();
-            s.queue.send(&message).map_err(|e| {
-                let _ = s.index.update(
-                    &record.id,
-                    &Change::DeadLettered {
-                        reason: format!("the retry could not be queued: {e}"),
-                    },
-                );
-                ApiError::unavailable(format!("the retry could not be queued: {e}"))
-            })?;
+            enqueue(s, &record.id, &message, "the retry")?;
             Ok(record)
         })
         .await?;
@@ -237,6 +220,21 @@ pub async fn retry(
         axum::Json(view(&state, &headers, &record).await),
     )
         .into_response())
+}
+
+/// Send job `id`'s `message`; if it cannot be queued the record says so (failed,
+/// `dead_lettered`) and the client gets 503 and may try again.
+fn enqueue(s: &ApiState, id: &str, message: &str, what: &str) -> Result<(), ApiError> {
+    s.queue.send(message).map(drop).map_err(|e| {
+        let reason = format!("{what} could not be queued: {e}");
+        let _ = s.index.update(
+            id,
+            &Change::DeadLettered {
+                reason: reason.clone(),
+            },
+        );
+        ApiError::unavailable(reason)
+    })
 }
 
 /// The `Idempotency-Key` header, if sent.

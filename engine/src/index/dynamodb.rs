@@ -165,21 +165,12 @@ impl JobIndex for DynamoIndex {
             .runtime
             .block_on(query.send())
             .map_err(|e| failed("Query", &e))?;
-        let mut jobs = out
+        let jobs = out
             .items()
             .iter()
             .map(Self::decode)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if jobs.len() > limit {
-            jobs.truncate(limit);
-            jobs.last().map(|j| Cursor {
-                created_ms: j.created_ms,
-                id: j.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok(Page { jobs, next })
+        Ok(Page::from_overfetch(jobs, limit))
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<JobRecord>, IndexError> {

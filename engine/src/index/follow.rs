@@ -23,7 +23,7 @@ use crate::notify::notifier::Outbox;
 use crate::notify::{Event, Notifier};
 use crate::shutdown::CancellationToken;
 use crate::storage::Buckets;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub struct Follow {
     interval: Duration,
     /// When each job's progress was last written.
     last: Mutex<HashMap<String, Instant>>,
+    /// Jobs whose notifications this process delivered before (or while) their record was
+    /// written: they are recorded with nothing pending.
+    confirmed: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Whether to run a job.
@@ -52,6 +55,7 @@ impl Follow {
             index,
             interval,
             last: Mutex::new(HashMap::new()),
+            confirmed: Arc::default(),
         }
     }
 
@@ -84,32 +88,40 @@ impl Follow {
     /// An attempt at `job` is about to run: record it, unless the job was canceled while it
     /// waited (then it is skipped).
     pub fn start(&self, job: &JobRequest, attempt: &Attempt) -> Gate {
-        match self.index.get(&job.id) {
-            Ok(Some(r)) if matches!(r.status, JobStatus::Canceled | JobStatus::Expired) => {
-                return Gate::Skip(r.status);
-            }
-            Ok(_) => {}
-            Err(e) => warn(&job.id, &e),
-        }
         let change = Change::Started {
             attempt: attempt.number,
             profile: job.profile.clone(),
             sources: job.sources.iter().map(|s| s.uri.clone()).collect(),
             output_bucket: job.destination.bucket.clone(),
         };
-        self.write(&job.id, &change);
+        // One read and one write: a canceled or expired job is left as it is (a start does
+        // not apply to a finished job) and read back as such.
+        match self.index.update(&job.id, &change) {
+            Ok(r) if matches!(r.status, JobStatus::Canceled | JobStatus::Expired) => {
+                return Gate::Skip(r.status);
+            }
+            Ok(_) | Err(IndexError::NotFound(_)) => {}
+            Err(e) => warn(&job.id, &e),
+        }
+        // The start said `running`, 0 %: the first progress write can wait an interval (a
+        // short job then costs no progress write at all).
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id.clone(), Instant::now());
         Gate::Run
     }
 
     /// The attempt at `job` ended with `outcome`.
     pub fn finish(&self, job: &JobRequest, attempt: &Attempt, outcome: &Outcome) {
         self.forget(&job.id);
+        let notified = self.confirmed(&job.id);
         let change = match outcome {
-            Outcome::Recorded(m) => recorded(job, m),
-            // Recorded before — perhaps by a worker stopped before it told the index: the
-            // manifest says how it ended.
+            Outcome::Recorded(m) => recorded(job, m, notified),
+            // Recorded before — perhaps by a worker stopped before it told the index (its
+            // notifications then stay pending for the outbox): the manifest says how it ended.
             Outcome::Duplicate => match recorded_before(job) {
-                Some(m) => recorded(job, &m),
+                Some(m) => recorded(job, &m, notified),
                 None => return,
             },
             Outcome::Unrecorded(e) if attempt.retries && !attempt.last => Change::Retrying {
@@ -122,6 +134,19 @@ impl Follow {
             Outcome::Released => Change::Released,
         };
         self.write(&job.id, &change);
+        // Delivered while the record was being written: confirm it now.
+        if self.confirmed(&job.id) {
+            self.write(&job.id, &Change::Notified);
+        }
+    }
+
+    /// Whether this process confirmed `id`'s notifications and has not told the index yet
+    /// (taken: asked twice, `false`).
+    fn confirmed(&self, id: &str) -> bool {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 
     /// Stop the jobs running in `running` that someone asked to cancel, checking every second
@@ -233,12 +258,21 @@ impl Follow {
 impl Outbox for Follow {
     fn delivered(&self, job_id: &str) {
         let (index, id) = (self.index.clone(), job_id.to_string());
-        let confirm = move || {
-            if let Err(e) = index.update(&id, &Change::Notified)
-                && !matches!(e, IndexError::NotFound(_))
-            {
-                warn(&id, &e);
+        let confirmed = self.confirmed.clone();
+        confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        let confirm = move || match index.update(&id, &Change::Notified) {
+            // Recorded: confirmed in the index. Not yet: the record's write will say so.
+            Ok(r) if r.status.is_terminal() && !r.notify_pending => {
+                confirmed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
             }
+            Ok(_) | Err(IndexError::NotFound(_)) => {}
+            Err(e) => warn(&id, &e),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(confirm)),
@@ -270,9 +304,26 @@ impl Observer for Follow {
 }
 
 /// The change a written manifest makes.
-fn recorded(job: &JobRequest, m: &Manifest) -> Change {
+fn recorded(job: &JobRequest, m: &Manifest, notified: bool) -> Change {
     let dest = &job.destination;
-    recorded_at(m, &dest.storage.uri(""), &dest.manifest_key())
+    match recorded_at(m, &dest.storage.uri(""), &dest.manifest_key()) {
+        Change::Recorded {
+            status,
+            error,
+            manifest_key,
+            outputs,
+            metadata,
+            ..
+        } => Change::Recorded {
+            status,
+            error,
+            manifest_key,
+            outputs,
+            metadata,
+            notified,
+        },
+        other => other,
+    }
 }
 
 /// The change manifest `m` makes, read at `manifest_key` of a store whose URIs start with
@@ -302,6 +353,7 @@ pub fn recorded_at(m: &Manifest, base: &str, manifest_key: &str) -> Change {
         }),
         manifest_key: manifest_key.to_string(),
         outputs,
+        notified: false,
         metadata: serde_json::to_value(&m.metadata).unwrap_or_default(),
     }
 }

@@ -81,6 +81,7 @@ pub fn rebuild(
             manifest_key,
             outputs,
             metadata,
+            ..
         } = recorded_at(&m, &base, &key)
         else {
             continue;

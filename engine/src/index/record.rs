@@ -268,6 +268,8 @@ pub enum Change {
         outputs: Vec<OutputRef>,
         /// The metadata.
         metadata: serde_json::Value,
+        /// Its notifications were already delivered (else they are pending: the outbox).
+        notified: bool,
     },
     /// The attempt ended unrecorded: it will run again.
     Retrying {
@@ -336,7 +338,15 @@ pub fn apply(current: Option<&JobRecord>, change: &Change, now: i64) -> Verdict 
             manifest_key,
             outputs,
             metadata,
-        } => record(&mut next, *status, error, manifest_key, outputs, metadata),
+            notified,
+        } => record(
+            &mut next,
+            *status,
+            error,
+            manifest_key,
+            (outputs, metadata),
+            *notified,
+        ),
         Change::Retrying { reason } => unrecorded(&mut next, JobStatus::Queued, "retrying", reason),
         Change::DeadLettered { reason } => {
             unrecorded(&mut next, JobStatus::Failed, "dead_lettered", reason)
@@ -417,8 +427,8 @@ fn record(
     status: JobStatus,
     error: &Option<RecordError>,
     manifest_key: &str,
-    outputs: &[OutputRef],
-    metadata: &serde_json::Value,
+    (outputs, metadata): (&[OutputRef], &serde_json::Value),
+    notified: bool,
 ) -> Step {
     if next.status.is_terminal() && next.status != JobStatus::Canceled {
         return Step::Keep;
@@ -433,7 +443,7 @@ fn record(
     }
     next.stage = None;
     next.cancel_requested = false;
-    next.notify_pending = true;
+    next.notify_pending = !notified;
     Step::Write
 }
 
@@ -560,6 +570,7 @@ mod tests {
             manifest_key: "m".into(),
             outputs: vec![],
             metadata: serde_json::json!({"exif": {"k": 1}}),
+            notified: false,
         }
     }
 
@@ -668,6 +679,7 @@ mod tests {
                 manifest_key: "m".into(),
                 outputs: vec![],
                 metadata: huge,
+                notified: true,
             },
             3,
         ));

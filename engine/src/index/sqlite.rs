@@ -140,20 +140,11 @@ impl JobIndex for SqliteIndex {
                 })?
                 .collect()
         })?;
-        let mut jobs = rows
+        let jobs = rows
             .iter()
             .map(|(id, json)| decode(id, json))
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if jobs.len() > limit.max(1) {
-            jobs.truncate(limit.max(1));
-            jobs.last().map(|j| Cursor {
-                created_ms: j.created_ms,
-                id: j.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok(Page { jobs, next })
+        Ok(Page::from_overfetch(jobs, limit))
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<JobRecord>, IndexError> {
