@@ -12,6 +12,8 @@
 //! - `error`: the one error shape, axum's rejections included.
 //! - `jobs`: create, read, list, cancel; the job as the API shows it.
 //! - `uploads`: upload URLs, and the local upload target.
+//! - `multipart`: large uploads in parts.
+//! - `openapi`: the OpenAPI document, derived from the handlers.
 //! - `files`: outputs served locally.
 //! - `events`: a job's status and progress as Server-Sent Events.
 
@@ -21,6 +23,8 @@ mod error;
 mod events;
 mod files;
 mod jobs;
+mod multipart;
+mod openapi;
 mod uploads;
 
 pub use error::ApiError;
@@ -111,15 +115,21 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/uploads", post(uploads::create))
         .route("/v1/uploads/{id}", axum::routing::put(uploads::receive))
+        .route(
+            "/v1/uploads/{id}/parts/{n}",
+            axum::routing::put(multipart::receive_part),
+        )
+        .route("/v1/uploads/{id}/complete", post(multipart::complete))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/jobs/{id}/files/{*key}", get(files::get))
-        .fallback(|| async { ApiError::not_found("such route: see /v1/jobs, /v1/uploads") })
+        .fallback(|| async { ApiError::not_found("such route: see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -15,18 +15,21 @@ mod profile;
 mod routes;
 mod worker;
 
-pub use api::{ApiConfig, ConfiguredKey, DEFAULT_API_LISTEN, SCOPES, unknown_scope};
+pub use api::{
+    ApiConfig, ConfiguredKey, DEFAULT_API_LISTEN, SCOPES, content_type_allowed, unknown_scope,
+};
 pub use notify::{
     LOG_SINK, LogSinkConfig, NotifyConfig, RuleConfig, Secret, SinkConfig, SnsSinkConfig,
     SqsSinkConfig, WebhookSinkConfig,
 };
 pub use ops::{DEFAULT_LISTEN, OpsConfig};
 pub use plugins::{
-    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, MAX_MEMORY_BYTES, PluginLimits, PluginsConfig,
-    RegistryLocation, valid_plugin_name,
+    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, PluginLimits,
+    PluginsConfig, RegistryLocation, valid_plugin_name,
 };
 pub use profile::{
-    Fit, ImageFormat, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin, VideoSettings,
+    Fit, ImageFormat, OnError, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin,
+    VideoSettings,
 };
 pub use routes::Routes;
 pub use worker::WorkerConfig;

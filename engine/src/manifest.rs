@@ -193,6 +193,10 @@ pub struct PluginRecord {
     pub world: String,
     /// Time spent in its calls.
     pub duration_ms: f64,
+    /// Set when it failed and the profile said `on_error = "skip"`: why (its output is not in
+    /// this job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Why a job failed.

@@ -5,7 +5,7 @@
 //! stage is a `failed` manifest with its error, never a panic. Stages are reported, and
 //! cancellation checked between renditions, through the job's [`JobControl`].
 
-use crate::config::{Config, Profile, Rendition};
+use crate::config::{Config, OnError, Profile, Rendition};
 use crate::error::JobError;
 use crate::job::control::JobControl;
 use crate::manifest::{self, Manifest, Status};
@@ -364,7 +364,7 @@ impl Processor {
             let result = plugin.extract(info, &source);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             *run.timings.0.entry("metadata".into()).or_default() += ms;
-            run.plugins.push(plugin_record(&plugin, ms));
+            let mut record = plugin_record(&plugin, ms);
             match result {
                 Ok(entries) => {
                     run.metadata.insert(
@@ -381,8 +381,14 @@ impl Processor {
                 {
                     run.notes.push(format!("metadata: {e}"));
                 }
+                Err(e) if u.on_error == OnError::Skip => {
+                    run.notes
+                        .push(format!("metadata {e}: skipped (on_error = \"skip\")"));
+                    record.skipped = Some(e.to_string());
+                }
                 Err(e) => return Err(e.into()),
             }
+            run.plugins.push(record);
         }
         Ok(())
     }
@@ -404,7 +410,7 @@ impl Processor {
                     .catalog
                     .resolve_use(u)
                     .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
-                Some(Watermarker::new(plugin)?)
+                Some(Watermarker::new(plugin, u.on_error)?)
             }
             _ => None,
         };
@@ -464,7 +470,14 @@ impl Processor {
         files.sort_by_key(|(i, _)| *i);
         let files: Vec<OutputFile> = files.into_iter().map(|(_, f)| f).collect();
         if let Some(w) = watermark {
-            run.plugins.push(plugin_record(&w.plugin, w.ms));
+            let mut record = plugin_record(&w.plugin, w.ms);
+            if let Some(why) = w.skipped {
+                run.notes.push(format!(
+                    "watermark {why}: skipped (on_error = \"skip\"), renditions made without it"
+                ));
+                record.skipped = Some(why);
+            }
+            run.plugins.push(record);
         }
         tracing::debug!(job_id = %job.id, outputs = files.len(), shrink = decoded.shrink, "renditions done");
         Ok(files)
@@ -517,10 +530,13 @@ struct Watermarker {
     instance: crate::plugin::PluginInstance,
     ms: f64,
     drawn: HashMap<(u32, u32), Option<Overlay>>,
+    on_error: OnError,
+    /// Why it was skipped (it failed, and `on_error` is `skip`).
+    skipped: Option<String>,
 }
 
 impl Watermarker {
-    fn new(plugin: Plugin) -> Result<Watermarker, JobError> {
+    fn new(plugin: Plugin, on_error: OnError) -> Result<Watermarker, JobError> {
         let t = Instant::now();
         let instance = plugin.instantiate()?;
         Ok(Watermarker {
@@ -528,6 +544,8 @@ impl Watermarker {
             instance,
             ms: t.elapsed().as_secs_f64() * 1e3,
             drawn: HashMap::new(),
+            on_error,
+            skipped: None,
         })
     }
 
@@ -547,7 +565,15 @@ impl Watermarker {
                     width: img.width,
                     height: img.height,
                 };
-                e.insert(self.instance.draw(info, size)?.map(Overlay::from))
+                let drawn = match self.instance.draw(info, size) {
+                    Ok(drawn) => drawn.map(Overlay::from),
+                    Err(err) if self.on_error == OnError::Skip => {
+                        self.skipped.get_or_insert_with(|| err.to_string());
+                        None
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                e.insert(drawn)
             }
         };
         if let Some(o) = overlay {
@@ -601,6 +627,7 @@ fn plugin_record(p: &Plugin, ms: f64) -> manifest::PluginRecord {
         digest: p.digest(),
         world: p.world().name().into(),
         duration_ms: ms,
+        skipped: None,
     }
 }
 

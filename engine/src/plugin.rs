@@ -4,6 +4,7 @@
 //! polling, hot swap, channels), and plugin authoring tools (inspect, scaffold).
 
 mod bindings;
+mod bounds;
 pub mod bundled;
 mod cache;
 pub mod catalog;

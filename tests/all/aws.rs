@@ -1025,113 +1025,252 @@ fn the_dynamodb_index_keeps_the_rules_of_the_sqlite_one() {
     assert_eq!(index.keys().expect("keys"), [key]);
 }
 
-/// `serve --no-worker` and a worker on moto (S3, SQS, DynamoDB), as on ECS: an upload through
-/// the S3 presigned PUT the API returns, the S3 → SQS notification, the worker writing the
-/// DynamoDB index, the job read back `succeeded` with presigned output URLs that download.
-#[test]
-fn serve_on_aws_hands_out_presigned_uploads_and_follows_jobs_in_dynamodb() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let stack = Stack::start(
-        30,
-        3,
-        "",
-        &format!("[api]\nindex_table = \"jobs\"\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
-    let client =
-        stack.block(async { aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await) });
-    stack
-        .block(mediaflow::api::admin::create_table(&client, "jobs"))
-        .expect("table");
-    let mut api = stack.workers.spawn_args(&["serve", "--no-worker"], &[]);
-    let mut worker = stack.workers.spawn();
-    let base = format!("http://127.0.0.1:{port}");
-    let get = |path: &str| -> serde_json::Value {
+/// `serve --no-worker` and a worker on moto (S3, SQS, DynamoDB), as on ECS.
+struct AwsServe {
+    stack: Stack,
+    api: std::process::Child,
+    worker: std::process::Child,
+    base: String,
+}
+
+impl AwsServe {
+    /// `api_extra` in `[api]`, `extra` after.
+    fn start(api_extra: &str, extra: &str) -> AwsServe {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let stack = Stack::start(
+            30,
+            3,
+            "",
+            &format!(
+                "[api]\nindex_table = \"jobs\"\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\n{extra}"
+            ),
+        );
+        let client =
+            stack.block(async { aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await) });
+        stack
+            .block(mediaflow::api::admin::create_table(&client, "jobs"))
+            .expect("table");
+        let api = stack.workers.spawn_args(&["serve", "--no-worker"], &[]);
+        let worker = stack.workers.spawn();
+        let s = AwsServe {
+            stack,
+            api,
+            worker,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        s.stack
+            .wait_until("serve answers", Duration::from_secs(60), || {
+                s.get("/v1/jobs")["jobs"].is_array()
+            });
+        s
+    }
+
+    /// curl `args`; the HTTP status and the body.
+    fn curl(args: &[&str]) -> (String, Vec<u8>) {
         let out = std::process::Command::new("curl")
-            .args(["-sS", &format!("{base}{path}")])
+            .args(["-sS", "--max-time", "120", "-w", "\n%{http_code}"])
+            .args(args)
             .output()
             .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    };
-    stack.wait_until("serve answers", Duration::from_secs(60), || {
-        get("/v1/jobs")["jobs"].is_array()
-    });
-    let data = png(3);
-    let body = serde_json::json!({"filename": "phone.png", "content_type": "image/png", "bytes": data.len()});
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
+        let mut body = out.stdout;
+        let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let status = String::from_utf8_lossy(&body[split..]).trim().to_string();
+        body.truncate(split);
+        (status, body)
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        let (_, body) = Self::curl(&[&format!("{}{path}", self.base)]);
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// `POST /v1/uploads` for `bytes` of `content_type`.
+    fn create_upload(&self, body: &serde_json::Value) -> serde_json::Value {
+        let (status, out) = Self::curl(&[
             "-X",
             "POST",
             "-H",
             "Content-Type: application/json",
             "--data-binary",
             &body.to_string(),
-            &format!("{base}/v1/uploads"),
-        ])
-        .output()
-        .expect("curl");
-    let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("upload JSON");
+            &format!("{}/v1/uploads", self.base),
+        ]);
+        assert_eq!(status, "201", "{}", String::from_utf8_lossy(&out));
+        serde_json::from_slice(&out).expect("upload JSON")
+    }
+
+    /// PUT the file at `path` to `url` (with `headers`); the status.
+    fn put(path: &std::path::Path, url: &str, headers: &[&str]) -> String {
+        let mut args = vec!["-o", "/dev/null", "-X", "PUT"];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let data = format!("@{}", path.display());
+        args.extend(["--data-binary", &data, url]);
+        Self::curl(&args).0
+    }
+
+    fn wait_succeeded(&self, id: &str, within: Duration) -> serde_json::Value {
+        let mut job = serde_json::Value::Null;
+        self.stack
+            .wait_until("the job succeeded in DynamoDB", within, || {
+                job = self.get(&format!("/v1/jobs/{id}"));
+                job["status"] == "succeeded"
+            });
+        job
+    }
+
+    /// SIGTERM both; both exit 0.
+    fn stop(mut self) {
+        signal(&self.api, libc::SIGTERM);
+        signal(&self.worker, libc::SIGTERM);
+        let workers = &self.stack.workers;
+        assert_eq!(workers.wait_exit(&mut self.api, Duration::from_secs(30)), 0);
+        assert_eq!(
+            workers.wait_exit(&mut self.worker, Duration::from_secs(60)),
+            0
+        );
+    }
+}
+
+/// `serve --no-worker` and a worker on moto (S3, SQS, DynamoDB), as on ECS: an upload through
+/// the S3 presigned PUT the API returns, the S3 → SQS notification, the worker writing the
+/// DynamoDB index, the job read back `succeeded` with presigned output URLs that download.
+#[test]
+fn serve_on_aws_hands_out_presigned_uploads_and_follows_jobs_in_dynamodb() {
+    let s = AwsServe::start("", "");
+    let data = png(3);
+    let up = s.create_upload(
+        &serde_json::json!({"filename": "phone.png", "content_type": "image/png", "bytes": data.len()}),
+    );
     let url = up["url"].as_str().expect("url").to_string();
     assert!(
         url.contains("X-Amz-Signature"),
         "an S3 presigned URL: {url}"
     );
-    let file = stack.workers.dir.path().join("phone.png");
+    let file = s.stack.workers.dir.path().join("phone.png");
     std::fs::write(&file, &data).expect("write");
-    let put = |ct: &str| {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "PUT",
-                "-H",
-                &format!("Content-Type: {ct}"),
-                "--data-binary",
-                &format!("@{}", file.display()),
-                &url,
-            ])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    assert_eq!(put("image/png"), "200");
-    let id = up["job_id"].as_str().expect("id").to_string();
-    let mut job = serde_json::Value::Null;
-    stack.wait_until(
-        "the job succeeded in DynamoDB",
-        Duration::from_secs(60),
-        || {
-            job = get(&format!("/v1/jobs/{id}"));
-            job["status"] == "succeeded"
-        },
+    assert_eq!(
+        AwsServe::put(&file, &url, &["Content-Type: image/png"]),
+        "200"
     );
+    let id = up["job_id"].as_str().expect("id").to_string();
+    let job = s.wait_succeeded(&id, Duration::from_secs(60));
     let output = job["outputs"][0]["url"].as_str().expect("output url");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", output])
-        .output()
-        .expect("curl");
+    let (_, got) = AwsServe::curl(&[output]);
     assert!(
-        out.stdout.starts_with(b"\x89PNG"),
+        got.starts_with(b"\x89PNG"),
         "the presigned output URL downloads the PNG"
     );
-    assert_eq!(stack.manifests().len(), 1);
-    signal(&api, libc::SIGTERM);
-    signal(&worker, libc::SIGTERM);
-    assert_eq!(
-        stack.workers.wait_exit(&mut api, Duration::from_secs(30)),
-        0
+    assert_eq!(s.stack.manifests().len(), 1);
+    s.stop();
+}
+
+/// A > 20 MB video sent to S3 in presigned parts (plain HTTP PUTs, as a browser would) and
+/// completed through the API: completion refused while a part is missing, then S3 assembles
+/// the object byte for byte, its event starts the job, and the job succeeds.
+#[test]
+fn serve_on_aws_takes_a_large_video_in_presigned_parts() {
+    let s = AwsServe::start(
+        "multipart_threshold_bytes = 8388608\nmultipart_part_bytes = 5242880",
+        "[profiles.clip]\nrenditions = []\n[profiles.clip.video]\nladder = [{ size = 240, bitrate_kbps = 300 }]\nhls = false\n",
     );
-    assert_eq!(
-        stack
-            .workers
-            .wait_exit(&mut worker, Duration::from_secs(60)),
-        0
+    let dir = s.stack.workers.dir.path().to_path_buf();
+    let data = crate::video::noisy_clip(&dir.join("big.mp4"), 2.5);
+    assert!(data.len() > 20_000_000, "{} bytes", data.len());
+    let up = s.create_upload(&serde_json::json!({
+        "filename": "big.mp4", "content_type": "video/mp4", "bytes": data.len(), "profile": "clip"
+    }));
+    assert_eq!(up["method"], "multipart", "{up}");
+    let parts = up["parts"].as_array().expect("parts").clone();
+    assert_eq!(parts.len(), data.len().div_ceil(5 << 20));
+    let complete = up["complete_url"]
+        .as_str()
+        .expect("complete url")
+        .to_string();
+    let mut offset = 0;
+    let mut sent = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let len = p["bytes"].as_u64().expect("bytes") as usize;
+        let url = p["url"].as_str().expect("part url");
+        assert!(
+            url.contains("X-Amz-Signature") && url.contains("partNumber="),
+            "{url}"
+        );
+        let file = dir.join(format!("part-{i}"));
+        std::fs::write(&file, &data[offset..offset + len]).expect("part");
+        offset += len;
+        // No Content-Type, as a browser sends a slice of a File; the ETag read as a page
+        // reads it (the bucket's CORS exposes it).
+        let (status, head) = AwsServe::curl(&[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type:",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            url,
+        ]);
+        assert_eq!(status, "200", "part {}", i + 1);
+        let head = String::from_utf8_lossy(&head).to_string();
+        let etag = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("etag"))
+            })
+            .map(|(_, v)| v.trim().to_string())
+            .expect("an ETag");
+        sent.push(serde_json::json!({"number": i + 1, "etag": etag}));
+    }
+    assert_eq!(offset, data.len());
+    let finish = |parts: &[serde_json::Value]| {
+        let body = serde_json::json!({ "parts": parts }).to_string();
+        AwsServe::curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+            &complete,
+        ])
+    };
+    let (status, early) = finish(&sent[..sent.len() - 1]);
+    assert_eq!(status, "409", "{}", String::from_utf8_lossy(&early));
+    let (status, done) = finish(&sent);
+    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&done));
+    let id = up["job_id"].as_str().expect("id").to_string();
+    let key = format!("uploads/{id}/big.mp4");
+    let stored = s.stack.block(async {
+        let o = s
+            .stack
+            .s3
+            .get_object()
+            .bucket(UPLOADS)
+            .key(&key)
+            .send()
+            .await
+            .expect("object");
+        o.body.collect().await.expect("body").into_bytes()
+    });
+    assert!(
+        stored.as_ref() == data.as_slice(),
+        "S3 assembled the upload byte for byte"
     );
+    let job = s.wait_succeeded(&id, Duration::from_secs(180));
+    assert!(
+        job["outputs"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["format"] == "mp4")),
+        "{job}"
+    );
+    s.stop();
 }

@@ -396,3 +396,184 @@ fn a_local_plugin_directory_is_verified_against_its_stated_digest() {
         "{err}"
     );
 }
+
+/// `kind` names an output bound and its setting.
+fn output_limit(kind: &PluginErrorKind) -> Option<&'static str> {
+    match kind {
+        PluginErrorKind::OutputLimit { setting, .. } => Some(setting),
+        _ => None,
+    }
+}
+
+/// A flooding guest of each world (30 MB of metadata, 100 MB of notifications, an overlay
+/// larger than the rendition — all well inside the sandbox's memory) is refused with an error
+/// naming the bound and its setting; the same guests within their bounds pass, and the host
+/// keeps serving.
+#[test]
+fn what_a_plugin_returns_is_bounded_in_every_world() {
+    let (host, _dir) = host();
+    let info = image_info("file:///x.jpg", "jpeg", 100, 100, 4);
+    let flood = guest(&host, programs::FLOOD_METADATA, spec("flood-metadata")).expect("load");
+    let err = flood
+        .extract(&info, &small_source())
+        .expect_err("250,000 entries");
+    assert_eq!(output_limit(&err.kind), Some("max_entries"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("returned 250000 metadata entries, over its limit of 256"),
+        "{err}"
+    );
+    let mut few = spec("flood-metadata");
+    few.config = [("entries", "3"), ("value_bytes", "100000")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let err = guest(&host, programs::FLOOD_METADATA, few.clone())
+        .expect("load")
+        .extract(&info, &small_source())
+        .expect_err("a 100 KB value");
+    assert_eq!(output_limit(&err.kind), Some("max_value_bytes"), "{err}");
+    few.config.insert("value_bytes".into(), "10".into());
+    let entries = guest(&host, programs::FLOOD_METADATA, few)
+        .expect("load")
+        .extract(&info, &small_source())
+        .expect("within bounds");
+    assert_eq!(entries.len(), 3);
+
+    let rule = guest(&host, programs::FLOOD_NOTIFY, spec("flood-notify")).expect("load");
+    let event = mediaflow::notify::Event::new(
+        mediaflow::notify::EventStatus::Succeeded,
+        "job-1",
+        "s3://b/k.jpg",
+        "web",
+    )
+    .to_wit();
+    let err = rule.evaluate(&event).expect_err("1,000 notifications");
+    assert_eq!(output_limit(&err.kind), Some("max_notifications"), "{err}");
+    let mut one = spec("flood-notify");
+    one.config = [("count", "1"), ("body_bytes", "300000")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let err = guest(&host, programs::FLOOD_NOTIFY, one.clone())
+        .expect("load")
+        .evaluate(&event)
+        .expect_err("a 300 KB body: over any SNS/SQS message");
+    assert_eq!(output_limit(&err.kind), Some("max_value_bytes"), "{err}");
+    one.config.insert("body_bytes".into(), "1000".into());
+    let sent = guest(&host, programs::FLOOD_NOTIFY, one)
+        .expect("load")
+        .evaluate(&event)
+        .expect("within bounds");
+    assert_eq!(sent.len(), 1);
+
+    let big = guest(&host, programs::BIG_OVERLAY, spec("big-overlay")).expect("load");
+    let err = big
+        .draw(
+            &info,
+            Size {
+                width: 100,
+                height: 80,
+            },
+        )
+        .expect_err("larger than the rendition");
+    assert!(
+        matches!(&err.kind, PluginErrorKind::BadOutput(m) if m.contains("1100x1080, larger than the 100x80 rendition")),
+        "{err}"
+    );
+    host_still_serves(&host);
+}
+
+/// `on_error`: a plugin past its bounds fails the job by default; with `on_error = "skip"`
+/// the job succeeds without it — no metadata from the extractor, renditions without the
+/// watermark — and the manifest says which plugin was skipped and why.
+#[test]
+fn a_failing_plugin_fails_the_job_or_is_skipped_and_recorded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut local = Vec::new();
+    for (name, wasm, world) in [
+        (
+            "flood-metadata",
+            programs::FLOOD_METADATA,
+            "metadata-extractor",
+        ),
+        ("big-overlay", programs::BIG_OVERLAY, "watermarker"),
+    ] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::copy(wasm, d.join("plugin.wasm")).expect("wasm");
+        std::fs::write(
+            d.join("plugin.toml"),
+            format!("name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"{world}\"\n"),
+        )
+        .expect("plugin.toml");
+        local.push(format!("{:?}", d.display().to_string()));
+    }
+    let config = crate::process::write(
+        dir.path(),
+        "config.toml",
+        format!(
+            r#"
+[plugins]
+local = [{}]
+[profiles.strict]
+renditions = [{{ name = "s", width = 40, format = "png" }}]
+metadata = [{{ plugin = "flood-metadata" }}]
+[profiles.lenient]
+renditions = [{{ name = "s", width = 40, format = "png", watermark = true }}]
+metadata = [{{ plugin = "flood-metadata", on_error = "skip" }}]
+watermark = {{ plugin = "big-overlay", on_error = "skip" }}
+"#,
+            local.join(", ")
+        )
+        .as_bytes(),
+    );
+    let png = mediaflow_tests::encode(
+        &mediaflow_tests::photo_like(64, 48),
+        image::ImageFormat::Png,
+    );
+    let input = crate::process::write(dir.path(), "in.png", &png);
+    let run = |profile: &str| {
+        let out = dir.path().join(profile);
+        let (_, text, _) = crate::process::run_measured(
+            &[
+                "process",
+                &input.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+                "--config",
+                &config.display().to_string(),
+                "--profile",
+                profile,
+            ],
+            &[],
+        );
+        (crate::process::manifest(&out, "in"), text)
+    };
+    let (strict, text) = run("strict");
+    assert_eq!(strict["status"], "failed", "{text}");
+    assert!(
+        strict["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limits.max_entries")),
+        "{strict}"
+    );
+    let (lenient, text) = run("lenient");
+    assert_eq!(lenient["status"], "succeeded", "{text}");
+    assert_eq!(lenient["outputs"].as_array().map(Vec::len), Some(1));
+    assert!(lenient["metadata"].get("flood-metadata").is_none());
+    let skipped = |name: &str| {
+        lenient["plugins"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == name))
+            .and_then(|p| p["skipped"].as_str())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert!(
+        skipped("flood-metadata").contains("max_entries"),
+        "{lenient}"
+    );
+    assert!(
+        skipped("big-overlay").contains("larger than the"),
+        "{lenient}"
+    );
+}

@@ -320,7 +320,10 @@ fn an_upload_through_the_returned_url_becomes_a_job_whose_outputs_download() {
 
 #[test]
 fn hostile_requests_get_a_clear_4xx_and_nothing_is_written() {
-    let s = Serve::start("max_upload_bytes = 100000", "");
+    let s = Serve::start(
+        "max_upload_bytes = 100000\nupload_idle_timeout_secs = 2",
+        "[profiles.tiny]\nmax_upload_bytes = 1000\nupload_content_types = [\"image/png\"]\n",
+    );
     let make = |body: &str| s.call(None, "POST", "/v1/uploads", Some(body), &[]);
     let long = "a".repeat(10_000);
     for (body, status, code) in [
@@ -457,8 +460,19 @@ fn hostile_requests_get_a_clear_4xx_and_nothing_is_written() {
     let id = up["job_id"].as_str().expect("id");
     assert_eq!(s.job(None, id)["status"], "awaiting_upload");
 
-    // A slow client is cut off: nothing for 30 s would take too long here, so check a body
-    // that stops mid-way and closes: nothing stored, and the upload still usable.
+    // A slow client (half the body, then nothing) is cut off after
+    // `api.upload_idle_timeout_secs` with 408: nothing stored, the upload still usable.
+    let (status, waited) = stall(&url, &data);
+    assert_eq!(status, 408, "a stalled body");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    assert!(files_under(&sources).is_empty());
+    assert!(
+        files_under(&s.data().join("uploads.tmp")).is_empty(),
+        "no scratch file left behind"
+    );
     assert_eq!(put(&full, &url, "Content-Type: image/png", &[]), 200);
     assert_eq!(
         put(&full, &url, "Content-Type: image/png", &[]),
@@ -466,6 +480,65 @@ fn hostile_requests_get_a_clear_4xx_and_nothing_is_written() {
         "an upload takes its bytes once"
     );
     assert_eq!(files_under(&sources).len(), 1);
+
+    // A profile's own limits, named in the answer.
+    for (body, status, setting) in [
+        (
+            r#"{"filename": "x.png", "content_type": "image/png", "bytes": 1001, "profile": "tiny"}"#,
+            413,
+            "profiles.tiny.max_upload_bytes",
+        ),
+        (
+            r#"{"filename": "x.jpg", "content_type": "image/jpeg", "bytes": 10, "profile": "tiny"}"#,
+            415,
+            "profiles.tiny.upload_content_types",
+        ),
+    ] {
+        let (got, answer) = make(body);
+        assert_eq!(got, status, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(setting)),
+            "{answer}"
+        );
+    }
+    let (got, answer) = make(
+        r#"{"filename": "x.png", "content_type": "image/png", "bytes": 1000, "profile": "tiny"}"#,
+    );
+    assert_eq!(got, 201, "within the profile's limits: {answer}");
+}
+
+/// PUT half of `data` to `url` with the whole length declared, then send nothing: the status
+/// the server answers and how long it waited.
+fn stall(url: &str, data: &[u8]) -> (u16, Duration) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut tcp = std::net::TcpStream::connect(host).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    tcp.write_all(head.as_bytes()).expect("head");
+    tcp.write_all(&data[..data.len() / 2]).expect("half");
+    let sent = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, sent.elapsed())
 }
 
 #[test]
@@ -636,7 +709,7 @@ fn keys_scopes_revocation_and_tokens_bound_to_one_job() {
 #[test]
 fn a_running_video_job_is_followed_over_events_and_cancelled() {
     let s = Serve::start(
-        "",
+        "multipart_threshold_bytes = 1073741824",
         "[profiles.clip]\nrenditions = []\n[profiles.clip.video]\nladder = [{ size = 1080, bitrate_kbps = 4000 }, { size = 720, bitrate_kbps = 2500 }]\n",
     );
     let clip = s.workers.dir.path().join("clip.mp4");
@@ -850,4 +923,216 @@ fn kill_9_of_serve_mid_job_loses_nothing() {
     );
     let manifests = crate::harness::manifests_under(&s.data().join("buckets/renditions"));
     assert_eq!(manifests.len(), 1, "recorded once");
+}
+
+/// A > 20 MB video uploaded in parts as a browser would (each part PUT to its URL, one sent
+/// again after a short attempt), completion refused while a part is missing, then accepted:
+/// the stored object is the upload byte for byte, the job succeeds, the parts are gone.
+#[test]
+fn a_large_video_uploads_in_parts_and_becomes_a_job() {
+    let s = Serve::start(
+        "multipart_threshold_bytes = 8388608\nmultipart_part_bytes = 5242880",
+        "[profiles.clip]\nrenditions = []\n[profiles.clip.video]\nladder = [{ size = 240, bitrate_kbps = 300 }]\nhls = false\n",
+    );
+    let data = crate::video::noisy_clip(&s.workers.dir.path().join("big.mp4"), 2.5);
+    assert!(data.len() > 20_000_000, "{} bytes", data.len());
+    let body = serde_json::json!({"filename": "big.mp4", "content_type": "video/mp4", "bytes": data.len(), "profile": "clip"});
+    let (status, up) = s.call(None, "POST", "/v1/uploads", Some(&body.to_string()), &[]);
+    assert_eq!(
+        (status, up["method"].as_str()),
+        (201, Some("multipart")),
+        "{up}"
+    );
+    let parts = up["parts"].as_array().expect("parts").clone();
+    assert_eq!(parts.len(), data.len().div_ceil(5 << 20));
+    let id = up["job_id"].as_str().expect("id").to_string();
+    let complete = up["complete_url"]
+        .as_str()
+        .expect("complete url")
+        .to_string();
+    let put = |n: usize, bytes: &[u8]| {
+        let f = s.file(&format!("part-{n}"), bytes);
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type:",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            parts[n]["url"].as_str().expect("part url"),
+        ])
+    };
+    let mut offset = 0;
+    let mut slices = Vec::new();
+    for p in &parts {
+        let len = p["bytes"].as_u64().expect("part bytes") as usize;
+        slices.push(&data[offset..offset + len]);
+        offset += len;
+    }
+    assert_eq!(offset, data.len(), "the parts cover the upload");
+    let (status, short) = put(1, &slices[1][..1000]);
+    assert_eq!(
+        status,
+        400,
+        "a short part: {}",
+        String::from_utf8_lossy(&short)
+    );
+    let mut sent = Vec::new();
+    for (n, slice) in slices.iter().enumerate() {
+        let (status, out) = put(n, slice);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+        let part: Value = serde_json::from_slice(&out).expect("part JSON");
+        sent.push(serde_json::json!({"number": n + 1, "etag": part["etag"]}));
+    }
+    let finish = |parts: &[Value]| {
+        let body = serde_json::json!({ "parts": parts }).to_string();
+        let (status, out) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+            &complete,
+        ]);
+        (
+            status,
+            serde_json::from_slice::<Value>(&out).unwrap_or(Value::Null),
+        )
+    };
+    let total = parts.len();
+    let (status, early) = finish(&sent[..total - 1]);
+    assert_eq!(status, 409, "{early}");
+    assert!(
+        early["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("part {total} of {total} is not listed"))),
+        "{early}"
+    );
+    let mut wrong = sent.clone();
+    wrong[2]["etag"] = Value::from("\"0123456789abcdef0123456789abcdef\"");
+    let (status, answer) = finish(&wrong);
+    assert_eq!(status, 409, "a part named with another ETag: {answer}");
+    let beyond = parts[0]["url"]
+        .as_str()
+        .expect("url")
+        .replace("/parts/1?", "/parts/99?");
+    assert_eq!(curl(&["-X", "PUT", "--data-binary", "x", &beyond]).0, 404);
+    let (status, done) = finish(&sent);
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(finish(&sent).0, 409, "completing twice");
+    let stored = files_under(&s.data())
+        .into_iter()
+        .find(|p| p.ends_with(format!("uploads/{id}/big.mp4")))
+        .expect("the stored upload");
+    assert!(
+        std::fs::read(stored).expect("stored") == data,
+        "the object is the upload, byte for byte"
+    );
+    let job = s.wait_status(None, &id, "succeeded", Duration::from_secs(180));
+    assert!(
+        job["outputs"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["format"] == "mp4")),
+        "{job}"
+    );
+    assert!(
+        !files_under(&s.data())
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".parts")),
+        "the parts are removed once joined"
+    );
+}
+
+/// `GET /v1/openapi.json` is a valid OpenAPI document (read by openapi-spec-validator, not by
+/// the crate that wrote it), names every route — each of which the server really routes — and
+/// describes the job a client really gets.
+#[test]
+fn the_openapi_document_is_valid_and_matches_the_routes_and_a_real_job() {
+    let s = Serve::start("", "");
+    let (status, doc) = s.call(None, "GET", "/v1/openapi.json", None, &[]);
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let file = s.file("openapi.json", doc.to_string().as_bytes());
+    let out = Command::new("python3")
+        .args(["-m", "openapi_spec_validator", "--subschema-errors", "all"])
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator (installed by .ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let names: Vec<&str> = paths.keys().map(String::as_str).collect();
+    let mut want = vec![
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/{id}/events",
+        "/v1/jobs/{id}/files/{key}",
+        "/v1/jobs/{id}/retry",
+        "/v1/openapi.json",
+        "/v1/uploads",
+        "/v1/uploads/{id}",
+        "/v1/uploads/{id}/complete",
+        "/v1/uploads/{id}/parts/{n}",
+    ];
+    want.sort();
+    let mut got = names.clone();
+    got.sort();
+    assert_eq!(got, want);
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", "nosuchjob")
+            .replace("{n}", "1")
+            .replace("{key}", "a.png");
+        for method in ops.as_object().expect("operations").keys() {
+            let (status, answer) = s.call(None, &method.to_uppercase(), &concrete, None, &[]);
+            assert_ne!(status, 405, "{method} {path} is routed");
+            assert!(
+                !answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("such route")),
+                "{method} {path} is routed: {answer}"
+            );
+            assert!(
+                ops[method]["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents its responses"
+            );
+        }
+    }
+    let id = s.upload(None, "p.png", "image/png", &png());
+    let job = s.wait_status(None, &id, "succeeded", Duration::from_secs(60));
+    let schema = &doc["components"]["schemas"]["JobView"];
+    let props: Vec<&String> = schema["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .collect();
+    for key in job.as_object().expect("job").keys() {
+        assert!(props.contains(&key), "{key} is in the schema");
+    }
+    for required in schema["required"].as_array().expect("required") {
+        assert!(
+            job.get(required.as_str().expect("name")).is_some(),
+            "{required} is in the job"
+        );
+    }
+    assert_eq!(
+        schema["properties"]["status"]["enum"],
+        serde_json::json!([
+            "awaiting_upload",
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "canceled",
+            "expired"
+        ])
+    );
 }

@@ -23,6 +23,28 @@ pub(crate) fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// A `seconds`-long 640×360 H.264 clip of noise at lossless quality: about 11 MB a second.
+pub(crate) fn noisy_clip(path: &Path, seconds: f64) -> Vec<u8> {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=640x360:rate=25:duration={seconds}"),
+        "-vf",
+        "noise=alls=60:allf=t",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-qp",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        path.to_str().expect("path"),
+    ]);
+    std::fs::read(path).expect("clip")
+}
+
 /// `ffprobe` JSON for a file's streams and format.
 pub(crate) fn probe(path: &Path) -> Value {
     let out = Command::new("ffprobe")

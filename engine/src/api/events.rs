@@ -7,7 +7,7 @@
 //! `read` may open it.
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::jobs::{load, view};
 use super::uploads::TokenQuery;
 use crate::index::{JobRecord, JobStatus};
@@ -33,6 +33,26 @@ struct Follow {
 }
 
 /// `GET /v1/jobs/{id}/events`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    operation_id = "job_events",
+    tag = "jobs",
+    summary = "Follow a job as Server-Sent Events",
+    description = "Events `status` (the status changed) and `progress` (only the progress did), each with the job as `GET /v1/jobs/{id}` shows it and the record's revision as its id. Reconnect with `Last-Event-ID` to get only what changed since. The stream ends after a terminal status.",
+    params(
+        ("id" = String, Path, description = "The job's id"),
+        ("token" = Option<String>, Query, description = "A token from the job's URLs, instead of an API key"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event received")
+    ),
+    responses(
+        (status = 200, description = "The event stream; each event's data is a job", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn stream(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -95,7 +115,8 @@ async fn next(mut f: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
             };
             f.sent = Some((job.rev, job.status));
             f.done = job.status.is_terminal();
-            let data = view(&f.state, &f.headers, &job).await.to_string();
+            let data =
+                serde_json::to_string(&view(&f.state, &f.headers, &job).await).unwrap_or_default();
             let event = Event::default()
                 .id(job.rev.to_string())
                 .event(kind)

@@ -4,7 +4,7 @@
 //! in the bucket.
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::jobs::load;
 use super::uploads::TokenQuery;
 use axum::extract::{Path, Query, State};
@@ -30,6 +30,25 @@ fn content_type(key: &str) -> &'static str {
 }
 
 /// `GET /v1/jobs/{id}/files/{*key}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/files/{key}",
+    operation_id = "get_job_file",
+    tag = "jobs",
+    summary = "Fetch an output or the manifest (local mode)",
+    params(
+        ("id" = String, Path, description = "The job's id"),
+        ("key" = String, Path, description = "The output's key, as in its `url`"),
+        ("token" = Option<String>, Query, description = "The token in the output's `url`, instead of an API key")
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = [u8]),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn get(
     State(state): State<Arc<ApiState>>,
     Path((id, key)): Path<(String, String)>,

@@ -3,16 +3,17 @@
 //! URLs a client can fetch).
 
 use super::ApiState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json};
 use crate::index::{Change, Cursor, JobRecord, JobStatus, now_ms};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -20,10 +21,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_SOURCES: usize = 500;
 
 /// `POST /v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewJob {
-    /// `s3://bucket/key` each.
+    /// `s3://bucket/key` each (several images make one video).
+    #[schema(example = json!(["s3://uploads/photos/cat.jpg"]))]
     sources: Vec<String>,
     /// The profile (default: routed by the first source).
     profile: Option<String>,
@@ -53,6 +55,21 @@ pub(super) async fn load(state: &Arc<ApiState>, id: &str) -> Result<JobRecord, A
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    summary = "Read a job",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn show(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -64,14 +81,35 @@ pub async fn show(
 }
 
 /// `GET /v1/jobs?status=&limit=&cursor=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs with this status.
+    #[param(schema_with = status_schema)]
     status: Option<String>,
+    /// Jobs per page, 1 to 100 (default: `api.page_size`).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
 /// `GET /v1/jobs`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    summary = "List jobs, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "A malformed request", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -108,11 +146,29 @@ pub async fn list(
     for job in &page.jobs {
         jobs.push(view(&state, &headers, job).await);
     }
-    let next = page.next.map(|c| c.encode());
-    Ok(axum::Json(json!({"jobs": jobs, "next_cursor": next})).into_response())
+    let next_cursor = page.next.map(|c| c.encode());
+    Ok(axum::Json(JobPage { jobs, next_cursor }).into_response())
 }
 
 /// `POST /v1/jobs`: enqueue an explicit job.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "create_job",
+    tag = "jobs",
+    summary = "Create a job from objects already stored",
+    description = "An explicit job (DESIGN §2.5) over sources already in a bucket. With an `Idempotency-Key`, the same request again returns the same job (header `Idempotent-Replayed: true`); the same key with another request is 422.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters, scoped to the API key")),
+    request_body = NewJob,
+    responses(
+        (status = 201, description = "The job, queued", body = JobView),
+        (status = 400, description = "A malformed request", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 422, description = "A request that is well-formed but wrong", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -176,6 +232,23 @@ pub async fn create(
 }
 
 /// `POST /v1/jobs/{id}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancel_job",
+    tag = "jobs",
+    summary = "Cancel a job",
+    description = "A queued job is canceled at once; a running one within about a second, its partial outputs removed. A finished job is 409.",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Canceled, or the cancel asked of the worker running it", body = JobView),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job or upload is not in a state that allows this", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn cancel(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -196,6 +269,23 @@ pub async fn cancel(
 /// `POST /v1/jobs/{id}/retry`: run a finished job again as a new run (same id; its outputs
 /// under `run-N/`, the earlier run's kept until the new one is recorded), with the profile and
 /// plugin versions current now.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    operation_id = "retry_job",
+    tag = "jobs",
+    summary = "Run a finished job again",
+    description = "A new run of the same job, with the profile and plugin versions current now; its outputs are kept apart from the earlier run's until it succeeds. A job not finished is 409.",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "The job, queued for its new run", body = JobView),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job or upload is not in a state that allows this", body = ErrorBody),
+        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+    )
+)]
 pub async fn retry(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -292,49 +382,199 @@ fn timestamp(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// The job id.
+    id: String,
+    /// Where the job is.
+    #[schema(schema_with = status_schema)]
+    status: JobStatus,
+    /// How far it is.
+    progress: ProgressView,
+    /// The profile it runs with.
+    profile: String,
+    /// Its sources, `s3://bucket/key` each.
+    sources: Vec<String>,
+    /// When it was created (RFC 3339, UTC).
+    created_at: String,
+    /// When it last changed (RFC 3339, UTC).
+    updated_at: String,
+    /// The attempt running or last run of this run (a redelivery is another attempt).
+    attempt: u32,
+    /// Its outputs, once it succeeded.
+    outputs: Vec<OutputView>,
+    /// What the metadata plugins extracted, by plugin (`{}` until recorded, and when it is
+    /// too large for the index: the manifest has it).
+    #[schema(value_type = Object)]
+    metadata: Value,
+    /// Why it failed.
+    error: Option<ErrorView>,
+    /// Where its manifest is, once recorded.
+    manifest_url: Option<String>,
+    /// A cancel was asked for and the worker running it has not stopped yet.
+    cancel_requested: bool,
+    /// The run: 1, and one more for each retry.
+    run: u32,
+    /// How earlier runs ended, oldest first.
+    runs: Vec<RunView>,
+    /// The upload that starts the job, for jobs created by `POST /v1/uploads`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload: Option<UploadView>,
+}
+
+impl JobView {
+    /// When its upload URL stops working, for an upload.
+    pub fn upload_expires_at(&self) -> Option<&str> {
+        self.upload.as_ref().map(|u| u.expires_at.as_str())
+    }
+}
+
+/// The statuses, as the schema's enum.
+fn status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(JobStatus::ALL.iter().map(|s| s.name())))
+        .build()
+}
+
+/// How far a job is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProgressView {
+    /// The stage running (`fetch`, `decode`, `encode 720p`, `upload`…), while `running`.
+    stage: Option<String>,
+    /// 0 to 100.
+    percent: f32,
+}
+
+/// One output of a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputView {
+    /// The rendition's name.
+    name: String,
+    /// `image`, `video`, `playlist`, `poster`, `thumbnails`…
+    kind: String,
+    /// `jpeg`, `webp`, `mp4`, `m3u8`…
+    format: String,
+    /// Width in pixels.
+    width: u32,
+    /// Height in pixels.
+    height: u32,
+    /// Size in bytes.
+    bytes: u64,
+    /// Where to fetch it: the CDN, a presigned S3 GET, or `serve` itself with a token.
+    url: String,
+}
+
+/// Why a job (or a run) failed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorView {
+    /// A stable code (`corrupt_input`, `unsupported_input`, `dead_lettered`…).
+    code: String,
+    /// Plain words.
+    message: String,
+}
+
+impl ErrorView {
+    fn of(e: &crate::index::record::RecordError) -> Self {
+        ErrorView {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+/// How an earlier run ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// The run's number.
+    run: u32,
+    /// How it ended.
+    #[schema(schema_with = status_schema)]
+    status: JobStatus,
+    /// When (RFC 3339, UTC).
+    ended_at: String,
+    /// Why it failed.
+    error: Option<ErrorView>,
+}
+
+/// The upload behind a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadView {
+    /// The upload's id (the job's).
+    id: String,
+    /// When its URLs stop working and the job expires if nothing arrived (RFC 3339, UTC).
+    expires_at: String,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs.
+    jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
 /// The job as the API shows it.
-pub(super) async fn view(state: &Arc<ApiState>, headers: &HeaderMap, job: &JobRecord) -> Value {
+pub(super) async fn view(state: &Arc<ApiState>, headers: &HeaderMap, job: &JobRecord) -> JobView {
     let mut outputs = Vec::with_capacity(job.outputs.len());
     for o in &job.outputs {
-        outputs.push(json!({
-            "name": o.name, "kind": o.kind, "format": o.format, "width": o.width,
-            "height": o.height, "bytes": o.bytes,
-            "url": output_url(state, headers, job, &o.key).await,
-        }));
+        outputs.push(OutputView {
+            name: o.name.clone(),
+            kind: o.kind.clone(),
+            format: o.format.clone(),
+            width: o.width,
+            height: o.height,
+            bytes: o.bytes,
+            url: output_url(state, headers, job, &o.key).await,
+        });
     }
     let manifest_url = match &job.manifest_key {
         Some(k) => Some(output_url(state, headers, job, k).await),
         None => None,
     };
-    let stage = if job.status == JobStatus::Running {
-        job.stage.clone()
-    } else {
-        None
-    };
-    let mut v = json!({
-        "id": job.id,
-        "status": job.status.name(),
-        "progress": {"stage": stage, "percent": job.percent},
-        "profile": job.profile,
-        "sources": job.sources,
-        "created_at": timestamp(job.created_ms),
-        "updated_at": timestamp(job.updated_ms),
-        "attempt": job.attempt,
-        "outputs": outputs,
-        "metadata": if job.metadata.is_null() { json!({}) } else { job.metadata.clone() },
-        "error": job.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
-        "manifest_url": manifest_url,
-        "cancel_requested": job.cancel_requested,
-        "run": job.run,
-        "runs": job.runs.iter().map(|r| json!({
-            "run": r.run, "status": r.status.name(), "ended_at": timestamp(r.ended_ms),
-            "error": r.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
-        })).collect::<Vec<_>>(),
-    });
-    if let Some(u) = &job.upload {
-        v["upload"] = json!({"id": u.id, "expires_at": timestamp(u.expires_ms)});
+    let stage = job
+        .stage
+        .clone()
+        .filter(|_| job.status == JobStatus::Running);
+    JobView {
+        id: job.id.clone(),
+        status: job.status,
+        progress: ProgressView {
+            stage,
+            percent: job.percent,
+        },
+        profile: job.profile.clone(),
+        sources: job.sources.clone(),
+        created_at: timestamp(job.created_ms),
+        updated_at: timestamp(job.updated_ms),
+        attempt: job.attempt,
+        outputs,
+        metadata: if job.metadata.is_null() {
+            json!({})
+        } else {
+            job.metadata.clone()
+        },
+        error: job.error.as_ref().map(ErrorView::of),
+        manifest_url,
+        cancel_requested: job.cancel_requested,
+        run: job.run,
+        runs: job
+            .runs
+            .iter()
+            .map(|r| RunView {
+                run: r.run,
+                status: r.status,
+                ended_at: timestamp(r.ended_ms),
+                error: r.error.as_ref().map(ErrorView::of),
+            })
+            .collect(),
+        upload: job.upload.as_ref().map(|u| UploadView {
+            id: u.id.clone(),
+            expires_at: timestamp(u.expires_ms),
+        }),
     }
-    v
 }
 
 /// How a client fetches the output `key` of `job`: the configured base URL, a presigned S3

@@ -66,8 +66,15 @@ pub struct ApiConfig {
     pub upload_expiry_secs: u64,
     /// Largest upload accepted, in bytes (413 beyond; also bounded by `limits.max_input_bytes`).
     pub max_upload_bytes: u64,
-    /// Uploads at least this large are multipart (S3 part URLs); below, one PUT.
+    /// Uploads at least this large are multipart (a URL per part and a completion call);
+    /// below, one PUT.
     pub multipart_threshold_bytes: u64,
+    /// The size of each part of a multipart upload but the last (raised when an upload would
+    /// need more than S3's 10,000 parts).
+    pub multipart_part_bytes: u64,
+    /// How long `serve`'s own upload target waits for the next bytes of a body before it gives
+    /// up on a stalled client (408), in seconds.
+    pub upload_idle_timeout_secs: u64,
     /// Content types an upload may declare (415 otherwise); `type/*` matches a family.
     pub content_types: Vec<String>,
     /// How long the short-lived tokens in file and event-stream URLs work, in seconds.
@@ -94,6 +101,8 @@ impl Default for ApiConfig {
             upload_expiry_secs: 3600,
             max_upload_bytes: 5 << 30,
             multipart_threshold_bytes: 64 << 20,
+            multipart_part_bytes: 16 << 20,
+            upload_idle_timeout_secs: 30,
             content_types: vec!["image/*".into(), "video/*".into()],
             token_ttl_secs: 3600,
             progress_interval_ms: 1000,
@@ -117,6 +126,7 @@ impl ApiConfig {
             ("upload_expiry_secs", self.upload_expiry_secs),
             ("max_upload_bytes", self.max_upload_bytes),
             ("token_ttl_secs", self.token_ttl_secs),
+            ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
         ] {
             if v == 0 {
                 return Err((name.into(), "must be greater than 0".into()));
@@ -128,11 +138,16 @@ impl ApiConfig {
                 "at most 604800 (S3 presigned URLs last at most 7 days)".into(),
             ));
         }
-        if !(5 << 20..=5 << 30).contains(&self.multipart_threshold_bytes) {
-            return Err((
-                "multipart_threshold_bytes".into(),
-                "must be 5 MiB..=5 GiB (S3's part sizes)".into(),
-            ));
+        for (name, v) in [
+            ("multipart_threshold_bytes", self.multipart_threshold_bytes),
+            ("multipart_part_bytes", self.multipart_part_bytes),
+        ] {
+            if !(5 << 20..=5 << 30).contains(&v) {
+                return Err((
+                    name.into(),
+                    "must be 5 MiB..=5 GiB (S3's part sizes)".into(),
+                ));
+            }
         }
         if self.page_size == 0 || self.page_size > 100 {
             return Err(("page_size".into(), "must be 1..=100".into()));
@@ -157,22 +172,28 @@ impl ApiConfig {
 
     /// Whether uploads may declare `content_type`.
     pub fn accepts(&self, content_type: &str) -> bool {
-        let ct = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        self.content_types.iter().any(|allowed| {
-            let allowed = allowed.to_ascii_lowercase();
-            match allowed.strip_suffix("/*") {
-                Some(family) => ct
-                    .split_once('/')
-                    .is_some_and(|(f, sub)| f == family && !sub.is_empty()),
-                None => ct == allowed,
-            }
-        })
+        content_type_allowed(&self.content_types, content_type)
     }
+}
+
+/// Whether `content_type` (parameters ignored, any case) is one of `allowed`, where `type/*`
+/// matches a family.
+pub fn content_type_allowed(allowed: &[String], content_type: &str) -> bool {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    allowed.iter().any(|allowed| {
+        let allowed = allowed.to_ascii_lowercase();
+        match allowed.strip_suffix("/*") {
+            Some(family) => ct
+                .split_once('/')
+                .is_some_and(|(f, sub)| f == family && !sub.is_empty()),
+            None => ct == allowed,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -77,6 +77,7 @@ impl RuleConfig {
             plugin: self.plugin.clone(),
             config: self.config.clone(),
             limits: self.limits,
+            on_error: super::OnError::Fail,
         }
     }
 }

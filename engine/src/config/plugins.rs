@@ -57,7 +57,23 @@ pub struct PluginLimits {
     pub timeout_ms: u64,
     /// Optional fuel (roughly, wasm instructions) one call may burn; `None` = unmetered.
     pub fuel: Option<u64>,
+    /// Most metadata entries one extractor call may return.
+    pub max_entries: u32,
+    /// Longest metadata key, in bytes.
+    pub max_key_bytes: u32,
+    /// Longest single value — a metadata text value, a notification's subject or body or an
+    /// attribute — in bytes.
+    pub max_value_bytes: u32,
+    /// Most bytes one call may return in all (every key, value, subject, body and attribute
+    /// together; numbers count 8 bytes). What a plugin returns goes into the manifest, the job
+    /// index and notifications, whose sinks take 256 KB at most (SNS, SQS).
+    pub max_output_bytes: u32,
+    /// Most notifications one rule may ask for per event.
+    pub max_notifications: u32,
 }
+
+/// Largest `max_output_bytes`: what still fits SNS's and SQS's 256 KB with an envelope.
+pub const MAX_OUTPUT_BYTES: u32 = 200 * 1024;
 
 impl Default for PluginLimits {
     fn default() -> Self {
@@ -65,6 +81,11 @@ impl Default for PluginLimits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             fuel: None,
+            max_entries: 256,
+            max_key_bytes: 128,
+            max_value_bytes: 16 * 1024,
+            max_output_bytes: 32 * 1024,
+            max_notifications: 16,
         }
     }
 }
@@ -91,6 +112,22 @@ impl PluginLimits {
         }
         if self.fuel == Some(0) {
             return Err("fuel = 0 would stop every call; omit it for no fuel limit".into());
+        }
+        for (name, v) in [
+            ("max_entries", self.max_entries),
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_notifications", self.max_notifications),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} = 0 would refuse every result"));
+            }
+        }
+        if self.max_output_bytes == 0 || self.max_output_bytes > MAX_OUTPUT_BYTES {
+            return Err(format!(
+                "max_output_bytes = {} must be between 1 and {MAX_OUTPUT_BYTES} (what fits a notification)",
+                self.max_output_bytes
+            ));
         }
         Ok(())
     }

@@ -29,6 +29,14 @@ pub struct Profile {
     /// What to make of video sources (and of several images stitched into a video).
     #[serde(default)]
     pub video: VideoSettings,
+    /// Largest upload the job API accepts for this profile, in bytes (413 beyond). Unset:
+    /// `api.max_upload_bytes`.
+    #[serde(default)]
+    pub max_upload_bytes: Option<u64>,
+    /// Content types an upload for this profile may declare (415 otherwise; `type/*` matches
+    /// a family). Empty: `api.content_types`.
+    #[serde(default)]
+    pub upload_content_types: Vec<String>,
 }
 
 /// The adaptive-bitrate ladder, HLS, poster and thumbnails for video sources.
@@ -313,6 +321,24 @@ pub struct PluginUse {
     /// Limits over the plugin's own.
     #[serde(default)]
     pub limits: Option<PluginLimits>,
+    /// What a failure of this plugin does to the job — a trap, a timeout, a limit, malformed
+    /// or oversized output: `fail` it (the default), or `skip` the plugin (no metadata from it,
+    /// or renditions without the watermark) and record that in the manifest. (An error value a
+    /// metadata extractor returns, such as "unsupported", is an answer, not a failure: it is
+    /// recorded and the job goes on unless the profile sets `strict_metadata`.)
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What a plugin's failure does to the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The job fails.
+    #[default]
+    Fail,
+    /// The plugin is skipped; the manifest says so.
+    Skip,
 }
 
 /// `name@requirement` or `name@channel`.

@@ -113,6 +113,32 @@ pub struct UploadRef {
     pub content_type: String,
     /// When the upload URL stops working (ms since the epoch).
     pub expires_ms: i64,
+    /// Set when the bytes come in parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart: Option<MultipartRef>,
+}
+
+/// A multipart upload: every part `part_bytes` long but the last, numbered from 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultipartRef {
+    /// The size of each part but the last.
+    pub part_bytes: u64,
+    /// S3's id of the multipart upload (on AWS; locally the parts are `serve`'s own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_upload_id: Option<String>,
+}
+
+impl MultipartRef {
+    /// How many parts `total` bytes make.
+    pub fn parts(&self, total: u64) -> u32 {
+        total.div_ceil(self.part_bytes.max(1)) as u32
+    }
+
+    /// The size part `n` (from 1) of `total` bytes must have, or `None` past the last.
+    pub fn part_len(&self, total: u64, n: u32) -> Option<u64> {
+        let start = u64::from(n.checked_sub(1)?) * self.part_bytes;
+        (n >= 1 && start < total).then(|| self.part_bytes.min(total - start))
+    }
 }
 
 /// How an earlier run of a job ended (a retry starts a new run).

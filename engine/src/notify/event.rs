@@ -46,6 +46,9 @@ impl EventStatus {
     }
 }
 
+/// The most metadata (as JSON) an event carries; past it the event points to the manifest.
+pub const MAX_EVENT_METADATA_BYTES: usize = 64 * 1024;
+
 /// Something that happened to a job. Field names follow `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -67,8 +70,14 @@ pub struct Event {
     pub profile: String,
     /// Files produced (`succeeded` only).
     pub outputs: Vec<Output>,
-    /// Metadata by plugin name, then key.
+    /// Metadata by plugin name, then key (empty when it is too large to carry: see
+    /// `metadata_omitted_bytes`).
     pub metadata: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Set when the job's metadata, this many bytes as JSON, is over
+    /// [`MAX_EVENT_METADATA_BYTES`]: the event carries none of it, so every sink takes the
+    /// event (SNS and SQS take 256 KB); the job's `manifest.json` has it all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_omitted_bytes: Option<usize>,
     /// Plugins that took part.
     pub plugins: Vec<PluginRecord>,
     /// Milliseconds per stage.
@@ -106,6 +115,7 @@ impl Event {
             profile: profile.into(),
             outputs: Vec::new(),
             metadata: BTreeMap::new(),
+            metadata_omitted_bytes: None,
             plugins: Vec::new(),
             timings_ms: BTreeMap::new(),
             duration_ms: 0.0,
@@ -120,11 +130,18 @@ impl Event {
             Status::Succeeded => EventStatus::Succeeded,
             Status::Failed => EventStatus::Failed,
         };
+        let bytes = serde_json::to_vec(&m.metadata).map_or(0, |v| v.len());
+        let (metadata, metadata_omitted_bytes) = if bytes > MAX_EVENT_METADATA_BYTES {
+            (BTreeMap::new(), Some(bytes))
+        } else {
+            (m.metadata.clone(), None)
+        };
         Event {
             source: m.source.clone(),
             sources: m.sources.clone(),
             outputs: m.outputs.clone(),
-            metadata: m.metadata.clone(),
+            metadata,
+            metadata_omitted_bytes,
             plugins: m.plugins.clone(),
             timings_ms: m.timings_ms.clone(),
             duration_ms: m.timings_ms.get("total").copied().unwrap_or(0.0),
@@ -407,11 +424,33 @@ mod tests {
                 digest: "sha256:00".into(),
                 world: "metadata-extractor".into(),
                 duration_ms: 1.0,
+                skipped: None,
             }],
             error: None,
             timings_ms: BTreeMap::from([("total".to_string(), 42.0)]),
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn metadata_too_large_for_a_sink_is_left_in_the_manifest() {
+        let mut m = manifest();
+        let big: BTreeMap<String, Value> = (0..100)
+            .map(|i| (format!("k{i:03}"), Value::from("v".repeat(1000))))
+            .collect();
+        m.metadata.insert("flood".into(), big);
+        let e = Event::from_manifest(&m);
+        assert!(e.metadata.is_empty());
+        assert!(
+            e.metadata_omitted_bytes
+                .is_some_and(|b| b > MAX_EVENT_METADATA_BYTES)
+        );
+        assert!(e.to_json().len() < 16 * 1024, "the event is small again");
+        assert!(
+            Event::from_manifest(&manifest())
+                .metadata_omitted_bytes
+                .is_none()
+        );
     }
 
     #[test]

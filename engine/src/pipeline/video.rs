@@ -5,8 +5,8 @@
 //! written gets a manifest entry.
 
 use super::{Body, Job, OutputFile, Processor, Run, plugin_record};
-use crate::config::Limits;
 use crate::config::Profile;
+use crate::config::{Limits, OnError};
 use crate::error::{ErrorClass, JobError};
 use crate::manifest;
 use crate::media::decoder::protocol::{Mode, Start, Summary, TIMESCALE, VideoInfo};
@@ -185,15 +185,21 @@ impl Processor {
         let t = Instant::now();
         let mut instance = plugin.instantiate()?;
         let mut out = Vec::new();
+        let mut skipped = None;
         for r in rungs {
             let (w, h) = r.display(rotation);
-            let drawn = instance.draw(
-                info,
-                types::Size {
-                    width: w,
-                    height: h,
-                },
-            )?;
+            let size = types::Size {
+                width: w,
+                height: h,
+            };
+            let drawn = match instance.draw(info, size) {
+                Ok(drawn) => drawn,
+                Err(e) if u.on_error == OnError::Skip => {
+                    skipped.get_or_insert_with(|| e.to_string());
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             out.push(drawn.map(Overlay::from).and_then(|o| {
                 if rotation == 0 {
                     YuvOverlay::new(&o, r.width, r.height)
@@ -206,7 +212,14 @@ impl Processor {
         }
         let ms = t.elapsed().as_secs_f64() * 1e3;
         *run.timings.0.entry("watermark".into()).or_default() += ms;
-        run.plugins.push(plugin_record(&plugin, ms));
+        let mut record = plugin_record(&plugin, ms);
+        if let Some(why) = skipped {
+            run.notes.push(format!(
+                "watermark {why}: skipped (on_error = \"skip\"), rungs made without it"
+            ));
+            record.skipped = Some(why);
+        }
+        run.plugins.push(record);
         Ok(out)
     }
 }

@@ -53,6 +53,20 @@ pub enum PluginErrorKind {
         /// The last lines the guest wrote to stderr (a Rust panic message lands here).
         stderr: String,
     },
+    /// The guest returned more than its bounds allow (a limit of `plugin.toml` `[limits]`, or
+    /// of the profile's plugin use).
+    #[error(
+        "returned {found}, over its limit of {limit} (`limits.{setting}` in its plugin.toml, or \
+         `limits = {{ {setting} = … }}` where the profile uses it)"
+    )]
+    OutputLimit {
+        /// What it returned (`250000 metadata entries`).
+        found: String,
+        /// The bound.
+        limit: u64,
+        /// The setting that sets it.
+        setting: &'static str,
+    },
     /// The guest returned something malformed (e.g. an overlay whose pixel buffer does not
     /// match its size).
     #[error("returned malformed output: {0}")]
@@ -156,6 +170,7 @@ impl PluginError {
             PluginErrorKind::FuelExhausted { .. } => "fuel",
             PluginErrorKind::Trap { .. } => "trap",
             PluginErrorKind::BadOutput(_) => "bad_output",
+            PluginErrorKind::OutputLimit { .. } => "output_limit",
             PluginErrorKind::TooLarge { .. } => "too_large",
             PluginErrorKind::Invalid(_) => "invalid",
             PluginErrorKind::UnknownWorld { .. } => "unknown_world",

@@ -4,6 +4,7 @@
 //! counted in the plugin metrics with its outcome, duration and memory high-water mark.
 
 use super::bindings::{extractor, notifier, types, watermarker};
+use super::bounds;
 use super::error::{PluginError, PluginErrorKind};
 use super::limits::MemoryLimiter;
 use super::loaded::{Plugin, Pre};
@@ -204,7 +205,7 @@ impl PluginInstance {
         info: &types::MediaInfo,
         source: &SourceHandle,
     ) -> Result<Vec<types::MetadataEntry>, PluginError> {
-        self.call(World::MetadataExtractor, |store, b| {
+        let entries = self.call(World::MetadataExtractor, |store, b| {
             let Bindings::Extractor(b) = b else {
                 unreachable!("world checked by call")
             };
@@ -215,7 +216,9 @@ impl PluginInstance {
                 .call_extract(&mut *store, info, borrowed);
             let _ = store.data_mut().table.delete(handle);
             result
-        })
+        })?;
+        bounds::entries(&entries, &self.plugin.limits()).map_err(|k| self.plugin.err(k))?;
+        Ok(entries)
     }
 
     /// Ask a watermarker for the overlay of one rendition size.
@@ -232,7 +235,7 @@ impl PluginInstance {
                 .call_draw(store, info, target)
         })?;
         if let Some(o) = &overlay {
-            check_overlay(o)
+            check_overlay(o, target)
                 .map_err(|problem| self.plugin.err(PluginErrorKind::BadOutput(problem)))?;
         }
         Ok(overlay)
@@ -243,19 +246,22 @@ impl PluginInstance {
         &mut self,
         event: &types::JobEvent,
     ) -> Result<Vec<types::Notification>, PluginError> {
-        self.call(World::NotificationRule, |store, b| {
+        let notifications = self.call(World::NotificationRule, |store, b| {
             let Bindings::Notifier(b) = b else {
                 unreachable!("world checked by call")
             };
             b.mediaflow_plugin_notifier().call_evaluate(store, event)
-        })
+        })?;
+        bounds::notifications(&notifications, &self.plugin.limits())
+            .map_err(|k| self.plugin.err(k))?;
+        Ok(notifications)
     }
 }
 
 /// Largest overlay side accepted from a watermarker.
 const MAX_OVERLAY_SIDE: u32 = 16_384;
 
-fn check_overlay(o: &types::Overlay) -> Result<(), String> {
+fn check_overlay(o: &types::Overlay, target: types::Size) -> Result<(), String> {
     let img = &o.image;
     if img.width == 0
         || img.height == 0
@@ -274,6 +280,12 @@ fn check_overlay(o: &types::Overlay) -> Result<(), String> {
             img.width,
             img.height,
             img.pixels.len()
+        ));
+    }
+    if img.width > target.width || img.height > target.height {
+        return Err(format!(
+            "overlay is {}x{}, larger than the {}x{} rendition it is drawn for",
+            img.width, img.height, target.width, target.height
         ));
     }
     if !(0.0..=1.0).contains(&o.opacity) {

@@ -28,10 +28,29 @@ pub fn mark(s: &Settings, target: Size) -> Result<Option<RgbaImage>, PluginError
         }
         None => None,
     };
-    Ok(match (logo, text) {
+    let mark = match (logo, text) {
         (Some(l), Some(t)) => Some(stack(&l, &t, (t.height / 4).max(2))),
         (l, t) => l.or(t),
-    })
+    };
+    Ok(mark.map(|m| fit(m, target)))
+}
+
+/// `img`, scaled down (aspect kept) to fit inside `target` if it does not: the host refuses
+/// overlays larger than the rendition.
+fn fit(img: RgbaImage, target: Size) -> RgbaImage {
+    if img.width <= target.width && img.height <= target.height {
+        return img;
+    }
+    let by_width = target.width as f64 / img.width.max(1) as f64;
+    let by_height = target.height as f64 / img.height.max(1) as f64;
+    let width =
+        ((img.width as f64 * by_width.min(by_height)).floor() as u32).clamp(1, target.width);
+    let scaled = scale(&img, width);
+    if scaled.height <= target.height {
+        scaled
+    } else {
+        scale(&img, (width - 1).max(1))
+    }
 }
 
 fn text_image(
@@ -249,6 +268,34 @@ mod tests {
             .filter(|p| p[3] > 200 && p[0] > 240)
             .count();
         assert!(white > 20, "white text over a dark outline");
+    }
+
+    #[test]
+    fn a_mark_larger_than_the_rendition_is_scaled_to_fit() {
+        let wide = RgbaImage {
+            width: 400,
+            height: 50,
+            pixels: vec![200; 400 * 50 * 4],
+        };
+        for (w, h) in [(100, 100), (399, 7), (1, 1), (400, 50)] {
+            let fitted = fit(
+                wide.clone(),
+                Size {
+                    width: w,
+                    height: h,
+                },
+            );
+            assert!(
+                fitted.width <= w && fitted.height <= h && fitted.width >= 1,
+                "{w}x{h}: {}x{}",
+                fitted.width,
+                fitted.height
+            );
+            assert_eq!(
+                fitted.pixels.len(),
+                (fitted.width * fitted.height * 4) as usize
+            );
+        }
     }
 
     #[test]
