@@ -71,6 +71,31 @@ pub struct ErrorDetail {
     message: String,
 }
 
+/// The error answers, as the OpenAPI document describes them (only described, never built:
+/// every error is an [`ApiError`]).
+macro_rules! error_responses {
+    ($($name:ident => $description:literal,)*) => {$(
+        #[doc = $description]
+        #[derive(utoipa::ToResponse)]
+        #[response(description = $description)]
+        #[allow(dead_code)]
+        pub struct $name(#[to_schema] ErrorBody);
+    )*};
+}
+
+error_responses! {
+    BadRequest => "A malformed request",
+    Unauthorized => "No API key, or an unknown one",
+    Forbidden => "A revoked key, a missing scope, or a wrong or expired token",
+    NotFound => "No such job",
+    Stalled => "The client stalled",
+    Conflict => "The job or upload is not in a state that allows this",
+    TooLarge => "Larger than allowed",
+    UnsupportedType => "A content type that is not accepted",
+    Unprocessable => "A request that is well-formed but wrong",
+    Unavailable => "The index, queue or store is unavailable: try again",
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {

@@ -7,7 +7,7 @@
 //! `read` may open it.
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::jobs::{load, view};
 use super::uploads::TokenQuery;
 use crate::index::{JobRecord, JobStatus};
@@ -47,10 +47,10 @@ struct Follow {
     ),
     responses(
         (status = 200, description = "The event stream; each event's data is a job", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn stream(

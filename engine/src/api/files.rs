@@ -4,7 +4,7 @@
 //! in the bucket.
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::jobs::load;
 use super::uploads::TokenQuery;
 use axum::extract::{Path, Query, State};
@@ -43,10 +43,10 @@ fn content_type(key: &str) -> &'static str {
     ),
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = [u8]),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn get(

@@ -3,7 +3,10 @@
 //! URLs a client can fetch).
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody, Json};
+use super::error::{
+    ApiError, BadRequest, Conflict, Forbidden, Json, NotFound, Unauthorized, Unavailable,
+    Unprocessable,
+};
 use crate::index::{Change, Cursor, JobRecord, JobStatus, now_ms};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -64,10 +67,10 @@ pub(super) async fn load(state: &Arc<ApiState>, id: &str) -> Result<JobRecord, A
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn show(
@@ -104,10 +107,10 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobPage),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn list(
@@ -162,11 +165,11 @@ pub async fn list(
     request_body = NewJob,
     responses(
         (status = 201, description = "The job, queued", body = JobView),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 422, description = "A request that is well-formed but wrong", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn create(
@@ -242,11 +245,11 @@ pub async fn create(
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 202, description = "Canceled, or the cancel asked of the worker running it", body = JobView),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job or upload is not in a state that allows this", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn cancel(
@@ -279,11 +282,11 @@ pub async fn cancel(
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 202, description = "The job, queued for its new run", body = JobView),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job or upload is not in a state that allows this", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn retry(

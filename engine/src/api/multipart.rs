@@ -9,7 +9,10 @@
 //! so a client retries a failed part alone. The parts of an upload that expires are dropped.
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody, Json};
+use super::error::{
+    ApiError, BadRequest, Conflict, ErrorBody, Forbidden, Json, NotFound, Stalled, TooLarge,
+    Unavailable,
+};
 use super::jobs::{JobView, view};
 use super::uploads::{TokenQuery, awaiting, land, pending, receive_body, scratch_dir};
 use crate::index::record::{MultipartRef, UploadRef};
@@ -175,13 +178,13 @@ fn parts_dir(state: &ApiState, id: &str) -> std::path::PathBuf {
     responses(
         (status = 200, description = "Stored (a part sent again replaces the earlier one)", body = PartReceived,
             headers(("ETag" = String, description = "The part's digest"))),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 408, description = "The client stalled", body = ErrorBody),
-        (status = 409, description = "The job or upload is not in a state that allows this", body = ErrorBody),
-        (status = 413, description = "Larger than allowed", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = Stalled),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn receive_part(
@@ -238,12 +241,12 @@ pub async fn receive_part(
     security(()),
     responses(
         (status = 200, description = "Assembled; the job is queued", body = JobView),
-        (status = 400, description = "A malformed request", body = ErrorBody),
+        (status = 400, response = BadRequest),
         (status = 403, description = "A wrong or expired token", body = ErrorBody),
         (status = 404, description = "No such upload", body = ErrorBody),
         (status = 409, description = "A part is missing or not as named, or the upload is finished", body = ErrorBody),
         (status = 422, description = "A part listed twice, or one the upload does not have", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn complete(

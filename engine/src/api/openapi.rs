@@ -2,7 +2,10 @@
 //! the handlers' `#[utoipa::path]` annotations and the wire types they take and return (the
 //! same structs the handlers serialize), so it cannot drift from the code.
 
-use super::error::ErrorBody;
+use super::error::{
+    BadRequest, Conflict, ErrorBody, Forbidden, NotFound, Stalled, TooLarge, Unauthorized,
+    Unavailable, Unprocessable, UnsupportedType,
+};
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -28,7 +31,21 @@ use utoipa::{Modify, OpenApi};
         super::files::get,
         document,
     ),
-    components(schemas(ErrorBody)),
+    components(
+        schemas(ErrorBody),
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Stalled,
+            Conflict,
+            TooLarge,
+            UnsupportedType,
+            Unprocessable,
+            Unavailable
+        )
+    ),
     modifiers(&BearerKeys),
     security(("api_key" = [])),
     tags(

@@ -7,7 +7,10 @@
 //! whole and exactly as declared. Uploads that do not arrive in time become `expired`.
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody, Json};
+use super::error::{
+    ApiError, BadRequest, Conflict, Forbidden, Json, Stalled, TooLarge, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedType,
+};
 use super::jobs::{JobView, known_profile, load, view};
 use super::multipart;
 use crate::index::record::UploadRef;
@@ -116,13 +119,13 @@ fn check_upload(state: &ApiState, body: &NewUpload, profile: &str) -> Result<(),
     request_body = NewUpload,
     responses(
         (status = 201, description = "The upload and its job", body = UploadTarget),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 413, description = "Larger than allowed", body = ErrorBody),
-        (status = 415, description = "A content type that is not accepted", body = ErrorBody),
-        (status = 422, description = "A request that is well-formed but wrong", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn create(
@@ -276,12 +279,12 @@ pub struct TokenQuery {
     security(()),
     responses(
         (status = 200, description = "Stored; the job is queued", body = JobView),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 403, description = "A revoked key, a missing scope, or a wrong or expired token", body = ErrorBody),
-        (status = 408, description = "The client stalled", body = ErrorBody),
-        (status = 409, description = "The job or upload is not in a state that allows this", body = ErrorBody),
-        (status = 413, description = "Larger than allowed", body = ErrorBody),
-        (status = 503, description = "The index, queue or store is unavailable: try again", body = ErrorBody)
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 408, response = Stalled),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable)
     )
 )]
 pub async fn receive(
