@@ -61,6 +61,7 @@ pub mod queue;
 pub mod report;
 pub mod services;
 pub mod shutdown;
+mod sqlite;
 pub mod storage;
 pub mod telemetry;
 pub mod worker;

@@ -8,7 +8,6 @@ use super::{ApiKey, Cursor, IndexError, JobIndex, JobRecord, JobStatus, Page};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// The SQLite job index.
 #[derive(Debug)]
@@ -33,8 +32,7 @@ impl SqliteIndex {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| at(&e))?;
         }
-        let conn = Connection::open(path).map_err(|e| at(&e))?;
-        prepare(&conn).map_err(|e| at(&e))?;
+        let conn = crate::sqlite::open(path, SCHEMA).map_err(|e| at(&e))?;
         Ok(SqliteIndex {
             conn: Mutex::new(conn),
         })
@@ -46,32 +44,26 @@ impl SqliteIndex {
     }
 }
 
-fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         CREATE TABLE IF NOT EXISTS jobs (
-             id TEXT PRIMARY KEY,
-             status TEXT NOT NULL,
-             created_ms INTEGER NOT NULL,
-             rev INTEGER NOT NULL,
-             outbox INTEGER NOT NULL DEFAULT 0,
-             record TEXT NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (outbox) WHERE outbox = 1;
-         CREATE INDEX IF NOT EXISTS jobs_newest ON jobs (created_ms DESC, id DESC);
-         CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_ms DESC, id DESC);
-         CREATE TABLE IF NOT EXISTS api_keys (
-             name TEXT PRIMARY KEY,
-             record TEXT NOT NULL
-         );
-         CREATE TABLE IF NOT EXISTS settings (
-             name TEXT PRIMARY KEY,
-             value TEXT NOT NULL
-         );",
-    )
-}
+/// The tables.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        rev INTEGER NOT NULL,
+        outbox INTEGER NOT NULL DEFAULT 0,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (outbox) WHERE outbox = 1;
+    CREATE INDEX IF NOT EXISTS jobs_newest ON jobs (created_ms DESC, id DESC);
+    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_ms DESC, id DESC);
+    CREATE TABLE IF NOT EXISTS api_keys (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );";
 
 fn decode(id: &str, json: &str) -> Result<JobRecord, IndexError> {
     serde_json::from_str(json).map_err(|e| IndexError::Corrupt {

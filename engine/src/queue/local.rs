@@ -13,6 +13,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MAIN: &str = "main";
 const DEAD: &str = "dead";
 
+/// The table (the `reason` column comes from [`LocalQueue::migrate`]).
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_ms INTEGER NOT NULL,
+        visible_ms INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        receipt TEXT
+    );
+    CREATE INDEX IF NOT EXISTS ready ON messages (queue, visible_ms, id);
+    CREATE UNIQUE INDEX IF NOT EXISTS receipts ON messages (receipt);";
+
 /// A local queue with SQS semantics.
 #[derive(Debug)]
 pub struct LocalQueue {
@@ -64,32 +77,16 @@ impl LocalQueue {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| at(&e))?;
         }
-        let conn = Connection::open(path).map_err(|e| at(&e))?;
-        Self::prepare(&conn).map_err(|e| at(&e))?;
+        let conn = crate::sqlite::open(path, SCHEMA).map_err(|e| at(&e))?;
+        Self::migrate(&conn).map_err(|e| at(&e))?;
         Ok(Self {
             conn: Mutex::new(conn),
             max_receive_count: max_receive_count.max(1),
         })
     }
 
-    /// Settings and schema (the `reason` column added to a database from before it had one).
-    fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS messages (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 queue TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 sent_ms INTEGER NOT NULL,
-                 visible_ms INTEGER NOT NULL,
-                 receive_count INTEGER NOT NULL DEFAULT 0,
-                 receipt TEXT
-             );
-             CREATE INDEX IF NOT EXISTS ready ON messages (queue, visible_ms, id);
-             CREATE UNIQUE INDEX IF NOT EXISTS receipts ON messages (receipt);",
-        )?;
+    /// The `reason` column added to a database from before it had one.
+    fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         let has_reason: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('messages') WHERE name = 'reason'",
             [],
