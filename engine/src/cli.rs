@@ -8,7 +8,9 @@ use crate::plugin::{
     scaffold,
 };
 use crate::telemetry::{self, LogFormat};
+use crate::workbench;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -215,9 +217,45 @@ pub enum PluginCommand {
         /// Its plugin.toml (default config and limits); default: plugin.toml beside the file.
         #[arg(long)]
         manifest: Option<PathBuf>,
-        /// Configuration overrides, KEY=VALUE (repeatable).
-        #[arg(long = "config", value_name = "KEY=VALUE")]
-        config: Vec<String>,
+        #[command(flatten)]
+        set: PluginSettings,
+    },
+    /// Run a plugin on real files through the real pipeline and sandbox and show what it did:
+    /// a metadata extractor's entries, a watermarker's overlay (written as a PNG) and the
+    /// rendition it was blended into, a rule's notifications for the job's event.
+    Run {
+        /// The plugin: a .wasm component, a plugin crate (built for wasm32-wasip2), or a
+        /// directory holding plugin.toml and plugin.wasm.
+        plugin: PathBuf,
+        /// Media files to run it on.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the jobs' outputs, the overlays and the report go.
+        #[arg(long, default_value = "plugin-run")]
+        out: PathBuf,
+        /// The event a rule evaluates: succeeded, failed, retrying, dead-lettered, or a job's
+        /// manifest.json; default: each file's own job.
+        #[arg(long)]
+        event: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        set: PluginSettings,
+    },
+    /// Check a plugin against its fixtures (`fixtures/*.toml`: an input file and what the
+    /// plugin should return for it); exit 1 if any fails.
+    Test {
+        /// The plugin: a plugin crate, a .wasm component, or a directory holding plugin.toml
+        /// and plugin.wasm.
+        #[arg(default_value = ".")]
+        plugin: PathBuf,
+        /// The fixtures' directory; default: `fixtures` in the crate (or beside the .wasm).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// Where the fixtures' jobs write (default: a temporary directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Validate a plugin locally (world, size cap, smoke call) and publish it to the
     /// registry: NAME/VERSION/plugin.wasm, then plugin.toml with its sha256.
@@ -266,6 +304,36 @@ pub enum PluginCommand {
     },
 }
 
+/// A plugin's configuration on the command line.
+#[derive(Debug, clap::Args)]
+pub struct PluginSettings {
+    /// Plugin configuration over its plugin.toml's, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// (`--config` names an engine config file; the plugin's own settings are `--set`.)
+    #[arg(long = "config", hide = true)]
+    config: Vec<String>,
+}
+
+impl PluginSettings {
+    fn pairs(self) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+        if let Some(c) = self.config.first() {
+            return Err(CliError::Usage(format!(
+                "--config {c:?}: `--config` names an engine config file (as in `plugin publish` \
+                 and `plugin list`); set the plugin's configuration with --set KEY=VALUE"
+            )));
+        }
+        self.set
+            .into_iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .ok_or_else(|| CliError::Usage(format!("--set {kv:?}: expected KEY=VALUE")))
+            })
+            .collect()
+    }
+}
+
 /// Errors at the command line's edge, with the exit code they map to.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -293,7 +361,11 @@ pub fn main() -> ExitCode {
         return crate::media::decoder::child::main();
     }
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, cli.verbose);
+    let quiet = matches!(
+        cli.command,
+        Command::Plugin(PluginCommand::Run { .. } | PluginCommand::Test { .. })
+    );
+    telemetry::init(cli.log_format, cli.verbose, quiet);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -423,8 +495,21 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
         PluginCommand::Validate {
             file,
             manifest,
-            config,
-        } => plugin_validate(file, manifest, config),
+            set,
+        } => plugin_validate(file, manifest, set.pairs()?),
+        PluginCommand::Run {
+            plugin,
+            files,
+            out,
+            event,
+            json,
+            set,
+        } => plugin_run(&plugin, &files, &out, event.as_deref(), json, set.pairs()?),
+        PluginCommand::Test {
+            plugin,
+            fixtures,
+            out,
+        } => plugin_test(&plugin, fixtures.as_deref(), out.as_deref()),
         PluginCommand::Publish {
             file,
             name,
@@ -505,8 +590,9 @@ fn plugin_new(
         println!("  {}", f.display());
     }
     println!(
-        "\nnext:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin validate target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n  mediaflow plugin publish target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml",
+        "\nnext:\n  cd {}\n  mediaflow plugin run . fixtures/sample.png     # build it, run it on a file, see what it returns\n  mediaflow plugin test .                        # check it against fixtures/*.toml\n  cargo build --release --target wasm32-wasip2\n  mediaflow plugin publish target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n\nthen use it in a profile as \"{name}@^0.1\"; while editing, list the crate in plugins.local\n(MEDIAFLOW_PLUGINS__LOCAL='[\"{}\"]') and a running worker reloads it as you save.",
         dir.display(),
+        dir.canonicalize().unwrap_or_else(|_| dir.clone()).display(),
     );
     Ok(())
 }
@@ -516,7 +602,7 @@ fn plugin_new(
 fn plugin_validate(
     file: PathBuf,
     manifest: Option<PathBuf>,
-    config: Vec<String>,
+    config: std::collections::BTreeMap<String, String>,
 ) -> Result<(), CliError> {
     let wasm = read_wasm(&file)?;
     let manifest_path = manifest.or_else(|| {
@@ -543,12 +629,7 @@ fn plugin_validate(
             PluginSpec::new(stem, "0.0.0")
         }
     };
-    for kv in config {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--config {kv:?}: expected KEY=VALUE")))?;
-        spec.config.insert(k.trim().to_string(), v.to_string());
-    }
+    spec.config.extend(config);
     let host = host()?;
     let v = inspect::validate(&host, spec, &wasm)
         .map_err(|e| CliError::Failed(format!("validation failed: {e}")))?;
@@ -563,6 +644,70 @@ fn plugin_validate(
     );
     println!("smoke call ({:.1} ms): {}", v.call_ms, v.summary);
     Ok(())
+}
+
+/// `mediaflow plugin run`: the plugin on each file, its results printed.
+fn plugin_run(
+    plugin: &Path,
+    files: &[PathBuf],
+    out: &Path,
+    event: Option<&str>,
+    json: bool,
+    config: std::collections::BTreeMap<String, String>,
+) -> Result<(), CliError> {
+    let failed = |e: workbench::WorkbenchError| CliError::Failed(e.to_string());
+    let event = event
+        .map(workbench::event_named)
+        .transpose()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let bench = workbench::Bench::open(plugin, config).map_err(failed)?;
+    let p = bench.plugin();
+    let trials = bench.run(files, out, event.as_ref()).map_err(failed)?;
+    if json {
+        let doc = serde_json::json!({
+            "plugin": { "name": p.name(), "version": p.version(), "world": p.world().to_string(), "digest": p.digest(), "load_ms": bench.load_ms },
+            "files": trials,
+        });
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{}@{}: a {} plugin, {} bytes, {} (built and loaded in {:.0} ms)",
+            p.name(),
+            p.version(),
+            p.world(),
+            p.size(),
+            p.digest(),
+            bench.load_ms
+        );
+        for t in &trials {
+            print!("{t}");
+        }
+        println!("report: {}", out.join("index.html").display());
+    }
+    Ok(())
+}
+
+/// `mediaflow plugin test`: the plugin against its fixtures.
+fn plugin_test(plugin: &Path, fixtures: Option<&Path>, out: Option<&Path>) -> Result<(), CliError> {
+    let report = workbench::fixture::test(plugin, fixtures, out).map_err(|e| match e {
+        workbench::WorkbenchError::Input(_) => CliError::Usage(e.to_string()),
+        other => CliError::Failed(other.to_string()),
+    })?;
+    print!("{report}");
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "{} of {} fixtures failed",
+            report.failed(),
+            report.len()
+        )))
+    }
 }
 
 /// A plugin host with the config's cache and size cap.

@@ -157,23 +157,37 @@ pub trait JobIndex: Send + Sync + std::fmt::Debug {
     fn update(&self, id: &str, change: &Change) -> Result<JobRecord, IndexError> {
         for _ in 0..16 {
             let current = self.get(id)?;
-            match record::apply(current.as_ref(), change, now_ms()) {
-                Verdict::Write(mut next) => {
-                    next.id = id.to_string();
+            match next(id, current.as_ref(), change) {
+                Ok(Some(next)) => {
                     if self.put(&next, current.as_ref().map(|c| c.rev))? {
-                        return Ok(*next);
+                        return Ok(next);
                     }
                 }
-                Verdict::Keep => {
-                    return current.ok_or_else(|| IndexError::NotFound(id.to_string()));
-                }
-                Verdict::Refuse(why) => return Err(IndexError::Conflict(why)),
-                Verdict::Missing => return Err(IndexError::NotFound(id.to_string())),
+                Ok(None) => return current.ok_or_else(|| IndexError::NotFound(id.to_string())),
+                Err(e) => return Err(e),
             }
         }
         Err(IndexError::Unavailable(format!(
             "job {id}: too many concurrent writes"
         )))
+    }
+}
+
+/// What `change` makes of job `id`, read as `current`: the record to write (`None`: nothing to
+/// write, the job stays as it is), or why it cannot apply.
+pub(crate) fn next(
+    id: &str,
+    current: Option<&JobRecord>,
+    change: &Change,
+) -> Result<Option<JobRecord>, IndexError> {
+    match record::apply(current, change, now_ms()) {
+        Verdict::Write(mut next) => {
+            next.id = id.to_string();
+            Ok(Some(*next))
+        }
+        Verdict::Keep if current.is_some() => Ok(None),
+        Verdict::Keep | Verdict::Missing => Err(IndexError::NotFound(id.to_string())),
+        Verdict::Refuse(why) => Err(IndexError::Conflict(why)),
     }
 }
 

@@ -64,4 +64,5 @@ pub mod shutdown;
 mod sqlite;
 pub mod storage;
 pub mod telemetry;
+pub mod workbench;
 pub mod worker;

@@ -47,11 +47,18 @@ pub struct Summary {
     pub failed: usize,
     /// The HTML report.
     pub report: PathBuf,
+    /// Each job's directory under the output directory and its manifest, in file order.
+    pub jobs: Vec<(String, Manifest)>,
 }
 
 /// Process `opts.files` into `opts.out`.
 pub fn run(opts: &Options) -> Result<Summary, SetupError> {
-    let services = Services::start(opts.config.as_deref())?;
+    run_with(&Services::start(opts.config.as_deref())?, opts)
+}
+
+/// Process `opts.files` into `opts.out` with `services` already started (`opts.config` is
+/// not read).
+pub fn run_with(services: &Services, opts: &Options) -> Result<Summary, SetupError> {
     let processor = &services.processor;
     let profile = opts
         .profile
@@ -111,6 +118,10 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
             .collect()
     };
     let html = report::render(&entries);
+    let jobs = entries
+        .iter()
+        .map(|e| (e.dir.clone(), e.manifest.clone()))
+        .collect();
     store
         .put("index.html", html.as_bytes(), "text/html")
         .map_err(|e| SetupError::Output(e.to_string()))?;
@@ -122,6 +133,7 @@ pub fn run(opts: &Options) -> Result<Summary, SetupError> {
         succeeded,
         failed: manifests.len() - succeeded,
         report: store.root().join("index.html"),
+        jobs,
     })
 }
 

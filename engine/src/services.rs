@@ -5,8 +5,8 @@
 
 use crate::config::Config;
 use crate::pipeline::Processor;
-use crate::plugin::catalog::Catalog;
 use crate::plugin::registry::RegistryWatch;
+use crate::plugin::reload::LocalPlugins;
 use crate::plugin::{HostConfig, PluginHost, default_cache_dir};
 use crate::shutdown::CancellationToken;
 use std::path::Path;
@@ -70,9 +70,9 @@ impl Services {
             })
             .map_err(|e| SetupError::Plugins(e.to_string()))?,
         );
-        let catalog = Catalog::with_local(&host, &config.plugins.local)
+        let (local, catalog) = LocalPlugins::load(host.clone(), &config.plugins.local)
             .map_err(|e| SetupError::Plugins(e.to_string()))?;
-        let registry = RegistryWatch::load(&config, host.clone(), catalog)
+        let registry = RegistryWatch::load(&config, host.clone(), local, catalog)
             .map_err(|e| SetupError::Plugins(e.to_string()))?;
         Ok(Services {
             processor: Processor::live(Arc::new(config), registry.live()),
@@ -81,8 +81,9 @@ impl Services {
         })
     }
 
-    /// Keep the registry's plugins current: poll it every `plugins.registry_poll_secs` until
-    /// `stop` is cancelled (the worker does; a `process` run keeps what it loaded at start-up).
+    /// Keep the plugins current: poll the registry every `plugins.registry_poll_secs`, and the
+    /// `plugins.local` files every second, until `stop` is cancelled (the worker and `serve`
+    /// do; a `process` run keeps what it loaded at start-up).
     pub fn poll_registry(&mut self, stop: CancellationToken) {
         self.registry.start_polling(stop);
     }

@@ -20,6 +20,7 @@ mod serve;
 mod stills;
 mod video;
 mod wit_versions;
+mod workbench;
 mod worker;
 
 /// Media info for an image source.

@@ -365,7 +365,7 @@ fn a_local_plugin_directory_is_verified_against_its_stated_digest() {
     std::fs::write(plugin.join("plugin.toml"), manifest(&digest)).expect("toml");
     let mut catalog = Catalog::default();
     catalog
-        .load_dir(&host, &plugin)
+        .load_local(&host, &plugin)
         .expect("matching digest loads");
     assert!(
         catalog
@@ -379,7 +379,7 @@ fn a_local_plugin_directory_is_verified_against_its_stated_digest() {
     )
     .expect("toml");
     let err = Catalog::default()
-        .load_dir(&host, &plugin)
+        .load_local(&host, &plugin)
         .expect_err("refused");
     assert!(err.to_string().contains("digest mismatch"), "{err}");
     // A manifest naming another world is refused at load.
@@ -389,7 +389,7 @@ fn a_local_plugin_directory_is_verified_against_its_stated_digest() {
     )
     .expect("toml");
     let err = Catalog::default()
-        .load_dir(&host, &plugin)
+        .load_local(&host, &plugin)
         .expect_err("wrong world");
     assert!(
         matches!(err.kind, PluginErrorKind::WrongWorld { .. }),

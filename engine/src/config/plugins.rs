@@ -15,8 +15,12 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
     /// Largest plugin binary accepted, in bytes (checked before compiling).
     pub max_wasm_bytes: u64,
-    /// Extra plugins from local directories, each holding `plugin.toml` and `plugin.wasm`
-    /// (the registry's layout), added to the bundled ones.
+    /// Extra plugins from local paths, added to the bundled ones — each a `.wasm` component
+    /// (with its `plugin.toml` beside it, or none: named after the file, version 0.0.0), a
+    /// Rust plugin crate (built for `wasm32-wasip2` with cargo; its `plugin.toml`), or a
+    /// directory holding `plugin.toml` and `plugin.wasm` (the registry's layout). A running
+    /// worker or `serve` reloads one within a second or two of its files changing (a crate is
+    /// rebuilt): the author's loop, with no publishing.
     pub local: Vec<PathBuf>,
     /// The plugin registry (`NAME/VERSION/plugin.{wasm,toml}`, `NAME/channels/CHANNEL`):
     /// `s3://BUCKET/PREFIX/`, `file:///DIR` or a directory. Unset: the output bucket's

@@ -34,6 +34,8 @@ pub struct Follow {
     interval: Duration,
     /// When each job's progress was last written.
     last: Mutex<HashMap<String, Instant>>,
+    /// Jobs started here and not finished yet.
+    running: Mutex<HashSet<String>>,
     /// Jobs whose notifications this process delivered before (or while) their record was
     /// written: they are recorded with nothing pending.
     confirmed: Arc<Mutex<HashSet<String>>>,
@@ -55,6 +57,7 @@ impl Follow {
             index,
             interval,
             last: Mutex::new(HashMap::new()),
+            running: Mutex::default(),
             confirmed: Arc::default(),
         }
     }
@@ -109,6 +112,10 @@ impl Follow {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(job.id.clone(), Instant::now());
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id.clone());
         Gate::Run
     }
 
@@ -252,6 +259,10 @@ impl Follow {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 }
 
@@ -263,6 +274,16 @@ impl Outbox for Follow {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone());
+        // Still running here (a job with no notifications is confirmed as its event is
+        // emitted): the write that records it will say so, at no cost of its own.
+        if self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
+            return;
+        }
         let confirm = move || match index.update(&id, &Change::Notified) {
             // Recorded: confirmed in the index. Not yet: the record's write will say so.
             Ok(r) if r.status.is_terminal() && !r.notify_pending => {

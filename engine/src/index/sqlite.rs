@@ -4,8 +4,8 @@
 //! revision it was read at (`UPDATE … WHERE rev = ?`). API keys and settings have tables of
 //! their own.
 
-use super::{ApiKey, Cursor, IndexError, JobIndex, JobRecord, JobStatus, Page};
-use rusqlite::{Connection, OptionalExtension, params};
+use super::{ApiKey, Change, Cursor, IndexError, JobIndex, JobRecord, JobStatus, Page};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -77,6 +77,26 @@ fn encode(record: &JobRecord) -> String {
     serde_json::to_string(record).unwrap_or_default()
 }
 
+/// Write `record` if the stored one is at revision `expected` (`None`: if there is none); the
+/// rows changed.
+fn write(c: &Connection, record: &JobRecord, expected: Option<u64>) -> rusqlite::Result<usize> {
+    let json = encode(record);
+    let status = record.status.name();
+    match expected {
+        None => c
+            .prepare_cached(
+                "INSERT INTO jobs (id, status, created_ms, rev, outbox, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![record.id, status, record.created_ms, record.rev as i64, record.notify_pending, json]),
+        Some(rev) => c
+            .prepare_cached(
+                "UPDATE jobs SET status = ?2, rev = ?4, outbox = ?5, record = ?6 WHERE id = ?1 AND rev = ?3",
+            )?
+            .execute(params![record.id, status, rev as i64, record.rev as i64, record.notify_pending, json]),
+    }
+}
+
 impl JobIndex for SqliteIndex {
     fn get(&self, id: &str) -> Result<Option<JobRecord>, IndexError> {
         let json: Option<String> = self.with(|c| {
@@ -88,22 +108,29 @@ impl JobIndex for SqliteIndex {
     }
 
     fn put(&self, record: &JobRecord, expected: Option<u64>) -> Result<bool, IndexError> {
-        let json = encode(record);
-        let status = record.status.name();
-        let changed = self.with(|c| match expected {
-            None => c
-                .prepare_cached(
-                    "INSERT INTO jobs (id, status, created_ms, rev, outbox, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (id) DO NOTHING",
-                )?
-                .execute(params![record.id, status, record.created_ms, record.rev as i64, record.notify_pending, json]),
-            Some(rev) => c
-                .prepare_cached(
-                    "UPDATE jobs SET status = ?2, rev = ?4, outbox = ?5, record = ?6 WHERE id = ?1 AND rev = ?3",
-                )?
-                .execute(params![record.id, status, rev as i64, record.rev as i64, record.notify_pending, json]),
-        })?;
-        Ok(changed == 1)
+        Ok(self.with(|c| write(c, record, expected))? == 1)
+    }
+
+    /// One transaction (read, apply, write; the write lock taken first), so no other writer
+    /// comes between and nothing is retried: a change costs one commit.
+    fn update(&self, id: &str, change: &Change) -> Result<JobRecord, IndexError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let json: Option<String> = tx
+            .prepare_cached("SELECT record FROM jobs WHERE id = ?1")
+            .and_then(|mut q| q.query_row(params![id], |r| r.get(0)).optional())
+            .map_err(unavailable)?;
+        let current = json.map(|j| decode(id, &j)).transpose()?;
+        match super::next(id, current.as_ref(), change)? {
+            Some(next) => {
+                write(&tx, &next, current.as_ref().map(|c| c.rev)).map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                Ok(next)
+            }
+            None => current.ok_or_else(|| IndexError::NotFound(id.to_string())),
+        }
     }
 
     fn list(

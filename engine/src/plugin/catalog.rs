@@ -29,37 +29,32 @@ impl Catalog {
         Ok(c)
     }
 
-    /// The bundled plugins plus those in `local` directories (`plugins.local`).
+    /// The bundled plugins plus those `local` names (`plugins.local`: a `.wasm` file, a
+    /// plugin crate — built —, or a directory in the registry's layout; see [`super::dev`]).
     pub fn with_local(
         host: &PluginHost,
         local: &[std::path::PathBuf],
     ) -> Result<Catalog, PluginError> {
         let mut c = Catalog::bundled(host)?;
-        for dir in local {
-            c.load_dir(host, dir)?;
+        for path in local {
+            c.load_local(host, path)?;
         }
         Ok(c)
     }
 
-    /// Add the plugin in `dir` (`plugin.toml` + `plugin.wasm`): validated (manifest, digest if
-    /// the manifest states one, declared world) before it is added.
-    pub fn load_dir(
+    /// Add the plugin at `path` (see [`super::dev`]): validated (manifest, digest if the
+    /// manifest states one, declared world) before it is added.
+    pub fn load_local(
         &mut self,
         host: &PluginHost,
-        dir: &std::path::Path,
+        path: &std::path::Path,
     ) -> Result<(), PluginError> {
-        let label = dir.display().to_string();
-        let io = |e: String| PluginError::new(&label, super::PluginErrorKind::Io(e));
-        let text = std::fs::read_to_string(dir.join("plugin.toml"))
-            .map_err(|e| io(format!("plugin.toml: {e}")))?;
-        let manifest = PluginDescriptor::parse(&text).map_err(|e| io(e.to_string()))?;
-        let wasm =
-            std::fs::read(dir.join("plugin.wasm")).map_err(|e| io(format!("plugin.wasm: {e}")))?;
-        if manifest.sha256.is_some() {
-            verify_digest(&manifest, &wasm)?;
+        let dev = super::dev::DevPlugin::open(path)?;
+        if let Some(m) = dev.descriptor.as_ref().filter(|m| m.sha256.is_some()) {
+            verify_digest(m, &dev.wasm)?;
         }
-        let plugin = host.load(spec_for(&manifest), &wasm)?;
-        self.insert(manifest.version.clone(), plugin);
+        let plugin = host.load(dev.spec(), &dev.wasm)?;
+        self.insert(dev.version(), plugin);
         Ok(())
     }
 

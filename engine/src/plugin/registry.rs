@@ -14,6 +14,7 @@ pub mod sync;
 
 use super::PluginHost;
 use super::catalog::{Catalog, LiveCatalog};
+use super::reload::LocalPlugins;
 use crate::config::Config;
 pub use crate::config::RegistryLocation as Location;
 use crate::storage::{FsStorage, ObjectInfo, S3Storage, Storage, StorageError};
@@ -240,29 +241,34 @@ fn absolute(p: &std::path::Path) -> PathBuf {
 
 /// The plugins an engine serves: the bundled and local ones plus the registry's, in a
 /// [`LiveCatalog`]; loaded once at start-up, then — after [`RegistryWatch::start_polling`] —
-/// kept current by a thread polling the registry.
+/// kept current by a thread polling the registry (and the local plugins' files, see
+/// [`super::reload`]).
 #[derive(Debug)]
 pub struct RegistryWatch {
     live: Arc<LiveCatalog>,
     syncer: Option<Syncer>,
+    local: Option<LocalPlugins>,
     watcher: Option<Watcher>,
     every: Duration,
 }
 
 impl RegistryWatch {
-    /// Load the registry `config` names (if any) over `base` (the bundled and local plugins).
-    /// Fails when the registry cannot be listed; a plugin that fails validation is refused
-    /// with a logged reason and the rest load.
+    /// Load the registry `config` names (if any) over `base` (the bundled and `local`
+    /// plugins). Fails when the registry cannot be listed; a plugin that fails validation is
+    /// refused with a logged reason and the rest load.
     pub fn load(
         config: &Config,
         host: Arc<PluginHost>,
+        local: LocalPlugins,
         base: Catalog,
     ) -> Result<RegistryWatch, RegistryError> {
         let every = Duration::from_secs(config.plugins.registry_poll_secs.max(1));
+        let local = (!local.is_empty()).then_some(local);
         let Some(registry) = Registry::from_config(config)? else {
             return Ok(RegistryWatch {
                 live: Arc::new(LiveCatalog::new(base)),
                 syncer: None,
+                local,
                 watcher: None,
                 every,
             });
@@ -281,6 +287,7 @@ impl RegistryWatch {
         Ok(RegistryWatch {
             live: Arc::new(LiveCatalog::new(syncer.catalog())),
             syncer: Some(syncer),
+            local,
             watcher: None,
             every,
         })
@@ -291,16 +298,18 @@ impl RegistryWatch {
         self.live.clone()
     }
 
-    /// Poll the registry every `plugins.registry_poll_secs` on a thread of its own until `stop`
-    /// is cancelled (or this is dropped). Does nothing without a registry or when already
-    /// polling.
+    /// Poll the registry every `plugins.registry_poll_secs` (and the local plugins' files
+    /// every second) on a thread of its own until `stop` is cancelled (or this is dropped).
+    /// Does nothing with neither, or when already polling.
     pub fn start_polling(&mut self, stop: crate::shutdown::CancellationToken) {
-        if let Some(syncer) = self.syncer.take() {
-            match Watcher::start(syncer, self.live.clone(), self.every, stop) {
-                Ok(w) => self.watcher = Some(w),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not start the registry poller: plugins stay as loaded at start-up")
-                }
+        let (syncer, local) = (self.syncer.take(), self.local.take());
+        if syncer.is_none() && local.is_none() {
+            return;
+        }
+        match Watcher::start(syncer, local, self.live.clone(), self.every, stop) {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the registry poller: plugins stay as loaded at start-up")
             }
         }
     }

@@ -70,11 +70,13 @@ pub fn scaffold(
     }
     let crate_name = name.replace('-', "_");
     let files = [
-        ("Cargo.toml", cargo_toml(name, sdk)),
-        ("plugin.toml", plugin_toml(world, name)),
-        ("src/lib.rs", lib_rs(world, name)),
-        ("README.md", readme(world, name, &crate_name)),
-        (".gitignore", "/target\n".to_string()),
+        ("Cargo.toml", cargo_toml(name, sdk).into_bytes()),
+        ("plugin.toml", plugin_toml(world, name).into_bytes()),
+        ("src/lib.rs", lib_rs(world, name).into_bytes()),
+        ("README.md", readme(world, name, &crate_name).into_bytes()),
+        (".gitignore", b"/target\n".to_vec()),
+        ("fixtures/sample.toml", fixture(world).into_bytes()),
+        ("fixtures/sample.png", sample_png()),
     ];
     let mut written = Vec::new();
     for (rel, text) in files {
@@ -194,6 +196,39 @@ fn evaluate(event: JobEvent) -> Result<Vec<Notification>, PluginError> {{
 
 fn readme(world: World, name: &str, crate_name: &str) -> String {
     format!(
-        "# {name}\n\nA mediaflow `{world}` plugin.\n\n```sh\ncargo build --release --target wasm32-wasip2\nmediaflow plugin validate target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n```\n"
+        "# {name}\n\nA mediaflow `{world}` plugin.\n\n```sh\nmediaflow plugin run . fixtures/sample.png   # build, run on a file, show the result\nmediaflow plugin test .                      # check fixtures/*.toml\ncargo build --release --target wasm32-wasip2\nmediaflow plugin publish target/wasm32-wasip2/release/{crate_name}.wasm --manifest plugin.toml\n```\n\nA profile uses it as `{name}@^0.1` (the version in plugin.toml and Cargo.toml).\n"
     )
+}
+
+/// A fixture the scaffolded plugin passes (`plugin test`).
+fn fixture(world: World) -> String {
+    let expect = match world {
+        // The PNG signature, and the file's size.
+        World::MetadataExtractor => {
+            "[expect]\nentries = { \"file.magic\" = \"89504e470d0a1a0a\" }\nkeys = [\"file.bytes\"]\n"
+        }
+        World::Watermarker => {
+            "[expect]\noverlay = { present = true, inside = true, tiled = false, max_width_fraction = 0.25 }\n"
+        }
+        World::NotificationRule => {
+            "# A failed job: one notification to the configured sink.\nevent = \"failed\"\n\n[expect]\nnotifications = [{ sink = \"alerts\", subject_contains = \"job failed\" }]\n"
+        }
+    };
+    format!(
+        "# `mediaflow plugin test` runs the plugin on `input` in a real job and checks `expect`.\ninput = \"sample.png\"\n{expect}"
+    )
+}
+
+/// A small gradient PNG to run the plugin on.
+fn sample_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(96, 64, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 160])
+    });
+    let mut bytes = Vec::new();
+    // Encoding a fixed in-memory image cannot fail.
+    let _ = image::DynamicImage::ImageRgb8(img).write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    );
+    bytes
 }

@@ -17,18 +17,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the global subscriber (once; later calls are ignored).
-pub fn init(format: LogFormat, verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+/// Install the global subscriber (once; later calls are ignored): the engine's info lines
+/// (`quiet`: only its warnings and the plugins' own lines), more with `verbose`; `MEDIAFLOW_LOG`
+/// or `RUST_LOG` replace that filter.
+pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
+    let default = match (verbose, quiet) {
+        // The engine's warnings and the plugins' own log lines only (`plugin run`, `test`).
+        (0, true) => "warn,mediaflow::plugin::guest=info".to_string(),
+        (0, false) => "warn,mediaflow=info".to_string(),
+        (1, _) => "warn,mediaflow=debug".to_string(),
+        _ => "warn,mediaflow=trace".to_string(),
     };
     let filter = std::env::var("MEDIAFLOW_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("warn,mediaflow={default}")));
+        .unwrap_or_else(|| EnvFilter::new(default));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -11,6 +11,7 @@ use super::layout::{self, Key};
 use super::{Registry, RegistryError};
 use crate::plugin::catalog::{Catalog, LiveCatalog, spec_for, verify_digest};
 use crate::plugin::descriptor::PluginDescriptor;
+use crate::plugin::reload::{self, LocalPlugins};
 use crate::plugin::{Plugin, PluginError, PluginErrorKind, PluginHost};
 use crate::shutdown::{CancellationToken, park_or_cancelled};
 use crate::storage::{ObjectInfo, StorageError};
@@ -173,6 +174,11 @@ impl Syncer {
             channels: BTreeMap::new(),
             warned: BTreeMap::new(),
         }
+    }
+
+    /// Put the registry's versions over `base` from now on (the local plugins, reloaded).
+    pub fn set_base(&mut self, base: Catalog) {
+        self.base = base;
     }
 
     /// The registry.
@@ -560,8 +566,8 @@ type Listed = BTreeMap<(String, Version), (Option<ObjectInfo>, Option<ObjectInfo
 /// A listing's channel files.
 type ListedChannels = BTreeMap<(String, String), ObjectInfo>;
 
-/// Polls the registry on its own thread, swapping each changed catalog into a
-/// [`LiveCatalog`], until its token is cancelled (or it is dropped).
+/// Polls the registry (and the local plugins' files) on its own thread, swapping each changed
+/// catalog into a [`LiveCatalog`], until its token is cancelled (or it is dropped).
 #[derive(Debug)]
 pub struct Watcher {
     stop: CancellationToken,
@@ -574,9 +580,11 @@ impl Drop for Watcher {
 }
 
 impl Watcher {
-    /// Start polling every `every` until `stop` is cancelled.
+    /// Start polling the registry every `every` (`syncer`, if any) and the local plugins every
+    /// [`reload::EVERY`] (`local`, if any) until `stop` is cancelled.
     pub fn start(
-        mut syncer: Syncer,
+        syncer: Option<Syncer>,
+        local: Option<LocalPlugins>,
         live: Arc<LiveCatalog>,
         every: Duration,
         stop: CancellationToken,
@@ -584,38 +592,86 @@ impl Watcher {
         // Its own child: dropping the watcher stops it alone.
         let stop = stop.child_token();
         let token = stop.clone();
+        let tick = if local.is_some() {
+            every.min(reload::EVERY)
+        } else {
+            every
+        };
         std::thread::Builder::new()
             .name("plugin-registry".into())
             .spawn(move || {
-                let mut failing = false;
-                while !park_or_cancelled(&token, every) {
-                    let started = Instant::now();
-                    match syncer.sync() {
-                        Ok(changes) => {
-                            if failing {
-                                tracing::info!("registry: reachable again");
-                                failing = false;
-                            }
-                            if !changes.is_empty() {
-                                live.replace(syncer.catalog());
-                                let ms = started.elapsed().as_secs_f64() * 1e3;
-                                for c in &changes {
-                                    tracing::info!(sync_ms = ms, "registry: {c}");
-                                }
-                            }
-                        }
-                        Err(e) if !failing => {
-                            failing = true;
-                            tracing::warn!(
-                                "registry: {e}; keeping the plugins loaded, retrying every {} s",
-                                every.as_secs()
-                            );
-                        }
-                        Err(e) => tracing::debug!("registry: still failing: {e}"),
-                    }
+                let mut poll = Poll {
+                    syncer,
+                    local,
+                    live,
+                    every,
+                    failing: false,
+                    synced: Instant::now(),
+                };
+                while !park_or_cancelled(&token, tick) {
+                    poll.once();
                 }
             })?;
         Ok(Watcher { stop })
+    }
+}
+
+/// The poller's state.
+struct Poll {
+    syncer: Option<Syncer>,
+    local: Option<LocalPlugins>,
+    live: Arc<LiveCatalog>,
+    every: Duration,
+    failing: bool,
+    synced: Instant,
+}
+
+impl Poll {
+    fn once(&mut self) {
+        if let Some(base) = self
+            .local
+            .as_mut()
+            .and_then(LocalPlugins::reload_if_changed)
+        {
+            match self.syncer.as_mut() {
+                Some(s) => {
+                    s.set_base(base);
+                    self.live.replace(s.catalog());
+                }
+                None => self.live.replace(base),
+            }
+        }
+        let Some(syncer) = self.syncer.as_mut() else {
+            return;
+        };
+        if self.synced.elapsed() < self.every {
+            return;
+        }
+        self.synced = Instant::now();
+        let started = Instant::now();
+        match syncer.sync() {
+            Ok(changes) => {
+                if self.failing {
+                    tracing::info!("registry: reachable again");
+                    self.failing = false;
+                }
+                if !changes.is_empty() {
+                    self.live.replace(syncer.catalog());
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    for c in &changes {
+                        tracing::info!(sync_ms = ms, "registry: {c}");
+                    }
+                }
+            }
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(
+                    "registry: {e}; keeping the plugins loaded, retrying every {} s",
+                    self.every.as_secs()
+                );
+            }
+            Err(e) => tracing::debug!("registry: still failing: {e}"),
+        }
     }
 }
 
