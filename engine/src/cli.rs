@@ -243,6 +243,14 @@ pub enum PluginCommand {
         #[command(flatten)]
         set: PluginSettings,
     },
+    /// Write the WIT contract this engine hosts (`plugin.wit`, package mediaflow:plugin) into
+    /// a directory, for the toolchains of other languages (componentize-py `-d DIR`, jco
+    /// `--wit DIR`) — no checkout of the engine needed.
+    Wit {
+        /// The directory to write `plugin.wit` into.
+        #[arg(default_value = "wit")]
+        dir: PathBuf,
+    },
     /// Check a plugin against its fixtures (`fixtures/*.toml`: an input file and what the
     /// plugin should return for it); exit 1 if any fails.
     Test {
@@ -505,6 +513,7 @@ fn run_plugin(cmd: PluginCommand) -> Result<(), CliError> {
             json,
             set,
         } => plugin_run(&plugin, &files, &out, event.as_deref(), json, set.pairs()?),
+        PluginCommand::Wit { dir } => plugin_wit(&dir),
         PluginCommand::Test {
             plugin,
             fixtures,
@@ -689,6 +698,24 @@ fn plugin_run(
         }
         println!("report: {}", out.join("index.html").display());
     }
+    Ok(())
+}
+
+/// `mediaflow plugin wit`: the WIT contract written into `dir`.
+fn plugin_wit(dir: &Path) -> Result<(), CliError> {
+    let file = dir.join("plugin.wit");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&file, plugin::WIT))
+        .map_err(|e| CliError::Failed(format!("writing {}: {e}", file.display())))?;
+    println!(
+        "wrote {} (mediaflow:plugin@{}; this engine also hosts {})",
+        file.display(),
+        plugin::HOSTED_WIT_VERSIONS
+            .last()
+            .copied()
+            .unwrap_or_default(),
+        plugin::HOSTED_WIT_VERSIONS.join(", ")
+    );
     Ok(())
 }
 

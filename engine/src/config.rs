@@ -25,7 +25,7 @@ pub use notify::{
 pub use ops::{DEFAULT_LISTEN, OpsConfig};
 pub use plugins::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, PluginLimits,
-    PluginsConfig, RegistryLocation, valid_plugin_name,
+    PluginsConfig, RegistryLocation, searched as plugin_places, valid_plugin_name,
 };
 pub use profile::{
     Fit, ImageFormat, OnError, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin,
@@ -239,6 +239,21 @@ pub enum ConfigError {
     },
 }
 
+/// The candidate closest to `name`, if one is close enough to be a likely typo (a few edits,
+/// relative to its length).
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(name.len()) / 3).max(1))
+        .min()
+        .map(|(_, c)| c)
+}
+
 impl Config {
     /// Load: the embedded defaults, then `file` (if any), then `MEDIAFLOW_*` env overrides.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -394,6 +409,18 @@ impl Config {
     /// The profile called `name`.
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.get(name)
+    }
+
+    /// Why `name` is not a profile: the profiles there are, and the likely one meant.
+    pub fn unknown_profile(&self, name: &str) -> String {
+        let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+        let hint = did_you_mean(name, names.iter().copied())
+            .map(|n| format!(" — did you mean {n:?}?"))
+            .unwrap_or_default();
+        format!(
+            "unknown profile {name:?}: the profiles are {}{hint}",
+            names.join(", ")
+        )
     }
 }
 

@@ -59,10 +59,17 @@ pub enum JobError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     /// A profile names a plugin no registry has at a matching version.
-    #[error("plugin {0} is not available (no loaded version matches)")]
-    PluginNotFound(String),
-    /// The profile asked for does not exist.
-    #[error("unknown profile {0:?}")]
+    #[error("plugin {plugin} is not available: {why}")]
+    PluginNotFound {
+        /// `name@requirement` as the profile says it.
+        plugin: String,
+        /// What was found instead, where it looked, what to do.
+        why: String,
+        /// A registry is watched, so publishing the plugin makes the job work: transient.
+        waits: bool,
+    },
+    /// The profile asked for does not exist (the message lists those that do).
+    #[error("{0}")]
     UnknownProfile(String),
     /// Reading or writing storage failed.
     #[error("storage: {message}")]
@@ -111,6 +118,7 @@ impl JobError {
     pub fn class(&self) -> ErrorClass {
         match self {
             JobError::Storage { class, .. } => *class,
+            JobError::PluginNotFound { waits: true, .. } => ErrorClass::Transient,
             JobError::NotifyRule { .. }
             | JobError::DecoderCrashed(_)
             | JobError::DecodeTimeout(_)
@@ -137,7 +145,7 @@ impl JobError {
             JobError::DecoderCrashed(_) => "decoder_crashed",
             JobError::DecodeTimeout(_) => "decode_timeout",
             JobError::Plugin(_) => "plugin_failed",
-            JobError::PluginNotFound(_) => "plugin_not_found",
+            JobError::PluginNotFound { .. } => "plugin_not_found",
             JobError::UnknownProfile(_) => "unknown_profile",
             JobError::Storage { .. } => "storage",
             JobError::Encode { .. } => "encode_failed",

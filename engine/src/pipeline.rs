@@ -247,14 +247,42 @@ impl Processor {
         let profile = self
             .config
             .profile(name)
-            .ok_or_else(|| JobError::UnknownProfile(name.to_string()))?;
-        let catalog = self.catalog();
+            .ok_or_else(|| JobError::UnknownProfile(self.config.unknown_profile(name)))?;
         for u in profile.metadata.iter().chain(profile.watermark.iter()) {
-            if catalog.resolve_use(u).is_none() {
-                return Err(JobError::PluginNotFound(u.plugin.to_string()));
-            }
+            self.plugin(u).map_err(|e| match e {
+                JobError::PluginNotFound { plugin, why, waits } => JobError::PluginNotFound {
+                    plugin: format!("{plugin} (profile {name:?})"),
+                    why,
+                    waits,
+                },
+                other => other,
+            })?;
         }
         Ok(())
+    }
+
+    /// The plugin `u` names, resolved; when none is loaded, an error saying what is, where it
+    /// looked and what to do (transient when a registry is watched: publishing it helps).
+    fn plugin(&self, u: &crate::config::PluginUse) -> Result<Plugin, JobError> {
+        if let Some(p) = self.catalog.resolve_use(u) {
+            return Ok(p);
+        }
+        let catalog = self.catalog();
+        let missing = catalog.why_missing(&u.plugin.name, &u.plugin.req);
+        let waits = matches!(
+            crate::config::RegistryLocation::from_config(&self.config),
+            Ok(Some(_))
+        );
+        Err(JobError::PluginNotFound {
+            plugin: u.plugin.to_string(),
+            why: format!(
+                "{missing}; looked in {} (publish it with `mediaflow plugin publish`, list \
+                 what an engine with this config has with `mediaflow plugin list`, or fix the \
+                 profile)",
+                crate::config::plugin_places(&self.config)
+            ),
+            waits,
+        })
     }
 
     /// Run `job`. Never panics on bad input; failures become a `failed` manifest.
@@ -280,7 +308,7 @@ impl Processor {
         let profile = self
             .config
             .profile(&job.profile)
-            .ok_or_else(|| JobError::UnknownProfile(job.profile.clone()))?;
+            .ok_or_else(|| JobError::UnknownProfile(self.config.unknown_profile(&job.profile)))?;
         let limits = self.config.limits;
         let (bytes, sha) = run.timings.time("hash", || hash_file(job.path))?;
         run.source.bytes = bytes;
@@ -352,10 +380,7 @@ impl Processor {
         info: &types::MediaInfo,
     ) -> Result<(), JobError> {
         for u in &profile.metadata {
-            let plugin = self
-                .catalog
-                .resolve_use(u)
-                .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
+            let plugin = self.plugin(u)?;
             let source = SourceHandle::open(job.path).map_err(|e| JobError::Storage {
                 message: format!("reopening source: {e}"),
                 class: crate::error::ErrorClass::Permanent,
@@ -406,10 +431,7 @@ impl Processor {
         let src = &decoded.pixels;
         let mut watermark = match &profile.watermark {
             Some(u) if profile.renditions.iter().any(|r| r.watermark) => {
-                let plugin = self
-                    .catalog
-                    .resolve_use(u)
-                    .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
+                let plugin = self.plugin(u)?;
                 Some(Watermarker::new(plugin, u.on_error)?)
             }
             _ => None,

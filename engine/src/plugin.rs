@@ -35,3 +35,6 @@ pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_MS, PluginLimits};
 pub use loaded::{Plugin, PluginSpec};
 pub use source::SourceHandle;
 pub use world::{HOSTED_WIT_VERSIONS, World};
+
+/// The newest WIT contract this engine hosts (`wit/plugin.wit`), as `plugin wit` writes it.
+pub const WIT: &str = include_str!("../../wit/plugin.wit");

@@ -139,11 +139,22 @@ pub async fn run_in(config_path: Option<&Path>, shutdown: &Shutdown) -> Result<(
     let ops = crate::telemetry::Ops::start(&config.ops, shutdown).await?;
     let mut services = tokio::task::block_in_place(|| Services::with_config(config))?;
     services.poll_registry(shutdown.services().clone());
+    warn_unresolved(&services.processor);
     ops.health.set_plugins_loaded();
     let result = serve(&services, &ops, shutdown).await;
     shutdown.stop_services();
     ops.shutdown().await;
     result
+}
+
+/// Say at start-up which profiles use a plugin this engine does not have: their jobs wait (a
+/// transient failure, retried) until it is published to the registry, or fail without one.
+fn warn_unresolved(processor: &crate::pipeline::Processor) {
+    for name in processor.config().profiles.keys() {
+        if let Err(e) = processor.check_profile(name) {
+            tracing::warn!(profile = %name, "{e}; its jobs fail until that is fixed");
+        }
+    }
 }
 
 /// Consume until shut down, then drain.

@@ -87,7 +87,10 @@ fn inspect_and_validate_accept_all_three_first_party_plugins() {
 #[test]
 fn validate_refuses_each_hostile_guest_with_a_clear_message() {
     for (path, expect) in [
-        (programs::SPIN, "exceeded its wall-time limit of 2000 ms"),
+        (
+            programs::SPIN,
+            "exceeded its wall-time limit of 2000 ms and was stopped (raise `limits.timeout_ms`",
+        ),
         (
             programs::MEMORY_BOMB,
             "exceeded its memory limit of 134217728 bytes",
@@ -107,7 +110,34 @@ fn validate_refuses_each_hostile_guest_with_a_clear_message() {
             "{path}: {}",
             text(&out)
         );
+        // Advice that cannot be followed in the sandbox is left out.
+        assert!(
+            !text(&out).contains("RUST_BACKTRACE"),
+            "{path}: {}",
+            text(&out)
+        );
     }
+    // Not a component: what it is instead, and how to build one.
+    let dir = tempfile::tempdir().expect("tmp");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    let out = mediaflow(&["plugin", "validate", core.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("is a core WebAssembly module, not a component. Build it for wasm32-wasip2"),
+        "{}",
+        text(&out)
+    );
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, b"# not a plugin\n").expect("write");
+    let out = mediaflow(&["plugin", "validate", readme.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("it is not WebAssembly at all (15 bytes starting \"#.not.a.\""),
+        "{}",
+        text(&out)
+    );
     // inspect still describes the wrong-world component rather than failing.
     let out = mediaflow(&["plugin", "inspect", programs::WRONG_WORLD]);
     assert!(

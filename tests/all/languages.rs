@@ -110,9 +110,17 @@ impl Example {
         }
     }
 
-    /// The build command writing the component to `out`.
+    /// The build command writing the component to `out`, against the WIT the engine writes
+    /// out (`mediaflow plugin wit DIR`, as the examples' READMEs say to: no engine checkout).
     fn command(&self, out: &Path) -> Command {
-        let wit = workspace().join("wit");
+        let wit = out.with_extension("wit.d");
+        let written = crate::cli::mediaflow(&["plugin", "wit", wit.to_str().expect("utf-8")]);
+        assert!(written.status.success(), "{}", crate::cli::text(&written));
+        assert_eq!(
+            std::fs::read(wit.join("plugin.wit")).expect("written wit"),
+            std::fs::read(workspace().join("wit/plugin.wit")).expect("wit"),
+            "plugin wit writes the contract as it is in the repository"
+        );
         if self.dir == PYTHON.dir {
             let mut c = componentize_py(&["-d"]);
             c.arg(&wit)

@@ -510,7 +510,56 @@ fn usage_and_config_errors_exit_2_naming_the_problem() {
         &[],
     );
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("unknown profile \"nope\""), "{text}");
+    assert!(
+        text.contains("unknown profile \"nope\": the profiles are default, watermarked"),
+        "{text}"
+    );
+    let (code, text, _) = run_measured(
+        &[
+            "process",
+            &img_s,
+            "--out",
+            &out_s,
+            "--profile",
+            "watermarkd",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("did you mean \"watermarked\"?"), "{text}");
+    // A plugin the engine does not have: what it has instead, where it looked.
+    for (wanted, says) in [
+        (
+            "exif@^9",
+            "the loaded versions of `exif` are 1.0.0, and none matches `^9`",
+        ),
+        (
+            "exfi@^1",
+            "no plugin named `exfi` is loaded — did you mean `exif`?",
+        ),
+    ] {
+        let cfg = write(
+            dir.path(),
+            "missing.toml",
+            format!("[profiles.default]\nrenditions = [{{ name = \"s\", width = 16, format = \"png\" }}]\nmetadata = [{{ plugin = \"{wanted}\" }}]\n[plugins]\nregistry = \"\"\n").as_bytes(),
+        );
+        let cfg_s = cfg.display().to_string();
+        let (code, text, _) = run_measured(
+            &["process", &img_s, "--out", &out_s, "--config", &cfg_s],
+            &[],
+        );
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            text.contains(&format!(
+                "plugin {wanted} (profile \"default\") is not available: {says}"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("looked in the bundled plugins, no registry (plugins.registry is empty)"),
+            "{text}"
+        );
+    }
     let bad = write(dir.path(), "bad.toml", b"[limits]\nmax_pixels = -5\n");
     let bad_s = bad.display().to_string();
     let (code, text, _) = run_measured(

@@ -385,3 +385,38 @@ fn a_running_worker_reloads_a_plugin_crate_in_plugins_local_as_it_is_edited() {
     let status = worker.wait().expect("worker exits");
     assert!(status.success(), "{}", workers.logs());
 }
+
+#[test]
+fn the_readme_sample_plugin_builds_without_warnings_and_runs() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    // The block after "The whole plugin is one function:".
+    let sample = readme
+        .split("The whole plugin is one function:")
+        .nth(1)
+        .and_then(|rest| rest.split("```rust\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the README's sample plugin");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = scaffold(tmp.path(), "metadata-extractor", "readme-sample");
+    std::fs::write(dir.join("src/lib.rs"), sample).expect("lib.rs");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", scaffold_target())
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo build");
+    assert!(build.status.success(), "{}", text(&build));
+    let said = String::from_utf8_lossy(&build.stderr);
+    assert!(
+        !said.contains("warning"),
+        "the README's sample builds cleanly:\n{said}"
+    );
+    let doc = json(&author(
+        &dir,
+        &["plugin", "run", ".", "fixtures/sample.png", "--json"],
+    ));
+    assert_eq!(doc["files"][0]["entries"]["file.is_png"], true, "{doc}");
+}

@@ -370,11 +370,7 @@ pub(super) fn known_profile(state: &ApiState, p: &str) -> Result<String, ApiErro
     if state.config.profiles.contains_key(p) {
         return Ok(p.to_string());
     }
-    let names: Vec<&str> = state.config.profiles.keys().map(String::as_str).collect();
-    Err(ApiError::unprocessable(format!(
-        "unknown profile {p:?}: the profiles are {}",
-        names.join(", ")
-    )))
+    Err(ApiError::unprocessable(state.config.unknown_profile(p)))
 }
 
 /// RFC 3339 (UTC) of `ms` since the epoch.

@@ -223,9 +223,45 @@ impl std::fmt::Display for RegistryLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RegistryLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            RegistryLocation::Dir(d) => write!(f, "{}", d.display()),
+            RegistryLocation::Dir(d) => {
+                write!(
+                    f,
+                    "{}",
+                    std::path::absolute(d).unwrap_or(d.clone()).display()
+                )
+            }
         }
     }
+}
+
+/// Where an engine with `config` looks for plugins, in words: the bundled ones, each
+/// `plugins.local` path, and the registry (or that there is none).
+pub fn searched(config: &Config) -> String {
+    let mut places = vec!["the bundled plugins".to_string()];
+    if !config.plugins.local.is_empty() {
+        let local: Vec<String> = config
+            .plugins
+            .local
+            .iter()
+            .map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or(p.clone())
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        places.push(format!("plugins.local ({})", local.join(", ")));
+    }
+    places.push(match RegistryLocation::from_config(config) {
+        Ok(Some(l)) if config.plugins.registry.is_some() => format!("the registry {l}"),
+        Ok(Some(l)) => format!(
+            "the registry {l} (the default: plugins.registry is unset, so the output bucket's \
+             plugins/ prefix)"
+        ),
+        Ok(None) => "no registry (plugins.registry is empty)".into(),
+        Err(e) => format!("no registry ({e})"),
+    });
+    places.join(", ")
 }
 
 /// Longest poll interval accepted.

@@ -88,8 +88,11 @@ impl Rules {
                 (
                     field.clone(),
                     format!(
-                        "{} is not available (no loaded plugin version matches)",
-                        r.plugin
+                        "{} is not available: {}",
+                        r.plugin,
+                        catalog
+                            .snapshot()
+                            .why_missing(&r.plugin.name, &r.plugin.req)
                     ),
                 )
             })?;

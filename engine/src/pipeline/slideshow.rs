@@ -73,7 +73,7 @@ impl Processor {
         let profile = self
             .config
             .profile(&job.profile)
-            .ok_or_else(|| JobError::UnknownProfile(job.profile.clone()))?;
+            .ok_or_else(|| JobError::UnknownProfile(self.config.unknown_profile(&job.profile)))?;
         if job.slides.is_empty() {
             return Err(JobError::UnsupportedFormat(
                 "images to video needs at least one image".into(),

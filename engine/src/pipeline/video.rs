@@ -178,10 +178,7 @@ impl Processor {
         let Some(u) = &profile.watermark else {
             return Ok(vec![None; rungs.len()]);
         };
-        let plugin = self
-            .catalog
-            .resolve_use(u)
-            .ok_or_else(|| JobError::PluginNotFound(u.plugin.to_string()))?;
+        let plugin = self.plugin(u)?;
         let t = Instant::now();
         let mut instance = plugin.instantiate()?;
         let mut out = Vec::new();

@@ -33,6 +33,21 @@ pub fn get(name: &str) -> Option<BundledPlugin> {
     all().into_iter().find(|p| p.manifest.name == name)
 }
 
+/// When `name@version` is a newer version of a bundled plugin: what that does to profiles,
+/// in words (a warning at publish and at load).
+pub fn shadowing(name: &str, version: &semver::Version) -> Option<String> {
+    let b = all()
+        .into_iter()
+        .find(|b| b.manifest.name == name && b.manifest.version < *version)?;
+    let v = &b.manifest.version;
+    Some(format!(
+        "{name}@{version} shadows the bundled {name}@{v}: profiles asking for `{name}@^{}` (the \
+         built-in ones too) get {version} instead; pin `{name}@={v}` to keep the bundled one, \
+         or publish under another name",
+        v.major
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

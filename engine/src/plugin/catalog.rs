@@ -139,6 +139,30 @@ impl Catalog {
             .map(|(_, p)| p)
     }
 
+    /// Why `name` at `pin` does not resolve: the versions (or channels) there are, or the
+    /// likely name meant.
+    pub fn why_missing(&self, name: &str, pin: &VersionPin) -> String {
+        let Some(versions) = self.plugins.get(name) else {
+            let hint = crate::config::did_you_mean(name, self.plugins.keys().map(String::as_str))
+                .map(|n| format!(" — did you mean `{n}`?"))
+                .unwrap_or_default();
+            return format!("no plugin named `{name}` is loaded{hint}");
+        };
+        let loaded: Vec<String> = versions.iter().map(|(v, _)| v.to_string()).collect();
+        let loaded = loaded.join(", ");
+        match pin {
+            VersionPin::Semver(req) => {
+                format!("the loaded versions of `{name}` are {loaded}, and none matches `{req}`")
+            }
+            VersionPin::Channel(c) => match self.channel(name, c) {
+                Some(v) => {
+                    format!("its channel `{c}` names {v}, which is not loaded (loaded: {loaded})")
+                }
+                None => format!("`{name}` has no channel `{c}` (loaded versions: {loaded})"),
+            },
+        }
+    }
+
     /// Every (name, version) held.
     pub fn list(&self) -> Vec<(String, semver::Version)> {
         self.plugins

@@ -59,7 +59,7 @@ impl DevPlugin {
     pub fn open(path: &Path) -> Result<DevPlugin, PluginError> {
         let err = |why: String| {
             PluginError::new(
-                &path.display().to_string(),
+                path.display().to_string(),
                 PluginErrorKind::Io(why.trim_end().to_string()),
             )
         };

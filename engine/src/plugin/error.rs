@@ -26,13 +26,21 @@ pub enum PluginErrorKind {
         message: String,
     },
     /// A call ran past its wall-time limit and was interrupted.
-    #[error("exceeded its wall-time limit of {} ms and was stopped", limit.as_millis())]
+    #[error(
+        "exceeded its wall-time limit of {} ms and was stopped (raise `limits.timeout_ms` in its \
+         plugin.toml or where the profile uses it; a guest can call `time-left-ms` to stop in \
+         time)",
+        limit.as_millis()
+    )]
     Timeout {
         /// The limit in force.
         limit: Duration,
     },
     /// The guest tried to grow its memory past the cap.
-    #[error("exceeded its memory limit of {limit} bytes (tried to grow to {requested} bytes)")]
+    #[error(
+        "exceeded its memory limit of {limit} bytes (tried to grow to {requested} bytes; the \
+         setting is `limits.memory_bytes` in its plugin.toml or where the profile uses it)"
+    )]
     MemoryLimit {
         /// The cap in bytes.
         limit: u64,
@@ -40,7 +48,10 @@ pub enum PluginErrorKind {
         requested: u64,
     },
     /// The call used up its fuel budget.
-    #[error("ran out of fuel (budget {budget} units per call)")]
+    #[error(
+        "ran out of fuel (budget {budget} units per call; the setting is `limits.fuel` in its \
+         plugin.toml or where the profile uses it)"
+    )]
     FuelExhausted {
         /// The budget in force.
         budget: u64,
@@ -137,10 +148,20 @@ pub enum PluginErrorKind {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() {
+    // Advice about backtraces cannot be followed inside the sandbox: left out.
+    let useful = match stderr.find("note: run with `RUST_BACKTRACE") {
+        Some(at) => {
+            let rest = &stderr[at..];
+            let end = rest.find(" | ").map_or(stderr.len(), |i| at + i + 3);
+            format!("{}{}", &stderr[..at], &stderr[end..])
+        }
+        None => stderr.to_string(),
+    };
+    let useful = useful.trim().trim_end_matches('|').trim();
+    if useful.is_empty() {
         String::new()
     } else {
-        format!("; guest stderr: {stderr}")
+        format!("; guest stderr: {useful}")
     }
 }
 

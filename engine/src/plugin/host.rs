@@ -267,8 +267,9 @@ impl PluginHost {
                 cached: true,
             });
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| PluginError::new(label, PluginErrorKind::Invalid(first_line(&e))))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| {
+            PluginError::new(label, PluginErrorKind::Invalid(not_a_component(wasm, &e)))
+        })?;
         if let Some(cache) = &self.cache {
             cache.store(&digest, &component);
         }
@@ -291,5 +292,40 @@ impl PluginHost {
             .map(|(n, _)| n.to_string())
             .collect();
         (imports, exports)
+    }
+}
+
+/// Why `wasm` did not compile as a component, with what to do for the usual causes: a file
+/// that is not wasm at all, or a core module (built for `wasm32-wasip1` or `wasm32-unknown-unknown`)
+/// where a component (`wasm32-wasip2`) is needed.
+fn not_a_component(wasm: &[u8], e: &wasmtime::Error) -> String {
+    let full = format!("{e:#}").lines().collect::<Vec<_>>().join("; ");
+    match wasm {
+        [0, b'a', b's', b'm', 1, 0, 0, 0, ..] => format!(
+            "it is a core WebAssembly module, not a component. Build it for wasm32-wasip2 \
+             (`cargo build --release --target wasm32-wasip2`, as `mediaflow plugin new` sets \
+             up), or make a component of it (`wasm-tools component new` with the WASI adapter; \
+             componentize-py for Python, `jco componentize` for JavaScript) ({full})"
+        ),
+        [0, b'a', b's', b'm', ..] => full,
+        _ => {
+            let head: String = wasm
+                .iter()
+                .take(8)
+                .map(|b| {
+                    if b.is_ascii_graphic() {
+                        char::from(*b)
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            format!(
+                "it is not WebAssembly at all ({} bytes starting {head:?}; a component starts \
+                 with \"\\0asm\"): name the .wasm file the build wrote, e.g. \
+                 target/wasm32-wasip2/release/NAME.wasm",
+                wasm.len()
+            )
+        }
     }
 }

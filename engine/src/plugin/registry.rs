@@ -282,7 +282,7 @@ impl RegistryWatch {
             "plugin registry loaded"
         );
         for c in &changes {
-            tracing::info!("registry: {c}");
+            c.log(0.0);
         }
         Ok(RegistryWatch {
             live: Arc::new(LiveCatalog::new(syncer.catalog())),

@@ -299,10 +299,8 @@ fn check(expect: &Expect, trial: &Trial) -> Vec<String> {
             failures.push(format!("entry `{key}`: expected none, got {got}"));
         }
     }
-    if let Some(n) = expect.count {
-        if trial.entries.len() != n {
-            failures.push(format!("expected {n} entries, got {}", trial.entries.len()));
-        }
+    if let Some(n) = expect.count.filter(|n| *n != trial.entries.len()) {
+        failures.push(format!("expected {n} entries, got {}", trial.entries.len()));
     }
     if let Some(o) = &expect.overlay {
         check_overlays(o, trial, &mut failures);

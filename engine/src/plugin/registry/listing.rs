@@ -27,7 +27,18 @@ pub fn describe(
     let mut rows = base_rows(&base, &bundled);
     let syncer = match Registry::from_config(config)? {
         Some(r) => {
-            let _ = writeln!(out, "registry: {}", r.location());
+            let how = if config.plugins.registry.is_some() {
+                "plugins.registry".to_string()
+            } else if config.worker.queue_url.is_some() {
+                "the default: the output bucket's plugins/ prefix".to_string()
+            } else {
+                format!(
+                    "the default, under worker.data_dir = {:?}: a worker with another data_dir, \
+                     config or MEDIAFLOW_* environment reads another registry",
+                    config.worker.data_dir.display().to_string()
+                )
+            };
+            let _ = writeln!(out, "registry: {} ({how})", r.location());
             let mut s = Syncer::new(r, host, base.clone(), config.plugins.max_wasm_bytes);
             s.sync()?;
             rows.extend(registry_rows(&s));
@@ -66,7 +77,11 @@ pub fn describe(
                     plugin.version(),
                     source_of(plugin)
                 ),
-                None => "NOT AVAILABLE: jobs with this profile fail (plugin_not_found)".into(),
+                None => format!(
+                    "NOT AVAILABLE: {} (its jobs wait for it to be published, or fail without a \
+                     registry)",
+                    catalog.why_missing(&u.plugin.name, &u.plugin.req)
+                ),
             };
             let _ = writeln!(
                 out,

@@ -91,7 +91,11 @@ impl std::fmt::Display for Published {
                 v.plugin.size(),
                 v.plugin.digest(),
                 self.uri
-            )
+            )?;
+            match crate::plugin::bundled::shadowing(&m.name, &m.version) {
+                Some(w) => write!(f, "\nwarning: {w}"),
+                None => Ok(()),
+            }
         }
     }
 }

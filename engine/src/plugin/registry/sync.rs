@@ -92,6 +92,20 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// Log it (a warning when it shadows a bundled plugin).
+    pub fn log(&self, sync_ms: f64) {
+        tracing::info!(sync_ms, "registry: {self}");
+        if let Change::Added { plugin, .. } | Change::Replaced { plugin, .. } = self
+            && let Some((name, version)) = plugin.split_once('@')
+            && let Ok(version) = Version::parse(version)
+            && let Some(w) = crate::plugin::bundled::shadowing(name, &version)
+        {
+            tracing::warn!("registry: {w}");
+        }
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let opt = |v: &Option<Version>| v.as_ref().map_or("none".to_string(), |v| v.to_string());
@@ -659,7 +673,7 @@ impl Poll {
                     self.live.replace(syncer.catalog());
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     for c in &changes {
-                        tracing::info!(sync_ms = ms, "registry: {c}");
+                        c.log(ms);
                     }
                 }
             }
