@@ -102,7 +102,8 @@ impl DevPlugin {
             .map_or(semver::Version::new(0, 0, 0), |m| m.version.clone())
     }
 
-    /// `my_plugin.wasm` → `my-plugin`; `NAME/plugin.wasm` → `NAME`.
+    /// `my_plugin.wasm` → `my-plugin`; `NAME/plugin.wasm` → `NAME` (what componentize-py and
+    /// jco are usually told to write); anything left that is not a plugin name → `plugin`.
     fn fallback_name(&self) -> String {
         let stem = self
             .wasm_path
@@ -110,13 +111,27 @@ impl DevPlugin {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let named = if stem == "plugin" {
-            self.path
-                .file_name()
-                .map_or(stem, |s| s.to_string_lossy().into_owned())
+            self.wasm_path
+                .parent()
+                .and_then(|d| d.canonicalize().ok())
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or(stem)
         } else {
             stem
         };
-        named.to_ascii_lowercase().replace('_', "-")
+        let dashed: String = named
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let name = dashed
+            .trim_start_matches(|c: char| !c.is_ascii_lowercase())
+            .trim_end_matches('-');
+        if super::descriptor::valid_name(name) {
+            name.to_string()
+        } else {
+            "plugin".to_string()
+        }
     }
 }
 
@@ -226,6 +241,15 @@ mod tests {
         assert_eq!(p.spec().name, "my-plugin");
         assert_eq!(p.version(), semver::Version::new(0, 0, 0));
         assert!(fingerprint(&p.wasm_path).is_some());
+        // `plugin.wasm` as componentize-py and jco write it: named after its directory.
+        let dir = dir.path().join("Header_Facts.py");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("plugin.wasm"), b"\0asm")?;
+        assert_eq!(
+            DevPlugin::open(&dir.join("plugin.wasm"))?.spec().name,
+            "header-facts-py"
+        );
+        assert_eq!(DevPlugin::open(&dir)?.spec().name, "header-facts-py");
         Ok(())
     }
 }
