@@ -268,8 +268,8 @@ impl Setup {
         since.elapsed()
     }
 
-    /// Submit a JPEG with GPS EXIF as `key`; its manifest when the job is recorded.
-    fn job(&self, key: &str) -> serde_json::Value {
+    /// Submit a JPEG with GPS EXIF as `key`.
+    fn submit(&self, key: &str) {
         let file = self.dir.path().join(key);
         std::fs::write(
             &file,
@@ -278,6 +278,11 @@ impl Setup {
         .expect("write source");
         let out = self.run(&["submit", file.to_str().expect("utf-8")]);
         assert!(out.status.success(), "submit: {}", text(&out));
+    }
+
+    /// Submit a JPEG with GPS EXIF as `key`; its manifest when the job is recorded.
+    fn job(&self, key: &str) -> serde_json::Value {
+        self.submit(key);
         let mut found = None;
         self.wait_until(
             &format!("the manifest of {key}"),
@@ -303,14 +308,7 @@ impl Setup {
                 .count()
         };
         let before = retried();
-        let file = self.dir.path().join(key);
-        std::fs::write(
-            &file,
-            jpeg_with_exif(&photo_like(40, 30), &exif_block(&CANON)),
-        )
-        .expect("write source");
-        let out = self.run(&["submit", file.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "submit: {}", text(&out));
+        self.submit(key);
         self.wait_until(
             &format!("{key} retried for want of {plugin}"),
             WAIT,

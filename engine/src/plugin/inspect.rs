@@ -145,17 +145,23 @@ pub fn validate(
     })
 }
 
-/// A small generated JPEG and its media info.
-fn sample_image() -> (types::MediaInfo, Vec<u8>) {
-    let img = image::RgbImage::from_fn(64, 48, |x, y| {
-        image::Rgb([(x * 4) as u8, (y * 5) as u8, 128])
+/// A `width`×`height` gradient encoded as `format`: sample input for smoke calls and
+/// scaffolded fixtures.
+pub(super) fn sample_picture(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 256 / width) as u8, (y * 256 / height) as u8, 128])
     });
     let mut bytes = Vec::new();
-    // Encoding a fixed in-memory image cannot fail; an empty source would still be a fair smoke test.
-    let _ = image::DynamicImage::ImageRgb8(img).write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Jpeg,
-    );
+    // Encoding a fixed in-memory image cannot fail; an empty source would still be a fair
+    // smoke test.
+    let _ =
+        image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut bytes), format);
+    bytes
+}
+
+/// A small generated JPEG and its media info.
+fn sample_image() -> (types::MediaInfo, Vec<u8>) {
+    let bytes = sample_picture(64, 48, image::ImageFormat::Jpeg);
     let info = types::MediaInfo::image("sample://validate.jpg", "jpeg", 64, 48, bytes.len() as u64);
     (info, bytes)
 }

@@ -76,7 +76,10 @@ pub fn scaffold(
         ("README.md", readme(world, name, &crate_name).into_bytes()),
         (".gitignore", b"/target\n".to_vec()),
         ("fixtures/sample.toml", fixture(world).into_bytes()),
-        ("fixtures/sample.png", sample_png()),
+        (
+            "fixtures/sample.png",
+            super::inspect::sample_picture(96, 64, image::ImageFormat::Png),
+        ),
     ];
     let mut written = Vec::new();
     for (rel, text) in files {
@@ -217,18 +220,4 @@ fn fixture(world: World) -> String {
     format!(
         "# `mediaflow plugin test` runs the plugin on `input` in a real job and checks `expect`.\ninput = \"sample.png\"\n{expect}"
     )
-}
-
-/// A small gradient PNG to run the plugin on.
-fn sample_png() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(96, 64, |x, y| {
-        image::Rgb([(x * 2) as u8, (y * 3) as u8, 160])
-    });
-    let mut bytes = Vec::new();
-    // Encoding a fixed in-memory image cannot fail.
-    let _ = image::DynamicImage::ImageRgb8(img).write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    );
-    bytes
 }
