@@ -254,6 +254,37 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// Fill in `worker.data_dir` when neither the file nor the environment set it: a per-user
+/// directory, so that every command (`submit`, `worker`, `serve`, `plugin publish`/`list`,
+/// `process`) finds the same queue, buckets and plugin registry from whatever directory it is
+/// run — `$XDG_DATA_HOME/mediaflow`, else `$HOME/.local/share/mediaflow` (the XDG default),
+/// else `mediaflow-data` in the current directory (no home directory at all).
+fn default_data_dir(merged: &mut toml::Table, env: &[(String, String)]) {
+    let worker = merged
+        .entry("worker")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(worker) = worker.as_table_mut() else {
+        return; // not a table: deserializing reports it
+    };
+    if worker.contains_key("data_dir") {
+        return;
+    }
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| PathBuf::from(v))
+            .filter(|p| p.is_absolute())
+    };
+    let dir = var("XDG_DATA_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".local/share")))
+        .map(|d| d.join("mediaflow"))
+        .unwrap_or_else(|| PathBuf::from("mediaflow-data"));
+    worker.insert(
+        "data_dir".into(),
+        toml::Value::String(dir.to_string_lossy().into_owned()),
+    );
+}
+
 impl Config {
     /// Load: the embedded defaults, then `file` (if any), then `MEDIAFLOW_*` env overrides.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -306,6 +337,7 @@ impl Config {
             let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
             set_path(&mut merged, &segments, env_value(value));
         }
+        default_data_dir(&mut merged, env);
         let origin = match (file, from_env) {
             (Some((o, _)), true) => format!("{o} + MEDIAFLOW_* environment"),
             (Some((o, _)), false) => o.to_string(),
@@ -494,6 +526,48 @@ pub(crate) mod tests {
         let p = c.profile("default").expect("default profile");
         assert!(!p.renditions.is_empty());
         assert_eq!(c.limits.max_pixels, 100_000_000);
+    }
+
+    #[test]
+    fn the_data_directory_is_per_user_unless_set() {
+        let dir = |file: Option<&str>, pairs: &[(&str, &str)]| {
+            Config::from_sources(file.map(|t| ("f.toml", t)), &env(pairs))
+                .expect("valid")
+                .worker
+                .data_dir
+        };
+        let home = [("HOME", "/home/ann")];
+        assert_eq!(
+            dir(None, &home),
+            PathBuf::from("/home/ann/.local/share/mediaflow")
+        );
+        assert_eq!(
+            dir(
+                None,
+                &[("HOME", "/home/ann"), ("XDG_DATA_HOME", "/data/ann")]
+            ),
+            PathBuf::from("/data/ann/mediaflow")
+        );
+        // The XDG spec ignores a relative XDG_DATA_HOME.
+        assert_eq!(
+            dir(None, &[("HOME", "/home/ann"), ("XDG_DATA_HOME", "rel")]),
+            PathBuf::from("/home/ann/.local/share/mediaflow")
+        );
+        assert_eq!(dir(None, &[]), PathBuf::from("mediaflow-data"));
+        assert_eq!(
+            dir(Some("[worker]\ndata_dir = \"here\"\n"), &home),
+            PathBuf::from("here")
+        );
+        assert_eq!(
+            dir(
+                None,
+                &[
+                    ("HOME", "/home/ann"),
+                    ("MEDIAFLOW_WORKER__DATA_DIR", "/srv/mf")
+                ]
+            ),
+            PathBuf::from("/srv/mf")
+        );
     }
 
     #[test]

@@ -7,14 +7,26 @@ use mediaflow_tests::programs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `mediaflow` command under test, kept off the user's own state: the compiled-plugin
+/// cache the tests share, and a data directory of the tests' own (the per-user default would
+/// read whatever the user published to their local registry).
+pub(crate) fn command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
+    c.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join("mediaflow-cli-test-cache"),
+    )
+    .env(
+        "XDG_DATA_HOME",
+        std::env::temp_dir().join("mediaflow-cli-test-data"),
+    );
+    c
+}
+
 /// `mediaflow-cli ARGS` with the shared compile cache, its output captured.
 pub(crate) fn mediaflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+    command()
         .args(args)
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("mediaflow-cli-test-cache"),
-        )
         .env("MEDIAFLOW_LOG", "warn")
         .output()
         .expect("running mediaflow")

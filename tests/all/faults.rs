@@ -424,15 +424,11 @@ fn a_videos_outputs_each_have_their_own_name() {
         .expect("ffmpeg");
     assert!(made.success());
     let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+    let run = crate::cli::command()
         .arg("process")
         .arg(&clip)
         .arg("--out")
         .arg(&out)
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("mediaflow-cli-test-cache"),
-        )
         .output()
         .expect("process");
     assert!(

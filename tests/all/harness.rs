@@ -52,17 +52,13 @@ impl Workers {
 
     /// `mediaflow-cli ARGS --config CONFIG` with the environment set.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
+        let mut c = crate::cli::command();
         c.args(args)
             .arg("--config")
             .arg(&self.config)
             // Workers run side by side: each takes a free port for its ops listener.
             .env("MEDIAFLOW_OPS__LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(
-                "XDG_CACHE_HOME",
-                std::env::temp_dir().join("mediaflow-cli-test-cache"),
-            )
             .env("MEDIAFLOW_LOG", "info");
         c
     }

@@ -1183,7 +1183,7 @@ fn hostile_files_of_every_container_fail_cleanly() {
 /// licence and configuration; the binary's dynamic dependencies are read with ldd.
 #[test]
 fn the_binary_links_no_gpl_code() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+    let out = crate::cli::command()
         .arg("licenses")
         .output()
         .expect("mediaflow licenses");

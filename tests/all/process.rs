@@ -13,13 +13,9 @@ use std::process::{Command, Stdio};
 #[allow(unsafe_code)] // wait4(2) reaps the child with its rusage (the fallback figure).
 pub(crate) fn run_measured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, u64) {
     let peak_file = tempfile::NamedTempFile::new().expect("peak RSS file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"));
+    let mut cmd = crate::cli::command();
     cmd.args(args)
         .env("PEAK_RSS_REPORT_FILE", peak_file.path())
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("mediaflow-cli-test-cache"),
-        )
         .env("MEDIAFLOW_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -843,12 +843,8 @@ fn an_author_goes_from_plugin_new_to_a_published_plugin_in_use() {
     let run = |args: &[&str]| check(args, s.cmd(args).output().expect("mediaflow"));
     // … and without (new, validate: they read no engine config).
     let bare = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+        let out = crate::cli::command()
             .args(args)
-            .env(
-                "XDG_CACHE_HOME",
-                std::env::temp_dir().join("mediaflow-cli-test-cache"),
-            )
             .output()
             .expect("mediaflow");
         check(args, out)

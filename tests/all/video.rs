@@ -878,7 +878,7 @@ fn openh264_logs_through_tracing_and_the_json_stream_stays_json() {
         "libx264",
         &clip.to_string_lossy(),
     ]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+    let out = crate::cli::command()
         .arg("process")
         .arg(&clip)
         .arg("--out")

@@ -25,16 +25,12 @@ fn scaffold_target() -> PathBuf {
 
 /// `mediaflow-cli ARGS` in `dir`, building plugin crates into the shared target.
 fn author(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+    crate::cli::command()
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", scaffold_target())
         .env("CARGO", env!("CARGO"))
         .env_remove("RUSTFLAGS")
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("mediaflow-cli-test-cache"),
-        )
         .env_remove("MEDIAFLOW_LOG")
         .output()
         .expect("running mediaflow")
@@ -419,4 +415,121 @@ fn the_readme_sample_plugin_builds_without_warnings_and_runs() {
         &["plugin", "run", ".", "fixtures/sample.png", "--json"],
     ));
     assert_eq!(doc["files"][0]["entries"]["file.is_png"], true, "{doc}");
+}
+
+/// The `sh` or `toml` block of README.md that follows `after`.
+fn readme_block(after: &str, lang: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    readme
+        .split(after)
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("```{lang}\n")).nth(1))
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("README.md: a {lang} block after {after:?}"))
+        .to_string()
+}
+
+#[test]
+fn the_readme_author_path_works_as_written_from_any_directory() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (work, elsewhere, photos, bin) = (
+        tmp.path().join("work"),
+        tmp.path().join("elsewhere"),
+        tmp.path().join("photos"),
+        tmp.path().join("bin"),
+    );
+    for d in [&work, &elsewhere, &photos, &bin] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mediaflow-cli"), bin.join("mediaflow"))
+        .expect("mediaflow on PATH");
+    // The "photo of the user's own" the README runs the plugin on: a HEIC, as phones write.
+    let png = photos.join("photo.png");
+    std::fs::write(
+        &png,
+        mediaflow_tests::encode(
+            &mediaflow_tests::photo_like(64, 48),
+            image::ImageFormat::Png,
+        ),
+    )
+    .expect("png");
+    let heic = photos.join("IMG_0001.HEIC");
+    let made = Command::new("heif-enc")
+        .arg(&png)
+        .arg("-o")
+        .arg(&heic)
+        .output()
+        .expect("heif-enc (bash .ci/setup installs it)");
+    assert!(made.status.success(), "{}", text(&made));
+
+    // The README's commands as written, but for the user's photo (here under $PHOTOS), the
+    // crate's build going to the tests' shared target directory (linked as its `target/`) …
+    let steps =
+        readme_block("### From nothing to a plugin in use", "sh").replace("~/photos/", "$PHOTOS/");
+    // … then used from another directory, with the README's profile in a config there.
+    std::fs::write(
+        elsewhere.join("mediaflow.toml"),
+        readme_block("Then name it in a profile", "toml"),
+    )
+    .expect("config");
+    let script = format!(
+        r#"set -euo pipefail
+cargo() {{ command cargo "$@"; ln -sfn "$CARGO_TARGET_DIR" target; }}
+cd "$WORK"
+{steps}
+cd "$ELSEWHERE"
+mediaflow plugin list --config mediaflow.toml
+mediaflow process "$PHOTOS/IMG_0001.HEIC" --config mediaflow.toml --profile web --out out
+"#
+    );
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin.clone()];
+    paths.extend(std::env::split_paths(&path));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", std::env::join_paths(paths).expect("PATH"))
+        .env("WORK", &work)
+        .env("ELSEWHERE", &elsewhere)
+        .env("PHOTOS", &photos)
+        .env("CARGO_TARGET_DIR", scaffold_target())
+        .env_remove("RUSTFLAGS")
+        .env_remove("MEDIAFLOW_CONFIG")
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("mediaflow-cli-test-cache"),
+        )
+        .env("MEDIAFLOW_LOG", "warn")
+        .output()
+        .expect("bash");
+    let said = text(&out);
+    assert!(out.status.success(), "{script}\n{said}");
+    // Published into the per-user registry, and found there from the other directory.
+    assert!(
+        tmp.path()
+            .join("data/mediaflow/buckets/renditions/plugins/my-plugin")
+            .is_dir(),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.contains("web") && l.ends_with("-> my-plugin@0.1.0 (registry)")),
+        "plugin list from elsewhere resolves the profile's plugin:\n{said}"
+    );
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(elsewhere.join("out/IMG_0001/manifest.json")).expect("manifest"),
+    )
+    .expect("JSON");
+    assert_eq!(m["status"], "succeeded", "{m}");
+    assert_eq!(m["plugins"][0]["name"], "my-plugin", "{m}");
+    assert_eq!(m["plugins"][0]["version"], "0.1.0", "{m}");
+    assert!(
+        m["metadata"]["my-plugin"]
+            .as_object()
+            .is_some_and(|e| !e.is_empty()),
+        "the plugin's entries are in the manifest: {m}"
+    );
 }

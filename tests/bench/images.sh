@@ -47,7 +47,7 @@ python3 - <<'PY'
 import os, statistics, subprocess, time, glob, shutil
 work, bin_, runs = os.environ["WORK"], os.environ["BIN"], int(os.environ["RUNS"])
 images = sorted(glob.glob(f"{work}/in/*.jpg"))
-env = dict(os.environ, VIPS_CONCURRENCY="1", MEDIAFLOW_LOG="warn", XDG_CACHE_HOME=f"{work}/cache")
+env = dict(os.environ, VIPS_CONCURRENCY="1", MEDIAFLOW_LOG="warn", XDG_CACHE_HOME=f"{work}/cache", XDG_DATA_HOME=f"{work}/data")
 
 def measure(cmds):
     """Run commands one after another; return (wall s, cpu s, peak RSS MiB) of the children."""

@@ -51,7 +51,7 @@ export BIN=$bin WORK=$work RUNS
 python3 - <<'PY'
 import os, re, statistics, subprocess
 work, bin_, runs = os.environ["WORK"], os.environ["BIN"], int(os.environ["RUNS"])
-env = dict(os.environ, MEDIAFLOW_LOG="warn", XDG_CACHE_HOME=f"{work}/cache")
+env = dict(os.environ, MEDIAFLOW_LOG="warn", XDG_CACHE_HOME=f"{work}/cache", XDG_DATA_HOME=f"{work}/data")
 
 def tree_rss_kib(root):
     """Resident memory of `root` and every process under it, KiB."""

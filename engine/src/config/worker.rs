@@ -11,7 +11,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// Root of local mode: `queue.db` and `buckets/<bucket>/<key>`.
+    /// Root of local mode: `queue.db`, `index.db` and `buckets/<bucket>/<key>` (with the
+    /// default plugin registry, `buckets/<output_bucket>/plugins/`). Default: per user, the same
+    /// from every directory — `$XDG_DATA_HOME/mediaflow`, else `~/.local/share/mediaflow`. A
+    /// relative path is relative to the current directory.
     pub data_dir: PathBuf,
     /// Bucket that `mediaflow submit` uploads sources to.
     pub source_bucket: String,
