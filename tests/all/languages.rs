@@ -2,7 +2,8 @@
 //! the Python metadata extractor (`examples/plugins/header-facts-py`, componentize-py) inside
 //! `mediaflow process`, the JavaScript notification rule (`examples/plugins/status-router-js`,
 //! componentize-js) in the plugin host on events of every status and duration, and both
-//! through `mediaflow plugin validate`.
+//! through `mediaflow plugin validate`; and the Python and JavaScript examples of the
+//! reference pages (`wit/<world>.md`), built and run with `mediaflow plugin run`.
 //!
 //! The toolchains come from `bash .ci/setup`. A built component is cached under the cargo
 //! target directory, keyed by a hash of its sources, the WIT and the tool's version, so only a
@@ -74,117 +75,19 @@ impl Example {
         PluginDescriptor::parse(&text).expect("valid plugin.toml")
     }
 
-    /// The toolchain's identity, part of the cache key; panics with how to install it.
-    fn tool_version(&self) -> String {
-        if self.dir == PYTHON.dir {
-            let out = componentize_py(&["--version"])
-                .output()
-                .expect("running python3");
-            assert!(
-                out.status.success(),
-                "componentize-py is not installed for python3 (bash .ci/setup installs it): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        } else {
-            let package = self
-                .path()
-                .join("node_modules/@bytecodealliance/componentize-js/package.json");
-            let text = std::fs::read_to_string(&package).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; componentize-js is installed by `npm ci` in {} (bash .ci/setup does it)",
-                    package.display(),
-                    self.path().display()
-                )
-            });
-            let json: Value = serde_json::from_str(&text).expect("package.json");
-            let node = Command::new("node")
-                .arg("--version")
-                .output()
-                .expect("node (bash .ci/setup installs it)");
-            format!(
-                "componentize-js {} node {}",
-                json["version"].as_str().unwrap_or("?"),
-                String::from_utf8_lossy(&node.stdout).trim()
-            )
-        }
-    }
-
-    /// The build command writing the component to `out`, against the WIT the engine writes
-    /// out (`mediaflow plugin wit DIR`, as the examples' READMEs say to: no engine checkout).
-    fn command(&self, out: &Path) -> Command {
-        let wit = out.with_extension("wit.d");
-        let written = crate::cli::mediaflow(&["plugin", "wit", wit.to_str().expect("utf-8")]);
-        assert!(written.status.success(), "{}", crate::cli::text(&written));
-        assert_eq!(
-            std::fs::read(wit.join("plugin.wit")).expect("written wit"),
-            std::fs::read(workspace().join("wit/plugin.wit")).expect("wit"),
-            "plugin wit writes the contract as it is in the repository"
-        );
-        if self.dir == PYTHON.dir {
-            let mut c = componentize_py(&["-d"]);
-            c.arg(&wit)
-                .args(["-w", self.world, "componentize", "-p"])
-                .arg(self.path())
-                .args(["app", "-o"])
-                .arg(out);
-            c
-        } else {
-            let mut c = Command::new("node");
-            c.current_dir(self.path())
-                .arg("node_modules/@bytecodealliance/componentize-js/src/cli.js")
-                .arg("plugin.js")
-                .arg("--wit")
-                .arg(&wit)
-                .args(["-n", self.world, "-d", "http", "-d", "fetch-event", "-o"])
-                .arg(out);
-            c
-        }
+    fn is_python(&self) -> bool {
+        self.dir == PYTHON.dir
     }
 
     /// Build the component (or take it from the cache): its path.
     fn build(&self) -> PathBuf {
-        let mut key = Sha256::new();
-        key.update(self.tool_version());
-        for f in self.sources {
-            key.update(f);
-            key.update(std::fs::read(self.path().join(f)).expect("example source"));
-        }
-        key.update(std::fs::read(workspace().join("wit/plugin.wit")).expect("wit"));
-        let key = hex::encode(key.finalize());
-        let cache = target_dir().join("lang-plugins");
-        std::fs::create_dir_all(&cache).expect("cache dir");
-        let wasm = cache.join(format!("{}-{}.wasm", self.dir, &key[..16]));
-        if wasm.exists() {
-            println!("{}: built component cached at {}", self.dir, wasm.display());
-            return wasm;
-        }
-        let partial = cache.join(format!(
-            "{}-{}.{}.tmp",
+        build_component(
+            self.is_python(),
+            &self.path(),
+            self.sources,
+            self.world,
             self.dir,
-            &key[..16],
-            std::process::id()
-        ));
-        let started = Instant::now();
-        let out = self
-            .command(&partial)
-            .output()
-            .expect("running the toolchain");
-        assert!(
-            out.status.success() && partial.exists(),
-            "building {} failed:\n{}{}",
-            self.dir,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::rename(&partial, &wasm).expect("rename built component");
-        println!(
-            "{}: built in {:.1} s ({} bytes)",
-            self.dir,
-            started.elapsed().as_secs_f64(),
-            std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0)
-        );
-        wasm
+        )
     }
 
     /// The built component, once per test process, with its compiled code in the cache the
@@ -192,7 +95,7 @@ impl Example {
     fn wasm(&self) -> &'static Path {
         static PY: OnceLock<PathBuf> = OnceLock::new();
         static JS: OnceLock<PathBuf> = OnceLock::new();
-        let cell = if self.dir == PYTHON.dir { &PY } else { &JS };
+        let cell = if self.is_python() { &PY } else { &JS };
         cell.get_or_init(|| {
             let wasm = self.build();
             let bytes = std::fs::read(&wasm).expect("built component");
@@ -222,6 +125,120 @@ impl Example {
         std::fs::copy(self.wasm(), dir.join("plugin.wasm")).expect("wasm");
         dir
     }
+}
+
+/// The toolchain's identity, part of the cache key; panics with how to install it.
+fn tool_version(python: bool) -> String {
+    if python {
+        let out = componentize_py(&["--version"])
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "componentize-py is not installed for python3 (bash .ci/setup installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    } else {
+        let package = JAVASCRIPT
+            .path()
+            .join("node_modules/@bytecodealliance/componentize-js/package.json");
+        let text = std::fs::read_to_string(&package).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; componentize-js is installed by `npm ci` in {} (bash .ci/setup does it)",
+                package.display(),
+                JAVASCRIPT.path().display()
+            )
+        });
+        let json: Value = serde_json::from_str(&text).expect("package.json");
+        let node = Command::new("node")
+            .arg("--version")
+            .output()
+            .expect("node (bash .ci/setup installs it)");
+        format!(
+            "componentize-js {} node {}",
+            json["version"].as_str().unwrap_or("?"),
+            String::from_utf8_lossy(&node.stdout).trim()
+        )
+    }
+}
+
+/// componentize-js's command line script, as the JavaScript example's `npm ci` installs it.
+fn componentize_js() -> PathBuf {
+    JAVASCRIPT
+        .path()
+        .join("node_modules/@bytecodealliance/componentize-js/src/cli.js")
+}
+
+/// The build command of `world`'s component from the sources in `src` (`app.py` or
+/// `plugin.js`), writing it to `out`, against the WIT the engine writes out (`mediaflow
+/// plugin wit DIR`, as the examples' READMEs say to: no engine checkout).
+fn toolchain(python: bool, src: &Path, world: &str, out: &Path) -> Command {
+    let wit = out.with_extension("wit.d");
+    let written = crate::cli::mediaflow(&["plugin", "wit", wit.to_str().expect("utf-8")]);
+    assert!(written.status.success(), "{}", crate::cli::text(&written));
+    assert_eq!(
+        std::fs::read(wit.join("plugin.wit")).expect("written wit"),
+        std::fs::read(workspace().join("wit/plugin.wit")).expect("wit"),
+        "plugin wit writes the contract as it is in the repository"
+    );
+    if python {
+        let mut c = componentize_py(&["-d"]);
+        c.arg(&wit)
+            .args(["-w", world, "componentize", "-p"])
+            .arg(src)
+            .args(["app", "-o"])
+            .arg(out);
+        c
+    } else {
+        let mut c = Command::new("node");
+        c.current_dir(src)
+            .arg(componentize_js())
+            .arg("plugin.js")
+            .arg("--wit")
+            .arg(&wit)
+            .args(["-n", world, "-d", "http", "-d", "fetch-event", "-o"])
+            .arg(out);
+        c
+    }
+}
+
+/// Build `world`'s component from `sources` in `src` — or take it from the cache under the
+/// target directory, keyed by the sources, the WIT and the toolchain's version: its path.
+fn build_component(python: bool, src: &Path, sources: &[&str], world: &str, name: &str) -> PathBuf {
+    let mut key = Sha256::new();
+    key.update(tool_version(python));
+    for f in sources {
+        key.update(f);
+        key.update(std::fs::read(src.join(f)).expect("plugin source"));
+    }
+    key.update(std::fs::read(workspace().join("wit/plugin.wit")).expect("wit"));
+    let key = hex::encode(key.finalize());
+    let cache = target_dir().join("lang-plugins");
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let wasm = cache.join(format!("{name}-{}.wasm", &key[..16]));
+    if wasm.exists() {
+        println!("{name}: built component cached at {}", wasm.display());
+        return wasm;
+    }
+    let partial = cache.join(format!("{name}-{}.{}.tmp", &key[..16], std::process::id()));
+    let started = Instant::now();
+    let out = toolchain(python, src, world, &partial)
+        .output()
+        .expect("running the toolchain");
+    assert!(
+        out.status.success() && partial.exists(),
+        "building {name} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&partial, &wasm).expect("rename built component");
+    println!(
+        "{name}: built in {:.1} s ({} bytes)",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0)
+    );
+    wasm
 }
 
 /// `componentize-py ARGS` through the same `python3` the tests use for moto.
@@ -612,15 +629,11 @@ fn plugin_validate_accepts_both_with_their_manifests() {
         let wasm = example.wasm();
         let toml = example.path().join("plugin.toml");
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_mediaflow-cli"))
+        let out = crate::cli::command()
             .args(["plugin", "validate"])
             .arg(wasm)
             .arg("--manifest")
             .arg(&toml)
-            .env(
-                "XDG_CACHE_HOME",
-                std::env::temp_dir().join("mediaflow-cli-test-cache"),
-            )
             .env("MEDIAFLOW_LOG", "warn")
             .output()
             .expect("mediaflow plugin validate");
@@ -643,5 +656,90 @@ fn plugin_validate_accepts_both_with_their_manifests() {
             )),
             "{text}"
         );
+    }
+}
+
+/// The `lang` example of the reference page of `world` (`wit/<world>.md`).
+fn page_example(world: &str, lang: &str) -> String {
+    let page = std::fs::read_to_string(workspace().join("wit").join(format!("{world}.md")))
+        .expect("reference page");
+    page.split(&format!("```{lang}\n"))
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("wit/{world}.md has a {lang} example"))
+        .to_string()
+}
+
+#[test]
+fn the_reference_pages_python_and_javascript_examples_build_and_do_what_they_say() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let picture = tmp.path().join("sample.png");
+    std::fs::write(
+        &picture,
+        encode(&photo_like(100, 60), image::ImageFormat::Png),
+    )
+    .expect("png");
+    let bytes = std::fs::metadata(&picture).expect("sample").len();
+    for world in ["metadata-extractor", "watermarker", "notification-rule"] {
+        for (python, lang, file) in [(true, "python", "app.py"), (false, "js", "plugin.js")] {
+            let src = tmp.path().join(format!("{world}-{lang}"));
+            std::fs::create_dir_all(&src).expect("mkdir");
+            std::fs::write(src.join(file), page_example(world, lang)).expect("source");
+            let name = format!("page-{world}-{lang}");
+            let wasm = build_component(python, &src, &[file], world, &name);
+            let mut args = vec!["plugin", "run", wasm.to_str().expect("utf-8")];
+            args.extend([picture.to_str().expect("utf-8"), "--json"]);
+            if world == "notification-rule" {
+                args.extend(["--event", "failed"]);
+            }
+            let out = crate::cli::command()
+                .args(&args)
+                .current_dir(&src)
+                .output()
+                .expect("plugin run");
+            let said = crate::cli::text(&out);
+            assert!(out.status.success(), "{name}: {said}");
+            let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let file = &doc["files"][0];
+            match world {
+                "metadata-extractor" => {
+                    assert_eq!(file["entries"]["file.bytes"], bytes, "{name}: {doc}")
+                }
+                "watermarker" => {
+                    // A white band a fifth of the width, a twentieth of the height, at the
+                    // bottom right, half opaque.
+                    let drawn = &file["overlays"][0];
+                    let overlay = &drawn["overlay"];
+                    let (w, h) = (
+                        drawn["width"].as_u64().expect("width"),
+                        drawn["height"].as_u64().expect("height"),
+                    );
+                    let png = src.join(overlay["png"].as_str().expect("overlay png"));
+                    let img = image::open(&png).expect("overlay decodes").to_rgba8();
+                    assert_eq!(
+                        (u64::from(img.width()), u64::from(img.height())),
+                        (w / 5, (h / 20).max(1)),
+                        "{name}: {doc}"
+                    );
+                    assert_eq!(img.get_pixel(0, 0).0, [255, 255, 255, 200], "{name}");
+                    assert_eq!(
+                        (overlay["x"].as_u64(), overlay["y"].as_u64()),
+                        (Some(w - w / 5), Some(h - (h / 20).max(1))),
+                        "{name}: {doc}"
+                    );
+                }
+                _ => {
+                    let sent = &file["notifications"];
+                    assert_eq!(sent.as_array().map(Vec::len), Some(1), "{name}: {doc}");
+                    assert_eq!(sent[0]["sink"], "alerts", "{name}: {doc}");
+                    assert!(
+                        sent[0]["subject"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("job failed: ")),
+                        "{name}: {doc}"
+                    );
+                }
+            }
+        }
     }
 }
