@@ -3,9 +3,11 @@
 //! store and the plugins, and of the work itself ([`health`]); the HTTP listener serving
 //! `/healthz`, `/readyz` and `/metrics` on axum ([`server`]); jobs in flight ([`activity`]) and
 //! the ECS task scale-in protection they drive, called with the hyper client
-//! ([`protection`]); and [`ops`], which starts them for the worker.
+//! ([`protection`]); job metrics as CloudWatch embedded-metric-format lines ([`emf`]); and
+//! [`ops`], which starts them for the worker.
 
 pub mod activity;
+pub mod emf;
 pub mod health;
 pub mod logs;
 pub mod metrics;

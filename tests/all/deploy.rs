@@ -7,6 +7,10 @@
 //! with the queue (visibility, redrive) and `stopTimeout`; the image builds with the pinned
 //! toolchain; the health-check script passes only on HTTP 200 from `/healthz`.
 //!
+//! the dashboard plots the job metrics the workers write (names and dimension sets from
+//! `telemetry::emf`) and shows every alarm; checkov (pinned too) finds no failing check, and every check the template skips is named in
+//! `deploy/README.md`.
+//!
 //! The template is read through cfn-lint's own YAML loader (short tags like `!Ref` and
 //! `!GetAtt` become their long forms), so it is read exactly as cfn-lint checks it.
 
@@ -470,6 +474,90 @@ fn cloudformation_template_passes_cfn_lint() {
     );
 }
 
+/// The checkov `.ci/setup` installs, in its own virtualenv; fails (not skips) when missing.
+fn checkov() -> Command {
+    let setup = read(".ci/setup");
+    let at = setup
+        .find("'checkov==")
+        .expect(".ci/setup pins checkov ('checkov==X.Y.Z')");
+    let version: String = setup[at + "'checkov==".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME");
+    let bin = cache.join(format!("mediaflow-ci/checkov-{version}/bin/checkov"));
+    assert!(
+        bin.exists(),
+        "checkov {version} is not installed at {} (run `bash .ci/setup`)",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+#[test]
+fn checkov_passes_the_template_and_every_skipped_check_is_explained() {
+    let out = checkov()
+        .args([
+            "-f",
+            "deploy/cloudformation.yaml",
+            "--framework",
+            "cloudformation",
+        ])
+        .args(["--output", "json", "--skip-download"])
+        .current_dir(root())
+        .output()
+        .expect("running checkov");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov's JSON report: {e}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let results = &report["results"];
+    let list = |key: &str| -> Vec<(String, String, String)> {
+        results[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                        (
+                            s(&c["check_id"]),
+                            s(&c["resource"]),
+                            s(&c["check_result"]["suppress_comment"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(report["summary"]["parsing_errors"], 0, "{report}");
+    assert!(
+        report["summary"]["passed"].as_u64().unwrap_or(0) > 0,
+        "checkov checked something: {}",
+        report["summary"]
+    );
+    let failed = list("failed_checks");
+    assert!(failed.is_empty(), "checkov checks failing: {failed:#?}");
+    // Every check left unfixed carries its reason in the template and is named, with the
+    // resource it concerns, in deploy/README.md.
+    let readme = read("deploy/README.md");
+    for (id, resource, why) in list("skipped_checks") {
+        assert!(why.len() > 20, "{id} on {resource}: no reason given");
+        let name = resource.rsplit('.').next().unwrap_or_default();
+        assert!(
+            readme
+                .lines()
+                .any(|l| l.contains(&format!("`{id}`")) && l.contains(name)),
+            "deploy/README.md names {id} on {name} and why it is left"
+        );
+    }
+}
+
 #[test]
 fn task_role_grants_exactly_the_aws_calls_the_engine_makes() {
     let t = template();
@@ -775,4 +863,64 @@ fn healthcheck_script_passes_only_on_http_200_from_healthz() {
         .expect("addr")
         .port(); // dropped: nothing listens there now
     assert!(!healthcheck(closed), "no listener is unhealthy");
+}
+
+#[test]
+fn the_dashboard_plots_the_job_metrics_the_workers_write_and_every_alarm() {
+    let t = template();
+    let (_, dash) = only(&t, "AWS::CloudWatch::Dashboard", |_| true);
+    let text = resolve(&t, &dash["Properties"]["DashboardBody"]);
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the dashboard body is not JSON once resolved: {e}\n{text}"));
+    // The namespace the task's workers write their EMF lines under.
+    let (_, taskdef) = only(&t, "AWS::ECS::TaskDefinition", |_| true);
+    let namespace = taskdef["Properties"]["ContainerDefinitions"][0]["Environment"]
+        .as_array()
+        .expect("Environment")
+        .iter()
+        .find(|e| e["Name"] == "MEDIAFLOW_OPS__EMF_NAMESPACE")
+        .map(|e| resolve(&t, &e["Value"]))
+        .expect("the task writes EMF job metrics (MEDIAFLOW_OPS__EMF_NAMESPACE)");
+    use mediaflow::telemetry::emf::{DIMENSION_SETS, METRICS};
+    let widgets = body["widgets"].as_array().expect("widgets");
+    let mut plotted = BTreeSet::new();
+    for w in widgets {
+        for m in w["properties"]["metrics"].as_array().into_iter().flatten() {
+            let m = m.as_array().expect("a metric row");
+            if m[0] != namespace.as_str() {
+                continue;
+            }
+            let name = m[1].as_str().expect("metric name");
+            assert!(
+                METRICS.iter().any(|(n, _)| *n == name),
+                "the dashboard plots {name}, which the workers do not write"
+            );
+            let mut dims: Vec<&str> = m[2..].iter().filter_map(Value::as_str).step_by(2).collect();
+            dims.sort_unstable();
+            assert!(
+                DIMENSION_SETS.iter().any(|set| {
+                    let mut set = set.to_vec();
+                    set.sort_unstable();
+                    set == dims
+                }),
+                "{name} by {dims:?}: not a dimension set the workers write ({DIMENSION_SETS:?})"
+            );
+            plotted.insert(name.to_string());
+        }
+    }
+    for (name, _) in METRICS {
+        assert!(plotted.contains(*name), "the dashboard plots {name}");
+    }
+    // The alarm widget shows every alarm of the stack.
+    let alarms: BTreeSet<String> = resources(&t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(id, _)| format!("{id}.Arn"))
+        .collect();
+    let shown: BTreeSet<String> = widgets
+        .iter()
+        .filter(|w| w["type"] == "alarm")
+        .flat_map(|w| strings(&w["properties"]["alarms"]))
+        .collect();
+    assert_eq!(shown, alarms, "the dashboard's alarm widget");
 }

@@ -6,7 +6,9 @@
 //! is requested from a stand-in ECS agent on the first job and released when idle, and an
 //! agent that fails never stops a job; the image's health-check script passes against the
 //! real listener; a taken ops port stops the worker at start with exit code 2; hostile
-//! plugins show up as traps by reason, with call durations and a memory high-water mark.
+//! plugins show up as traps by reason, with call durations and a memory high-water mark; with
+//! `ops.emf_namespace` set, each recorded job is one CloudWatch embedded-metric-format line on
+//! stdout, checked against the format's rules.
 
 use crate::harness::{Workers, config_text, signal};
 use mediaflow_tests::{Moto, encode, photo_like};
@@ -876,4 +878,150 @@ fn plugin_traps_limits_duration_and_memory_high_water_are_counted() {
         Some(1.0)
     );
     check_histograms(&families);
+}
+
+/// The units CloudWatch accepts in an EMF metric definition.
+const EMF_UNITS: &[&str] = &[
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
+];
+
+/// Check `doc` against the rules of CloudWatch's embedded metric format specification: the
+/// `_aws` member with a millisecond timestamp and metric directives, each dimension a
+/// top-level string member, each metric a top-level number with a known unit.
+fn check_emf(doc: &Value, since_ms: u128) {
+    let aws = &doc["_aws"];
+    let ts = aws["Timestamp"]
+        .as_u64()
+        .expect("_aws.Timestamp: integer ms") as u128;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    assert!(
+        since_ms <= ts && ts <= now,
+        "timestamp {ts} in [{since_ms}, {now}]"
+    );
+    let directives = aws["CloudWatchMetrics"]
+        .as_array()
+        .expect("CloudWatchMetrics");
+    assert!(!directives.is_empty());
+    for d in directives {
+        let ns = d["Namespace"].as_str().expect("Namespace");
+        assert!(
+            (1..=255).contains(&ns.len())
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/#:".contains(c)),
+            "namespace {ns:?}"
+        );
+        for set in d["Dimensions"].as_array().expect("Dimensions") {
+            let set = set.as_array().expect("a dimension set");
+            assert!(set.len() <= 30, "{set:?}");
+            for key in set {
+                let key = key.as_str().expect("dimension key");
+                assert!(
+                    doc[key].is_string(),
+                    "dimension {key} is a top-level string: {doc}"
+                );
+            }
+        }
+        let metrics = d["Metrics"].as_array().expect("Metrics");
+        assert!((1..=100).contains(&metrics.len()));
+        for m in metrics {
+            let name = m["Name"].as_str().expect("Name");
+            assert!(
+                doc[name].is_number(),
+                "metric {name} is a top-level number: {doc}"
+            );
+            let unit = m["Unit"].as_str().unwrap_or("None");
+            assert!(EMF_UNITS.contains(&unit), "unit {unit}");
+        }
+    }
+}
+
+#[test]
+fn job_metrics_reach_stdout_in_cloudwatch_embedded_metric_format() {
+    let w = Workers::new(|dir| config_text(&dir.join("data"), "", ""), Vec::new());
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let stdout = w.dir.path().join("stdout.txt");
+    let mut worker = w
+        .cmd(&["worker"])
+        .env("MEDIAFLOW_OPS__EMF_NAMESPACE", "mediaflow/test-stack")
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(w.dir.path().join("worker-emf.log")).expect("log"))
+        .spawn()
+        .expect("worker");
+    submit(&w, "fine.png", None);
+    submit(
+        &w,
+        "broken.png",
+        Some(b"\x89PNG\r\n\x1a\n not really".to_vec()),
+    );
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    w.wait_until("two EMF lines", Duration::from_secs(60), POLL, || {
+        lines().len() >= 2
+    });
+    signal(&worker, libc::SIGTERM);
+    assert!(worker.wait().expect("exit").success(), "{}", w.logs());
+    // Nothing but EMF on stdout (the logs are on stderr).
+    let text = std::fs::read_to_string(&stdout).expect("stdout");
+    let docs = json_lines(&text);
+    assert_eq!(docs.len(), 2, "{text}");
+    for d in &docs {
+        check_emf(d, since);
+        let directive = &d["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "mediaflow/test-stack");
+        assert_eq!(d["Profile"], "small");
+        assert_eq!(d["Jobs"], 1);
+        assert!(d["JobDuration"].as_f64().is_some_and(|ms| ms > 0.0), "{d}");
+        assert!(d["job_id"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+    }
+    let mut statuses: Vec<&str> = docs.iter().filter_map(|d| d["Status"].as_str()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["failed", "succeeded"]);
+    let failed = docs
+        .iter()
+        .find(|d| d["Status"] == "failed")
+        .expect("failed");
+    assert!(failed["error_code"].is_string(), "{failed}");
+    assert!(
+        failed["source"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("broken.png"))
+    );
 }

@@ -29,6 +29,10 @@ pub struct OpsConfig {
     pub task_protection_minutes: u32,
     /// How long the worker must stay idle before its protection is released, in milliseconds.
     pub task_protection_release_ms: u64,
+    /// CloudWatch namespace of the job metrics the worker writes to stdout as embedded metric
+    /// format lines (`Jobs`, `JobDuration` by `Status` and `Profile`), which CloudWatch Logs
+    /// turns into metrics with no agent; empty (the default) writes none.
+    pub emf_namespace: String,
 }
 
 impl Default for OpsConfig {
@@ -42,6 +46,7 @@ impl Default for OpsConfig {
             readiness_timeout_ms: 2_000,
             task_protection_minutes: 10,
             task_protection_release_ms: 5_000,
+            emf_namespace: String::new(),
         }
     }
 }
@@ -62,6 +67,19 @@ impl OpsConfig {
             return Err((
                 "readiness_timeout_ms".into(),
                 format!("{} must be 1..=60000", self.readiness_timeout_ms),
+            ));
+        }
+        let ns = &self.emf_namespace;
+        if ns.len() > 255
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/#:".contains(c))
+        {
+            return Err((
+                "emf_namespace".into(),
+                format!(
+                    "{ns:?} is not a CloudWatch namespace (up to 255 of A-Z a-z 0-9 . _ - / # :)"
+                ),
             ));
         }
         if self.readiness_cache_ms > 60_000 {

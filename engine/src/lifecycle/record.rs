@@ -136,6 +136,7 @@ pub(super) fn write(
         Ok(Some(_)) => {
             tracing::info!(status = %m.status, manifest = %dest.storage.uri(&key), "job recorded");
             metrics::job_recorded(&m);
+            crate::telemetry::emf::job_recorded(&m);
             pending.send();
             Outcome::Recorded(Box::new(m))
         }

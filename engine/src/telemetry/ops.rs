@@ -52,6 +52,7 @@ impl Ops {
             Duration::from_millis(config.readiness_timeout_ms),
         ));
         health.follow(shutdown.receiving());
+        super::emf::enable(&config.emf_namespace);
         let stop = shutdown.services().child_token();
         let activity = Arc::new(Activity::default());
         let server = if config.enabled {
