@@ -93,7 +93,12 @@ impl LocalQueue {
             |r| r.get(0),
         )?;
         if !has_reason {
-            conn.execute_batch("ALTER TABLE messages ADD COLUMN reason TEXT")?;
+            // Another process opening the same new database (a `submit` beside a starting
+            // worker) may add it between the check and here: that is the outcome wanted.
+            match conn.execute_batch("ALTER TABLE messages ADD COLUMN reason TEXT") {
+                Err(e) if e.to_string().contains("duplicate column name") => {}
+                other => other?,
+            }
         }
         Ok(())
     }
