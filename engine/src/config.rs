@@ -536,22 +536,22 @@ pub(crate) mod tests {
                 .worker
                 .data_dir
         };
-        let home = [("HOME", "/home/ann")];
+        let home = [("HOME", "/h/ann")];
         assert_eq!(
             dir(None, &home),
-            PathBuf::from("/home/ann/.local/share/mediaflow")
+            PathBuf::from("/h/ann/.local/share/mediaflow")
         );
         assert_eq!(
             dir(
                 None,
-                &[("HOME", "/home/ann"), ("XDG_DATA_HOME", "/data/ann")]
+                &[("HOME", "/h/ann"), ("XDG_DATA_HOME", "/xdg/ann")]
             ),
-            PathBuf::from("/data/ann/mediaflow")
+            PathBuf::from("/xdg/ann/mediaflow")
         );
         // The XDG spec ignores a relative XDG_DATA_HOME.
         assert_eq!(
-            dir(None, &[("HOME", "/home/ann"), ("XDG_DATA_HOME", "rel")]),
-            PathBuf::from("/home/ann/.local/share/mediaflow")
+            dir(None, &[("HOME", "/h/ann"), ("XDG_DATA_HOME", "rel")]),
+            PathBuf::from("/h/ann/.local/share/mediaflow")
         );
         assert_eq!(dir(None, &[]), PathBuf::from("mediaflow-data"));
         assert_eq!(
@@ -562,7 +562,7 @@ pub(crate) mod tests {
             dir(
                 None,
                 &[
-                    ("HOME", "/home/ann"),
+                    ("HOME", "/h/ann"),
                     ("MEDIAFLOW_WORKER__DATA_DIR", "/srv/mf")
                 ]
             ),
