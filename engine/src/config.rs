@@ -542,10 +542,7 @@ pub(crate) mod tests {
             PathBuf::from("/h/ann/.local/share/mediaflow")
         );
         assert_eq!(
-            dir(
-                None,
-                &[("HOME", "/h/ann"), ("XDG_DATA_HOME", "/xdg/ann")]
-            ),
+            dir(None, &[("HOME", "/h/ann"), ("XDG_DATA_HOME", "/xdg/ann")]),
             PathBuf::from("/xdg/ann/mediaflow")
         );
         // The XDG spec ignores a relative XDG_DATA_HOME.
