@@ -15,6 +15,7 @@
 //! - `multipart`: large uploads in parts.
 //! - `openapi`: the OpenAPI document, derived from the handlers.
 //! - `files`: outputs served locally.
+//! - `page`: the web page at `/`.
 //! - `events`: a job's status and progress as Server-Sent Events.
 
 pub mod admin;
@@ -25,6 +26,7 @@ mod files;
 mod jobs;
 mod multipart;
 mod openapi;
+mod page;
 mod uploads;
 
 pub use error::ApiError;
@@ -115,6 +117,8 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(page::index))
+        .route("/page/{file}", get(page::asset))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/uploads", post(uploads::create))
         .route("/v1/uploads/{id}", axum::routing::put(uploads::receive))
@@ -129,6 +133,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/jobs/{id}/files/{*key}", get(files::get))
+        .route(
+            "/v1/jobs/{id}/signed/{token}/{*key}",
+            get(files::get_signed),
+        )
         .fallback(|| async { ApiError::not_found("such route: see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -238,7 +246,12 @@ async fn listen(
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
-    tracing::info!(addr = %bound, open = keys.is_empty(), "job API listening");
+    let page = config
+        .api
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    tracing::info!(addr = %bound, open = keys.is_empty(), page = %format!("{}/", page.trim_end_matches('/')), "job API listening; the page is at `page`");
     let connections = Connections {
         max: 512,
         keep_alive: true,

@@ -1,7 +1,11 @@
-//! `GET /v1/jobs/{id}/files/{key}?token=…` (local mode): a job's outputs and manifest served
-//! by `serve`, with a token good for that job only (or an API key with `read`). Only keys the
-//! job's record names are served: a token cannot reach another job's files, nor anything else
-//! in the bucket.
+//! A job's outputs and manifest served by `serve` (local mode), with a token good for that job
+//! only (or an API key with `read`): `GET /v1/jobs/{id}/files/{key}?token=…`, and the form the
+//! API hands out, `GET /v1/jobs/{id}/signed/{token}/{key}`, whose token is part of the path so
+//! that the relative references inside an output — an HLS master's playlists, a playlist's
+//! segments, a WebVTT file's sprite — resolve to URLs that carry it too (a query string is
+//! dropped by relative resolution, so native HLS players and hls.js alike would lose it). Only
+//! keys the job's record names are served: a token cannot reach another job's files, nor
+//! anything else in the bucket.
 
 use super::ApiState;
 use super::error::{ApiError, Forbidden, NotFound, Unauthorized, Unavailable};
@@ -55,10 +59,47 @@ pub async fn get(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state
-        .auth
-        .job_reader(&headers, &id, q.token.as_deref())
-        .await?;
+    serve(state, id, key, q.token.as_deref(), &headers).await
+}
+
+/// `GET /v1/jobs/{id}/signed/{token}/{*key}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/signed/{token}/{key}",
+    operation_id = "get_signed_job_file",
+    tag = "jobs",
+    summary = "Fetch an output or the manifest by the URL the API gave (local mode)",
+    description = "The token is a path segment, so relative references inside an output (an HLS playlist's segments, a WebVTT file's sprite) resolve to URLs that carry it.",
+    security(()),
+    params(
+        ("id" = String, Path, description = "The job's id"),
+        ("token" = String, Path, description = "The token in the output's `url`"),
+        ("key" = String, Path, description = "The output's key")
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = [u8]),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn get_signed(
+    State(state): State<Arc<ApiState>>,
+    Path((id, token, key)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(state, id, key, Some(&token), &headers).await
+}
+
+/// Job `id`'s file `key`, to a holder of `token` for the job or of a key with `read`.
+async fn serve(
+    state: Arc<ApiState>,
+    id: String,
+    key: String,
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    state.auth.job_reader(headers, &id, token).await?;
     let job = load(&state, &id).await?;
     let named = job.manifest_key.as_deref() == Some(key.as_str())
         || job.outputs.iter().any(|o| o.key == key);

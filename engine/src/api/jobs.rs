@@ -411,6 +411,9 @@ pub struct JobView {
     error: Option<ErrorView>,
     /// Where its manifest is, once recorded.
     manifest_url: Option<String>,
+    /// Its event stream (`GET /v1/jobs/{id}/events`) with a token for this job in the URL, for
+    /// a client that cannot send headers (a browser's `EventSource`).
+    events_url: String,
     /// A cancel was asked for and the worker running it has not stopped yet.
     cancel_requested: bool,
     /// The run: 1, and one more for each retry.
@@ -557,6 +560,12 @@ pub(super) async fn view(state: &Arc<ApiState>, headers: &HeaderMap, job: &JobRe
         },
         error: job.error.as_ref().map(ErrorView::of),
         manifest_url,
+        events_url: format!(
+            "{}/v1/jobs/{}/events?token={}",
+            state.public_url(headers),
+            job.id,
+            job_token(state, &job.id)
+        ),
         cancel_requested: job.cancel_requested,
         run: job.run,
         runs: job
@@ -605,14 +614,21 @@ async fn output_url(
         }
         return String::new();
     }
-    let expires = (now_ms() + ttl.as_millis() as i64) / 60_000 * 60_000 + 60_000;
-    let token = state.auth.token("job", &job.id, expires);
     format!(
-        "{}/v1/jobs/{}/files/{}?token={token}",
+        "{}/v1/jobs/{}/signed/{}/{}",
         state.public_url(headers),
         job.id,
+        job_token(state, &job.id),
         encode_key(key)
     )
+}
+
+/// A token for reading job `id` (its files and its event stream) for `api.token_ttl_secs`,
+/// its expiry rounded up to the minute so that URLs stay the same for a while (and cacheable).
+fn job_token(state: &ApiState, id: &str) -> String {
+    let ttl = state.config.api.token_ttl_secs.saturating_mul(1000) as i64;
+    let expires = (now_ms().saturating_add(ttl)) / 60_000 * 60_000 + 60_000;
+    state.auth.token("job", id, expires)
 }
 
 /// A key as a URL path (each segment percent-encoded, `/` kept).

@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         super::jobs::retry,
         super::events::stream,
         super::files::get,
+        super::files::get_signed,
         document,
     ),
     components(
