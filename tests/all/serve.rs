@@ -237,6 +237,37 @@ fn an_upload_through_the_returned_url_becomes_a_job_whose_outputs_download() {
     let (status, manifest) = curl(&[job["manifest_url"].as_str().expect("manifest url")]);
     assert_eq!(status, 200);
     let manifest: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    // The event stream's URL carries a token for this job: a client with no headers follows it.
+    let (status, events) = curl(&[job["events_url"].as_str().expect("events url")]);
+    assert_eq!(status, 200);
+    let events = String::from_utf8_lossy(&events);
+    assert!(
+        events.contains("event: status") && events.contains("\"succeeded\""),
+        "{events}"
+    );
+    // The page: its HTML, script, style and the vendored hls.js, with a content security policy.
+    let (status, html) = curl(&["-D", "-", &format!("{}/", s.base)]);
+    let html = String::from_utf8_lossy(&html).to_lowercase();
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("content-security-policy: default-src 'self'"),
+        "{html}"
+    );
+    assert!(html.contains("<script src=\"/page/app.js\""), "{html}");
+    for (asset, starts) in [
+        ("app.js", "// The mediaflow page"),
+        ("app.css", "/* The mediaflow page"),
+        ("hls.min.js", "!function"),
+        ("hls.js-LICENSE", "Copyright"),
+    ] {
+        let (status, body) = curl(&[&format!("{}/page/{asset}", s.base)]);
+        assert_eq!(status, 200, "{asset}");
+        assert!(
+            String::from_utf8_lossy(&body).starts_with(starts),
+            "{asset}"
+        );
+    }
+    assert_eq!(curl(&[&format!("{}/page/nothing.js", s.base)]).0, 404);
     assert_eq!(
         manifest["job_id"],
         id.as_str(),
@@ -674,12 +705,14 @@ fn keys_scopes_revocation_and_tokens_bound_to_one_job() {
     // A file URL works with its own job's token only.
     let url2 = job2["outputs"][0]["url"].as_str().expect("url");
     assert_eq!(curl(&["-o", "/dev/null", url2]).0, 200);
-    let token2 = url2.split("token=").nth(1).expect("token");
+    let token_of = |url: &str| {
+        let after = url.split("/signed/").nth(1).expect("a signed file URL");
+        after.split('/').next().expect("token").to_string()
+    };
+    let token2 = token_of(url2);
     let url1 = job1["outputs"][0]["url"].as_str().expect("url");
-    let stolen = format!(
-        "{}token={token2}",
-        url1.split("token=").next().expect("base")
-    );
+    let stolen = url1.replace(&token_of(url1), &token2);
+    assert_ne!(stolen, url1);
     assert_eq!(
         curl(&["-o", "/dev/null", &stolen]).0,
         401,
@@ -1074,6 +1107,7 @@ fn the_openapi_document_is_valid_and_matches_the_routes_and_a_real_job() {
         "/v1/jobs/{id}/events",
         "/v1/jobs/{id}/files/{key}",
         "/v1/jobs/{id}/retry",
+        "/v1/jobs/{id}/signed/{token}/{key}",
         "/v1/openapi.json",
         "/v1/uploads",
         "/v1/uploads/{id}",
@@ -1135,4 +1169,211 @@ fn the_openapi_document_is_valid_and_matches_the_routes_and_a_real_job() {
             "expired"
         ])
     );
+}
+
+/// The page in a real browser (Debian's Chromium driven by playwright-core, both installed by
+/// `.ci/setup`): two images and a video uploaded through the file input, each upload bar at
+/// 100 %, the jobs `succeeded`, the images decoded, the video playing from its HLS master with
+/// its seek thumbnails; a corrupt file shows its error in plain words; a reload keeps the list.
+/// Screenshots of each view are left under `target/browser-shots/` (artefacts, not committed).
+#[test]
+fn the_page_uploads_files_shows_their_progress_and_plays_the_video_in_a_real_browser() {
+    let s = Serve::start(
+        "",
+        "[profiles.small.video]\nladder = [{ size = 240, bitrate_kbps = 400 }]\n",
+    );
+    let dir = s.workers.dir.path();
+    let (photo, chart, clip, bad) = (
+        dir.join("photo.jpg"),
+        dir.join("chart.png"),
+        dir.join("clip.mp4"),
+        dir.join("broken.jpg"),
+    );
+    std::fs::write(
+        &photo,
+        encode(&photo_like(640, 480), image::ImageFormat::Jpeg),
+    )
+    .expect("photo");
+    std::fs::write(&chart, png()).expect("chart");
+    crate::video::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=4",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        clip.to_str().expect("path"),
+    ]);
+    let mut junk = b"\xff\xd8\xff\xe0".to_vec();
+    junk.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&bad, junk).expect("broken");
+    // Long enough to be running when the page cancels it.
+    let long = dir.join("long.mp4");
+    crate::video::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=30:duration=40",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        long.to_str().expect("path"),
+    ]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shots = root.join("target/browser-shots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let browse = |args: &[&std::ffi::OsStr]| -> Value {
+        let out = Command::new("node")
+            .current_dir(root.join("tests/browser"))
+            .arg("page.mjs")
+            .args(args)
+            .output()
+            .expect("node runs (installed by .ci/setup)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the browser run failed:\n{stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.workers.logs()
+        );
+        serde_json::from_str(stdout.trim()).expect("one JSON line")
+    };
+    let seen = browse(&[
+        "flow".as_ref(),
+        s.base.as_ref(),
+        shots.as_os_str(),
+        long.as_os_str(),
+        photo.as_os_str(),
+        chart.as_os_str(),
+        clip.as_os_str(),
+        bad.as_os_str(),
+    ]);
+
+    for name in ["photo.jpg", "chart.png", "clip.mp4", "broken.jpg"] {
+        let u = &seen["uploads"][name];
+        assert_eq!(u["uploaded"], "100", "{name}: {u}");
+        assert_eq!(u["bar"], u["max"], "{name}'s bar is full: {u}");
+    }
+    for name in ["photo.jpg", "chart.png", "clip.mp4"] {
+        assert_eq!(seen["uploads"][name]["status"], "succeeded", "{seen}");
+        assert_eq!(seen["jobs"][name]["status"], "succeeded", "{seen}");
+    }
+    for name in ["photo.jpg", "chart.png"] {
+        let widths = seen["jobs"][name]["images"].as_array().expect("images");
+        assert!(
+            !widths.is_empty() && widths.iter().all(|w| w.as_u64() > Some(0)),
+            "{name}'s renditions decode in the browser: {seen}"
+        );
+    }
+    let video = &seen["jobs"]["clip.mp4"];
+    assert!(
+        video["played"].as_f64() > Some(0.5),
+        "the video plays: {video}"
+    );
+    assert!(
+        video["player"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("HLS")),
+        "{video}"
+    );
+    assert!(
+        video["scenes"].as_u64() > Some(0) && video["poster"] == true,
+        "seek thumbnails and a poster: {video}"
+    );
+    assert!(
+        video["downloads"].as_u64() > Some(0),
+        "download links: {video}"
+    );
+    let broken = &seen["jobs"]["broken.jpg"];
+    assert_eq!(broken["status"], "failed", "{seen}");
+    assert!(
+        broken["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("This job failed") && e.len() > 30),
+        "the error in plain words: {broken}"
+    );
+    let listed = seen["listed"].as_array().expect("list after reload");
+    assert_eq!(listed.len(), 4, "a reload keeps the list: {seen}");
+    assert_eq!(
+        seen["failedOnly"],
+        serde_json::json!(["failed"]),
+        "the status filter: {seen}"
+    );
+    let cancel = &seen["cancel"];
+    assert_eq!(
+        (&cancel["before"], &cancel["after"]),
+        (&Value::from("running"), &Value::from("canceled")),
+        "a running job cancelled from the page: {cancel}"
+    );
+    let job = s.job(None, cancel["job"].as_str().expect("id"));
+    assert_eq!(job["status"], "canceled", "{job}");
+
+    // Keys now required: the page asks for one, refuses a wrong one, keeps the right one.
+    let out = s
+        .workers
+        .cmd(&["api-key", "create", "--name", "browser"])
+        .output()
+        .expect("api-key");
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("mfk_"), "{out:?}");
+    std::thread::sleep(Duration::from_secs(4)); // past the key cache
+    let seen = browse(&[
+        "key".as_ref(),
+        s.base.as_ref(),
+        shots.as_os_str(),
+        key.as_ref(),
+    ]);
+    assert_eq!(
+        seen["focused"], "key-input",
+        "the prompt takes the focus: {seen}"
+    );
+    assert!(
+        seen["listMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("API key")),
+        "{seen}"
+    );
+    assert!(
+        seen["wrongKeyReason"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty() && !m.contains("mfk_not_a_key")),
+        "a wrong key is refused with a reason: {seen}"
+    );
+    assert_eq!(seen["promptHidden"], true, "{seen}");
+    assert_eq!(seen["listedAfterReload"], 5, "the key is kept: {seen}");
+    assert_eq!(seen["promptHiddenAfterReload"], true, "{seen}");
+    assert_eq!(
+        seen["keyInUrl"], false,
+        "the key never goes in a URL: {seen}"
+    );
+    for view in [
+        "uploads",
+        "list",
+        "job-clip.mp4",
+        "job-photo.jpg",
+        "job-broken.jpg",
+        "job-running",
+        "job-canceled",
+        "key-prompt",
+        "phone-list",
+    ] {
+        assert!(
+            shots.join(format!("{view}.png")).exists(),
+            "{view} screenshot"
+        );
+    }
 }
