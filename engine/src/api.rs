@@ -137,6 +137,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/jobs/{id}/signed/{token}/{*key}",
             get(files::get_signed),
         )
+        // Every matched request but health checks, by its route (never the path: file URLs
+        // carry tokens), after routing.
+        .route_layer(axum::middleware::from_fn(access_log))
         .fallback(|| async { ApiError::not_found("such route: see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -148,6 +151,31 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // JSON bodies are small; upload bodies are streamed with their own bound.
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
+}
+
+/// One log line per request: method, route template, status and time to the response head.
+async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let response = next.run(request).await;
+    if route != "/healthz" {
+        tracing::info!(
+            %method,
+            route,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+    response
 }
 
 /// Run `serve` until SIGTERM/SIGINT: the API, and a worker unless `no_worker`.
@@ -163,6 +191,7 @@ pub fn run(config_path: Option<&Path>, no_worker: bool) -> Result<(), ServeError
         shutdown.on_signals();
         let state = Arc::new(state(&config).await?);
         listen(&config, state.clone(), &shutdown).await?;
+        tokio::spawn(jobs::forget_old(state.clone(), shutdown.services().clone()));
         tokio::spawn(uploads::expire(state, shutdown.services().clone()));
         let result = if no_worker {
             shutdown.receiving().cancelled().await;

@@ -146,6 +146,13 @@ pub trait JobIndex: Send + Sync + std::fmt::Debug {
     /// A value stored once under `name` (the first writer's `value` wins; the stored one is
     /// returned).
     fn setting(&self, name: &str, value: &str) -> Result<String, IndexError>;
+    /// Remove the records of finished jobs last changed before `before_ms` whose
+    /// notifications are delivered (outputs stay); how many went. DynamoDB keeps this
+    /// default: its time to live removes them, by the `expires_at` each carries.
+    fn forget_finished(&self, before_ms: i64) -> Result<usize, IndexError> {
+        let _ = before_ms;
+        Ok(0)
+    }
 
     /// Create `record` unless a job with its id exists; `Ok(false)` if one does.
     fn create(&self, record: &JobRecord) -> Result<bool, IndexError> {
@@ -212,7 +219,8 @@ pub async fn open(
     if let Some(table) = &config.api.index_table {
         let shared = crate::aws::sdk_config().await;
         let client = aws_sdk_dynamodb::Client::new(&shared);
-        let index = dynamodb::DynamoIndex::new(client, table, tokio::runtime::Handle::current());
+        let index = dynamodb::DynamoIndex::new(client, table, tokio::runtime::Handle::current())
+            .with_retention(config.api.job_retention_days);
         return Ok(Some(std::sync::Arc::new(index)));
     }
     if config.worker.queue_url.is_some() || !config.api.local_index {

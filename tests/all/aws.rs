@@ -951,7 +951,7 @@ fn the_dynamodb_index_keeps_the_rules_of_the_sqlite_one() {
     let client = rt.block_on(async { aws_sdk_dynamodb::Client::new(&moto.sdk_config().await) });
     rt.block_on(mediaflow::api::admin::create_table(&client, "jobs"))
         .expect("table");
-    let index = DynamoIndex::new(client, "jobs", rt.handle().clone());
+    let index = DynamoIndex::new(client.clone(), "jobs", rt.handle().clone());
     for i in 0..7i64 {
         let status = if i % 2 == 0 {
             JobStatus::Queued
@@ -1023,6 +1023,38 @@ fn the_dynamodb_index_keeps_the_rules_of_the_sqlite_one() {
     };
     index.put_key(&key).expect("key");
     assert_eq!(index.keys().expect("keys"), [key]);
+
+    // With a retention, finished records carry the table's TTL attribute; others do not.
+    let kept = DynamoIndex::new(client.clone(), "jobs", rt.handle().clone()).with_retention(2);
+    let mut done = JobRecord::new("done", JobStatus::Succeeded, "p", vec![], 5_000_000);
+    done.updated_ms = 7_000_500;
+    let busy = JobRecord::new("busy", JobStatus::Running, "p", vec![], 5_000_000);
+    assert!(kept.create(&done).expect("done") && kept.create(&busy).expect("busy"));
+    let expires = |id: &str| {
+        let out = rt
+            .block_on(
+                client
+                    .get_item()
+                    .table_name("jobs")
+                    .key(
+                        "pk",
+                        aws_sdk_dynamodb::types::AttributeValue::S(format!("job#{id}")),
+                    )
+                    .send(),
+            )
+            .expect("get item");
+        out.item()
+            .and_then(|i| i.get("expires_at"))
+            .and_then(|v| v.as_n().ok())
+            .cloned()
+    };
+    assert_eq!(
+        expires("done").as_deref(),
+        Some("179800"),
+        "7000 s + 2 days"
+    );
+    assert_eq!(expires("busy"), None, "a running job does not expire");
+    assert_eq!(expires("plain"), None, "no retention: kept forever");
 }
 
 /// `serve --no-worker` and a worker on moto (S3, SQS, DynamoDB), as on ECS.

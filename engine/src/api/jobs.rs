@@ -585,6 +585,35 @@ pub(super) async fn view(state: &Arc<ApiState>, headers: &HeaderMap, job: &JobRe
     }
 }
 
+/// Remove finished jobs' records older than `api.job_retention_days` from an index that does
+/// not expire them itself (SQLite; DynamoDB's time to live does), every ten minutes.
+pub async fn forget_old(state: Arc<ApiState>, stop: crate::shutdown::CancellationToken) {
+    let days = state.config.api.job_retention_days;
+    if days == 0 {
+        return;
+    }
+    let keep_ms = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    let every = Duration::from_secs(600);
+    loop {
+        let before = now_ms().saturating_sub(keep_ms);
+        match state
+            .blocking(move |s| Ok(s.index.forget_finished(before)?))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                jobs = n,
+                days,
+                "finished jobs past their retention forgotten"
+            ),
+            Err(e) => tracing::warn!(error = %e.message, "could not forget old jobs"),
+        }
+        if crate::shutdown::sleep_or_cancelled(&stop, every).await {
+            return;
+        }
+    }
+}
+
 /// How a client fetches the output `key` of `job`: the configured base URL, a presigned S3
 /// GET, or `serve`'s own file route with a token for this job.
 async fn output_url(

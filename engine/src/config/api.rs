@@ -85,6 +85,12 @@ pub struct ApiConfig {
     pub page_size: usize,
     /// API keys brought by the deployment, besides those `mediaflow api-key create` stores.
     pub keys: Vec<ConfiguredKey>,
+    /// Days a finished job's record stays in the job index after its last change; 0 keeps
+    /// records forever. DynamoDB removes them by its time to live (each finished record
+    /// carries `expires_at`, epoch seconds; the table's TTL must be on that attribute);
+    /// `serve` removes them from the SQLite index. Outputs are not touched, nor are records
+    /// whose notifications are still undelivered.
+    pub job_retention_days: u64,
 }
 
 impl Default for ApiConfig {
@@ -108,6 +114,7 @@ impl Default for ApiConfig {
             progress_interval_ms: 1000,
             page_size: 20,
             keys: Vec::new(),
+            job_retention_days: 0,
         }
     }
 }
@@ -148,6 +155,12 @@ impl ApiConfig {
                     "must be 5 MiB..=5 GiB (S3's part sizes)".into(),
                 ));
             }
+        }
+        if self.job_retention_days > 36_500 {
+            return Err((
+                "job_retention_days".into(),
+                "at most 36500 (0 keeps records forever)".into(),
+            ));
         }
         if self.page_size == 0 || self.page_size > 100 {
             return Err(("page_size".into(), "must be 1..=100".into()));

@@ -28,6 +28,8 @@ pub struct DynamoIndex {
     client: Client,
     table: String,
     runtime: Handle,
+    /// How long a finished job's record stays (`expires_at`); `None`: forever.
+    retention_secs: Option<i64>,
 }
 
 pub(crate) fn failed<E: ProvideErrorMetadata + std::fmt::Debug>(
@@ -68,10 +70,18 @@ impl DynamoIndex {
             client,
             table: table.to_string(),
             runtime,
+            retention_secs: None,
         }
     }
 
-    fn job_item(record: &JobRecord) -> HashMap<String, AttributeValue> {
+    /// Finished jobs' records carry `expires_at` (epoch seconds) `days` after their last
+    /// change, for the table's time to live; 0 writes none.
+    pub fn with_retention(mut self, days: u64) -> DynamoIndex {
+        self.retention_secs = (days > 0).then(|| days.saturating_mul(86_400) as i64);
+        self
+    }
+
+    fn job_item(&self, record: &JobRecord) -> HashMap<String, AttributeValue> {
         let mut item = HashMap::from([
             ("pk".to_string(), s(format!("job#{}", record.id))),
             ("kind".to_string(), s("job")),
@@ -85,6 +95,14 @@ impl DynamoIndex {
         ]);
         if record.notify_pending {
             item.insert("outbox".to_string(), s("1"));
+        }
+        // A record whose notifications are undelivered stays until they are.
+        if let Some(keep) = self.retention_secs
+            && record.status.is_terminal()
+            && !record.notify_pending
+        {
+            let at = record.updated_ms.div_euclid(1000).saturating_add(keep);
+            item.insert("expires_at".to_string(), AttributeValue::N(at.to_string()));
         }
         item
     }
@@ -120,7 +138,7 @@ impl JobIndex for DynamoIndex {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::job_item(record)));
+            .set_item(Some(self.job_item(record)));
         let request = match expected {
             None => request.condition_expression("attribute_not_exists(pk)"),
             Some(rev) => request

@@ -216,6 +216,16 @@ impl JobIndex for SqliteIndex {
             )
         })
     }
+
+    fn forget_finished(&self, before_ms: i64) -> Result<usize, IndexError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled', 'expired')
+                 AND outbox = 0 AND json_extract(record, '$.updated_ms') < ?1",
+                params![before_ms],
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -296,6 +306,36 @@ mod tests {
         ));
         assert_eq!(index.setting("secret", "a").expect("set"), "a");
         assert_eq!(index.setting("secret", "b").expect("kept"), "a");
+    }
+
+    #[test]
+    fn only_old_finished_jobs_with_delivered_notifications_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let index = SqliteIndex::open(&dir.path().join("index.db")).expect("open");
+        let job = |id: &str, status, updated_ms, notify_pending| {
+            let mut r = JobRecord::new(id, status, "p", vec![], 1);
+            r.updated_ms = updated_ms;
+            r.notify_pending = notify_pending;
+            assert!(index.create(&r).expect("create"));
+        };
+        job("old-done", JobStatus::Succeeded, 1_000, false);
+        job("old-failed", JobStatus::Failed, 1_000, false);
+        job("old-undelivered", JobStatus::Succeeded, 1_000, true);
+        job("old-running", JobStatus::Running, 1_000, false);
+        job("new-done", JobStatus::Succeeded, 9_000, false);
+        assert_eq!(index.forget_finished(5_000).expect("forget"), 2);
+        let left: Vec<String> = index
+            .list(None, 10, None)
+            .expect("list")
+            .jobs
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        for id in ["old-undelivered", "old-running", "new-done"] {
+            assert!(left.iter().any(|l| l == id), "{id} kept: {left:?}");
+        }
+        assert_eq!(index.forget_finished(5_000).expect("again"), 0);
     }
 
     #[test]
