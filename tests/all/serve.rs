@@ -237,6 +237,24 @@ fn an_upload_through_the_returned_url_becomes_a_job_whose_outputs_download() {
     let (status, manifest) = curl(&[job["manifest_url"].as_str().expect("manifest url")]);
     assert_eq!(status, 200);
     let manifest: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    // One access-log line per request, by route: never the path with its token.
+    let logs = s.workers.logs();
+    let served = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["route"] == "/v1/jobs/{id}/signed/{token}/{*key}")
+        .unwrap_or_else(|| panic!("an access-log line for the file download:\n{logs}"));
+    assert_eq!(
+        (served["method"].as_str(), served["status"].as_u64()),
+        (Some("GET"), Some(200))
+    );
+    let url = outputs[0]["url"].as_str().expect("url");
+    let token = url
+        .split("/signed/")
+        .nth(1)
+        .and_then(|t| t.split('/').next())
+        .expect("token");
+    assert!(!logs.contains(token), "no token in the logs");
     // The event stream's URL carries a token for this job: a client with no headers follows it.
     let (status, events) = curl(&[job["events_url"].as_str().expect("events url")]);
     assert_eq!(status, 200);
@@ -739,6 +757,23 @@ fn keys_scopes_revocation_and_tokens_bound_to_one_job() {
     );
 }
 
+/// A 40 s 1080p H.264 clip at `path`: seconds of work, long enough to cancel while it runs.
+fn long_clip(path: &Path) {
+    crate::video::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=30:duration=40",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        path.to_str().expect("path"),
+    ]);
+}
+
 #[test]
 fn a_running_video_job_is_followed_over_events_and_cancelled() {
     let s = Serve::start(
@@ -746,24 +781,7 @@ fn a_running_video_job_is_followed_over_events_and_cancelled() {
         "[profiles.clip]\nrenditions = []\n[profiles.clip.video]\nladder = [{ size = 1080, bitrate_kbps = 4000 }, { size = 720, bitrate_kbps = 2500 }]\n",
     );
     let clip = s.workers.dir.path().join("clip.mp4");
-    crate::video::ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=30:duration=40",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ]
-        .iter()
-        .copied()
-        .chain([clip.to_str().expect("path")])
-        .collect::<Vec<_>>(),
-    );
+    long_clip(&clip);
     let data = std::fs::read(&clip).expect("clip");
     let body = serde_json::json!({"filename": "clip.mp4", "content_type": "video/mp4", "bytes": data.len(), "profile": "clip"});
     let (_, up) = s.call(None, "POST", "/v1/uploads", Some(&body.to_string()), &[]);
@@ -1220,19 +1238,7 @@ fn the_page_uploads_files_shows_their_progress_and_plays_the_video_in_a_real_bro
     std::fs::write(&bad, junk).expect("broken");
     // Long enough to be running when the page cancels it.
     let long = dir.join("long.mp4");
-    crate::video::ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1920x1080:rate=30:duration=40",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        long.to_str().expect("path"),
-    ]);
+    long_clip(&long);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let shots = root.join("target/browser-shots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
