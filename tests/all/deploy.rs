@@ -74,6 +74,12 @@ const SCOPES: &[&str] = &[
     "AWS::DynamoDB::Table",
 ];
 
+/// Values for the parameters that have no default.
+const STAND_INS: &[(&str, &str)] = &[(
+    "ApiKeySha256",
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+)];
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -155,6 +161,13 @@ fn only<'a>(t: &'a Value, kind: &str, pred: impl Fn(&Value) -> bool) -> (&'a str
     (found[0].0.as_str(), found[0].1)
 }
 
+/// The task definition whose container runs `command` (`worker`, or `serve` for the API).
+fn taskdef<'a>(t: &'a Value, command: &str) -> (&'a str, &'a Value) {
+    only(t, "AWS::ECS::TaskDefinition", |r| {
+        r["Properties"]["ContainerDefinitions"][0]["Command"][0] == command
+    })
+}
+
 /// A string or a list of strings.
 fn strings(v: &Value) -> Vec<String> {
     match v {
@@ -206,6 +219,9 @@ fn resolve(t: &Value, v: &Value) -> String {
             "AWS::URLSuffix" => "amazonaws.com".into(),
             _ => {
                 if let Some(p) = t["Parameters"].get(id) {
+                    if let Some((_, v)) = STAND_INS.iter().find(|(n, _)| *n == id) {
+                        return v.to_string();
+                    }
                     let d = p
                         .get("Default")
                         .unwrap_or_else(|| panic!("parameter {id} has no default"));
@@ -344,14 +360,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// that name the SDK crate (`aws_sdk_sns::…`) are searched for its operations, so that
 /// `watch::Sender::subscribe()` is not taken for SNS `Subscribe`. `engine/src/api/` is the
 /// job API (`mediaflow serve --no-worker` and the operators' commands): it runs as its own
-/// service with its own role, not with the worker's.
-fn engine_calls() -> BTreeMap<String, Vec<String>> {
+/// service with its own role, not with the worker's: `in_scope` says which files (paths
+/// relative to the workspace) a role's process runs.
+fn engine_calls(in_scope: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<String>> {
     let services = sdk_operations();
     let mut files = Vec::new();
     rust_files(&root().join("engine/src"), &mut files);
-    files.retain(|f| {
-        !f.starts_with(root().join("engine/src/api")) && !f.ends_with("engine/src/api.rs")
-    });
+    files.retain(|f| in_scope(&f.strip_prefix(root()).unwrap_or(f).display().to_string()));
     files.sort();
     let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in &files {
@@ -416,8 +431,8 @@ fn pascal(snake: &str) -> String {
 }
 
 /// The task role's logical id and its Allow statements (inline and attached policies).
-fn task_role_statements(t: &Value) -> (String, Vec<Value>) {
-    let (_, taskdef) = only(t, "AWS::ECS::TaskDefinition", |_| true);
+fn task_role_statements(t: &Value, command: &str) -> (String, Vec<Value>) {
+    let (_, taskdef) = taskdef(t, command);
     let role_ref = &taskdef["Properties"]["TaskRoleArn"];
     let mut names = BTreeSet::new();
     references(role_ref, &mut names);
@@ -561,12 +576,54 @@ fn checkov_passes_the_template_and_every_skipped_check_is_explained() {
 #[test]
 fn task_role_grants_exactly_the_aws_calls_the_engine_makes() {
     let t = template();
-    let calls = engine_calls();
+    let calls = engine_calls(|f| !f.starts_with("engine/src/api"));
     assert!(
         calls.contains_key("sqs:ReceiveMessage") && calls.contains_key("s3:PutObject"),
         "the scan of engine/src found the worker's calls: {calls:?}"
     );
-    let (role, statements) = task_role_statements(&t);
+    role_grants_exactly(&t, "worker", &calls);
+}
+
+/// AWS calls the API makes through modules it shares with the worker, each with a marker
+/// that must be in the API's code: the explicit-job message sent through the queue.
+const API_SHARED_CALLS: &[(&str, &str, &str)] =
+    &[("sqs:SendMessage", "engine/src/api/jobs.rs", "s.queue.send(")];
+
+#[test]
+fn api_task_role_grants_exactly_the_aws_calls_the_api_makes() {
+    let t = template();
+    // The API's own code and the job index it opens (DynamoDB); not the operators' commands
+    // (`mediaflow api-key`, `jobs`, table creation), which run with an operator's credentials.
+    let mut calls = engine_calls(|f| {
+        (f.starts_with("engine/src/api") || f.starts_with("engine/src/index"))
+            && f != "engine/src/api/admin.rs"
+    });
+    for (action, file, marker) in API_SHARED_CALLS {
+        assert!(
+            read(file).contains(marker),
+            "{file} no longer calls {marker}: update API_SHARED_CALLS"
+        );
+        calls
+            .entry(action.to_string())
+            .or_default()
+            .push(format!("{file} {marker}"));
+    }
+    assert!(
+        calls.contains_key("dynamodb:PutItem") && calls.contains_key("s3:PutObject"),
+        "the scan found the API's calls (presigned PUTs, the index): {calls:?}"
+    );
+    assert!(
+        !calls.contains_key("sqs:ReceiveMessage") && !calls.contains_key("s3:DeleteObject"),
+        "the API neither consumes jobs nor deletes objects: {calls:?}"
+    );
+    role_grants_exactly(&t, "serve", &calls);
+}
+
+/// The role of the task running `command` grants exactly the IAM actions of `calls`, each
+/// on this stack's resources.
+fn role_grants_exactly(t: &Value, command: &str, calls: &BTreeMap<String, Vec<String>>) {
+    let t = t.clone();
+    let (role, statements) = task_role_statements(&t, command);
     let mut granted: BTreeMap<String, String> = BTreeMap::new(); // lowercase → as written
     for s in &statements {
         let sid = s["Sid"].as_str().unwrap_or("(no Sid)");
@@ -612,7 +669,7 @@ fn task_role_grants_exactly_the_aws_calls_the_engine_makes() {
     }
     let called: BTreeSet<String> = calls.keys().map(|a| a.to_ascii_lowercase()).collect();
     let mut problems = Vec::new();
-    for (action, sites) in &calls {
+    for (action, sites) in calls {
         if !granted.contains_key(&action.to_ascii_lowercase()) {
             problems.push(format!(
                 "  missing {action}: the engine calls it at {}",
@@ -647,7 +704,7 @@ fn task_environment_is_a_config_the_engine_accepts_and_matches_the_queue() {
             env.push((k.trim().into(), v.trim().into()));
         }
     }
-    let (_, taskdef) = only(&t, "AWS::ECS::TaskDefinition", |_| true);
+    let (_, taskdef) = taskdef(&t, "worker");
     let containers = taskdef["Properties"]["ContainerDefinitions"]
         .as_array()
         .expect("containers");
@@ -673,6 +730,10 @@ fn task_environment_is_a_config_the_engine_accepts_and_matches_the_queue() {
         config.notify
     );
     assert_eq!(w.output_bucket, "mediaflow-output-000000000000-eu-west-1");
+    assert_eq!(
+        config.api.job_retention_days, 90,
+        "finished records the worker writes carry the table's TTL attribute"
+    );
     assert_eq!(w.source_bucket, "mediaflow-source-000000000000-eu-west-1");
     assert_eq!(
         config.plugins.cache_dir.as_deref(),
@@ -789,7 +850,7 @@ fn ops_listener_port_is_the_same_in_engine_health_check_image_and_task() {
         "deploy/Dockerfile exposes the ops port {port}"
     );
     let t = template();
-    let (_, taskdef) = only(&t, "AWS::ECS::TaskDefinition", |_| true);
+    let (_, taskdef) = taskdef(&t, "worker");
     let c = &taskdef["Properties"]["ContainerDefinitions"][0];
     let mapped: Vec<u64> = c["PortMappings"]
         .as_array()
@@ -873,7 +934,7 @@ fn the_dashboard_plots_the_job_metrics_the_workers_write_and_every_alarm() {
     let body: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("the dashboard body is not JSON once resolved: {e}\n{text}"));
     // The namespace the task's workers write their EMF lines under.
-    let (_, taskdef) = only(&t, "AWS::ECS::TaskDefinition", |_| true);
+    let (_, taskdef) = taskdef(&t, "worker");
     let namespace = taskdef["Properties"]["ContainerDefinitions"][0]["Environment"]
         .as_array()
         .expect("Environment")
@@ -911,16 +972,248 @@ fn the_dashboard_plots_the_job_metrics_the_workers_write_and_every_alarm() {
     for (name, _) in METRICS {
         assert!(plotted.contains(*name), "the dashboard plots {name}");
     }
-    // The alarm widget shows every alarm of the stack.
+    // The alarm widget shows every alarm of the stack that tells an operator something (the
+    // scale-from/to-zero alarms only drive scaling policies).
     let alarms: BTreeSet<String> = resources(&t)
         .iter()
         .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .filter(|(_, r)| {
+            let mut targets = BTreeSet::new();
+            references(&r["Properties"]["AlarmActions"], &mut targets);
+            !targets
+                .iter()
+                .all(|a| t["Resources"][a]["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy")
+        })
         .map(|(id, _)| format!("{id}.Arn"))
         .collect();
+    assert!(alarms.contains("Api5xxAlarm.Arn"), "{alarms:?}");
     let shown: BTreeSet<String> = widgets
         .iter()
         .filter(|w| w["type"] == "alarm")
         .flat_map(|w| strings(&w["properties"]["alarms"]))
         .collect();
     assert_eq!(shown, alarms, "the dashboard's alarm widget");
+}
+
+/// The API task's environment, as the engine reads it (image ENV first).
+fn api_config(t: &Value) -> mediaflow::config::Config {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for line in read("deploy/Dockerfile").lines() {
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            let (k, v) = rest.split_once('=').expect("ENV KEY=VALUE");
+            env.push((k.trim().into(), v.trim().into()));
+        }
+    }
+    let (_, api) = taskdef(t, "serve");
+    let c = &api["Properties"]["ContainerDefinitions"][0];
+    assert_eq!(c["Command"], serde_json::json!(["serve", "--no-worker"]));
+    for e in c["Environment"].as_array().expect("Environment") {
+        env.push((
+            e["Name"].as_str().expect("Name").to_string(),
+            resolve(t, &e["Value"]),
+        ));
+    }
+    mediaflow::config::Config::from_sources(None, &env).unwrap_or_else(|e| {
+        panic!("the API task's environment is refused by the engine: {e}\n{env:?}")
+    })
+}
+
+#[test]
+fn api_service_runs_serve_with_its_key_the_table_and_cloudfront_urls() {
+    let t = template();
+    let config = api_config(&t);
+    let api = &config.api;
+    assert_eq!(api.index_table.as_deref(), Some("jobtable"), "{api:?}");
+    assert!(
+        !api.listen.ip().is_loopback(),
+        "the load balancer reaches it"
+    );
+    assert_eq!(api.keys.len(), 1, "the deployment's key: {api:?}");
+    assert_eq!(api.keys[0].sha256, STAND_INS[0].1);
+    assert_eq!(api.keys[0].scopes, ["read", "write"]);
+    let cdn = "https://Distribution.DomainName";
+    assert_eq!(api.public_url.as_deref(), Some(cdn));
+    assert_eq!(api.outputs_base_url.as_deref(), Some(cdn));
+    assert_eq!(api.job_retention_days, 90);
+    // Uploads land where the queue's notification and the API role's grant look.
+    let prefix = resolve(&t, &t["Parameters"]["SourceKeyPrefix"]["Default"]);
+    assert!(api.upload_prefix.starts_with(&prefix));
+    let (_, statements) = task_role_statements(&t, "serve");
+    let puts: Vec<String> = statements
+        .iter()
+        .filter(|s| strings(&s["Action"]).iter().any(|a| a == "s3:PutObject"))
+        .map(|s| resolve(&t, &s["Resource"]))
+        .collect();
+    assert_eq!(
+        puts,
+        [format!(
+            "arn:aws:s3:::{}/{}*",
+            config.worker.source_bucket, api.upload_prefix
+        )],
+        "the API presigns uploads under its upload prefix only"
+    );
+    // The worker keeps records the same time (its TTL attribute is the table's).
+    let (_, table) = only(&t, "AWS::DynamoDB::Table", |_| true);
+    assert_eq!(
+        table["Properties"]["TimeToLiveSpecification"],
+        serde_json::json!({"AttributeName": "expires_at", "Enabled": true})
+    );
+    let (_, service) = only(&t, "AWS::ECS::Service", |r| {
+        r["Properties"].get("LoadBalancers").is_some()
+    });
+    let mut refs = BTreeSet::new();
+    references(&service["Properties"]["LoadBalancers"], &mut refs);
+    assert!(refs.contains("ApiTargetGroup"), "{refs:?}");
+    let (_, tg) = only(&t, "AWS::ElasticLoadBalancingV2::TargetGroup", |_| true);
+    assert_eq!(tg["Properties"]["Port"], api.listen.port());
+    assert_eq!(tg["Properties"]["HealthCheckPath"], "/healthz");
+}
+
+#[test]
+fn cloudfront_serves_page_api_and_private_outputs_from_one_domain() {
+    let t = template();
+    let (_, dist) = only(&t, "AWS::CloudFront::Distribution", |_| true);
+    let d = &dist["Properties"]["DistributionConfig"];
+    let origin = |id: &str| -> &Value {
+        d["Origins"]
+            .as_array()
+            .expect("Origins")
+            .iter()
+            .find(|o| o["Id"] == id)
+            .unwrap_or_else(|| panic!("origin {id}"))
+    };
+    // The page and the API: the default behaviour, never cached, Authorization passed.
+    assert_eq!(d["DefaultCacheBehavior"]["TargetOriginId"], "api");
+    assert_eq!(
+        d["DefaultCacheBehavior"]["CachePolicyId"], "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
+        "CachingDisabled"
+    );
+    assert!(strings(&d["DefaultCacheBehavior"]["AllowedMethods"]).contains(&"POST".to_string()));
+    // Outputs: the output prefix from the private bucket through origin access control.
+    let outputs = d["CacheBehaviors"]
+        .as_array()
+        .expect("CacheBehaviors")
+        .iter()
+        .find(|b| b["TargetOriginId"] == "outputs")
+        .expect("an outputs behaviour");
+    let prefix = resolve(&t, &t["Parameters"]["OutputKeyPrefix"]["Default"]);
+    assert_eq!(resolve(&t, &outputs["PathPattern"]), format!("{prefix}*"));
+    let o = origin("outputs");
+    assert!(o.get("OriginAccessControlId").is_some(), "{o}");
+    let (_, bucket) = only(&t, "AWS::S3::Bucket", |r| {
+        r["Properties"]["BucketName"]
+            .to_string()
+            .contains("-output-")
+    });
+    assert_eq!(
+        bucket["Properties"]["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"], true,
+        "the output bucket stays private"
+    );
+    let (_, policy) = only(&t, "AWS::S3::BucketPolicy", |r| {
+        r["Properties"]["Bucket"] == serde_json::json!({"Ref": "OutputBucket"})
+    });
+    let grant = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .expect("Statement")
+        .iter()
+        .find(|s| s["Principal"]["Service"] == "cloudfront.amazonaws.com")
+        .expect("CloudFront may read the outputs");
+    assert_eq!(grant["Action"], "s3:GetObject");
+    assert!(
+        resolve(&t, &grant["Condition"]["StringEquals"]["AWS:SourceArn"])
+            .ends_with(":distribution/distribution"),
+        "only this distribution: {grant}"
+    );
+    assert!(resolve(&t, &grant["Resource"]).ends_with(&format!("/{prefix}*")));
+    // The load balancer forwards only what carries CloudFront's origin header.
+    let header = &origin("api")["OriginCustomHeaders"][0];
+    let (_, rule) = only(&t, "AWS::ElasticLoadBalancingV2::ListenerRule", |_| true);
+    let cond = &rule["Properties"]["Conditions"][0]["HttpHeaderConfig"];
+    assert_eq!(cond["HttpHeaderName"], header["HeaderName"]);
+    assert_eq!(cond["Values"][0], header["HeaderValue"]);
+    let (_, listener) = only(&t, "AWS::ElasticLoadBalancingV2::Listener", |_| true);
+    assert_eq!(
+        listener["Properties"]["DefaultActions"][0]["FixedResponseConfig"]["StatusCode"],
+        "403"
+    );
+    // Browsers PUT uploads to the source bucket from the page's origin and read ETags.
+    let (_, source) = only(&t, "AWS::S3::Bucket", |r| {
+        r["Properties"]["BucketName"]
+            .to_string()
+            .contains("-source-")
+    });
+    let cors = &source["Properties"]["CorsConfiguration"]["CorsRules"][0];
+    assert_eq!(strings(&cors["AllowedMethods"]), ["PUT"]);
+    assert_eq!(strings(&cors["ExposedHeaders"]), ["ETag"]);
+    assert_eq!(
+        resolve(&t, &cors["AllowedOrigins"][0]),
+        "https://Distribution.DomainName"
+    );
+}
+
+#[test]
+fn workers_scale_to_zero_when_idle_and_back_when_a_job_waits() {
+    let t = template();
+    assert_eq!(t["Parameters"]["MinTasks"]["MinValue"], 0);
+    let (_, target) = only(&t, "AWS::ApplicationAutoScaling::ScalableTarget", |_| true);
+    assert_eq!(
+        target["Properties"]["MinCapacity"],
+        serde_json::json!({"Ref": "MinTasks"})
+    );
+    // alarm → policy → the exact count it sets.
+    let step = |alarm: &str| -> (i64, &Value) {
+        let a = &t["Resources"][alarm];
+        assert_eq!(
+            a["Condition"], "ScalesToZero",
+            "{alarm} only with MinTasks 0"
+        );
+        let mut targets = BTreeSet::new();
+        references(&a["Properties"]["AlarmActions"], &mut targets);
+        let policy = targets.into_iter().next().expect("a policy");
+        let p = &t["Resources"][&policy]["Properties"]["StepScalingPolicyConfiguration"];
+        assert_eq!(p["AdjustmentType"], "ExactCapacity", "{policy}");
+        (
+            p["StepAdjustments"][0]["ScalingAdjustment"]
+                .as_i64()
+                .expect("adjustment"),
+            &a["Properties"],
+        )
+    };
+    let (up, waiting) = step("JobWaitingWithNoTaskAlarm");
+    assert_eq!(up, 1, "a waiting job with no task starts one");
+    let expr = waiting["Metrics"].to_string();
+    assert!(
+        expr.contains("ApproximateNumberOfMessagesVisible") && expr.contains("RunningTaskCount"),
+        "{expr}"
+    );
+    let (down, idle) = step("IdleAlarm");
+    assert_eq!(down, 0, "idle: to zero");
+    assert_eq!(
+        idle["EvaluationPeriods"],
+        serde_json::json!({"Ref": "IdleMinutesBeforeZero"})
+    );
+    let m = idle["Metrics"].to_string();
+    assert!(
+        m.contains("ApproximateNumberOfMessagesVisible")
+            && m.contains("ApproximateNumberOfMessagesNotVisible"),
+        "idle means nothing waiting and nothing in flight: {m}"
+    );
+    // Target tracking never asks for zero while a job waits or runs.
+    let (_, tt) = only(&t, "AWS::ApplicationAutoScaling::ScalingPolicy", |r| {
+        r["Properties"]["PolicyType"] == "TargetTrackingScaling"
+    });
+    let metrics = &tt["Properties"]["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+        ["Metrics"];
+    let returned: Vec<&Value> = metrics
+        .as_array()
+        .expect("Metrics")
+        .iter()
+        .filter(|m| m["ReturnData"] == true)
+        .collect();
+    assert_eq!(returned.len(), 1);
+    let e = returned[0]["Expression"].as_str().expect("expression");
+    assert!(
+        e.starts_with("MAX([per_task,") && e.contains("in_flight"),
+        "{e}"
+    );
 }
