@@ -2,11 +2,12 @@
 //! crate, which unpacks it into its own build directory) configured from nothing up —
 //! `--disable-everything`, then only the demuxers, decoders, parsers and filters listed
 //! below — LGPL only (no `--enable-gpl`, no `--enable-nonfree`, no library found by
-//! autodetection), static, with assembly (nasm), threads, zlib and the system's libdav1d
-//! (BSD-2) for AV1. Then bindgen writes the bindings for the headers it installed.
+//! autodetection), static, with assembly (nasm), threads, zlib, the system's libdav1d
+//! (BSD-2) to decode AV1 and its SVT-AV1 (BSD-2-Clause-Patent) to encode it. Then bindgen
+//! writes the bindings for the headers it installed.
 //!
-//! Needs: a C compiler, make, nasm, pkg-config, libdav1d-dev, zlib1g-dev and libclang-dev
-//! (bindgen); `.ci/setup` and `deploy/Dockerfile` install them.
+//! Needs: a C compiler, make, nasm, pkg-config, libdav1d-dev, libsvtav1enc-dev, zlib1g-dev and
+//! libclang-dev (bindgen); `.ci/setup` and `deploy/Dockerfile` install them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,8 +77,9 @@ const PARSERS: &[&str] = &[
 ];
 /// Deinterlacing (both LGPL) and the graph ends.
 const FILTERS: &[&str] = &["buffer", "buffersink", "bwdif", "yadif", "format"];
-/// Audio that is not AAC is re-encoded with FFmpeg's own (LGPL) AAC-LC encoder.
-const ENCODERS: &[&str] = &["aac"];
+/// Audio that is not AAC is re-encoded with FFmpeg's own (LGPL) AAC-LC encoder; AV1 rungs are
+/// encoded by the system's SVT-AV1 (BSD-2-Clause-Patent) through FFmpeg's wrapper.
+const ENCODERS: &[&str] = &["aac", "libsvtav1"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -155,6 +157,7 @@ fn configure_args(prefix: &Path) -> Vec<String> {
         "--enable-pthreads",
         "--enable-zlib",
         "--enable-libdav1d",
+        "--enable-libsvtav1",
         "--enable-avcodec",
         "--enable-avformat",
         "--enable-avfilter",
@@ -218,8 +221,8 @@ fn link(prefix: &Path) {
     ] {
         println!("cargo:rustc-link-lib=static={lib}");
     }
-    let dav1d = pkg_config_libs("dav1d");
-    for flag in dav1d {
+    let system = [pkg_config_libs("dav1d"), pkg_config_libs("SvtAv1Enc")].concat();
+    for flag in system {
         if let Some(dir) = flag.strip_prefix("-L") {
             println!("cargo:rustc-link-search=native={dir}");
         } else if let Some(lib) = flag.strip_prefix("-l") {

@@ -29,7 +29,7 @@ pub use plugins::{
 };
 pub use profile::{
     Fit, ImageFormat, OnError, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin,
-    VideoSettings,
+    VideoCodec, VideoSettings,
 };
 pub use routes::Routes;
 pub use worker::WorkerConfig;

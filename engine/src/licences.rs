@@ -37,6 +37,12 @@ pub fn libraries() -> Vec<Library> {
             "dynamic",
         ),
         (
+            "SVT-AV1",
+            "system (Debian libsvtav1enc1)",
+            "BSD-2-Clause-Patent",
+            "dynamic",
+        ),
+        (
             "OpenH264",
             "2.7",
             "BSD-2-Clause",

@@ -633,6 +633,7 @@ fn output_file(r: &Rendition, img: &Pixels, data: Vec<u8>) -> OutputFile {
         bytes: data.len() as u64,
         sha256: hex::encode(Sha256::digest(&data)),
         bitrate_bps: None,
+        codec: None,
     };
     OutputFile {
         key: format!("{}.{}", r.name, r.format.extension()),

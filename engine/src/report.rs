@@ -1,7 +1,7 @@
 //! `index.html`: a visual report of a `process` run — each source with its renditions as
 //! images, the metadata plugins found, plugin timings, and errors in plain words.
 
-use crate::manifest::{Manifest, Status};
+use crate::manifest::{Manifest, Output, Status};
 use std::fmt::Write as _;
 
 /// One processed source for the report: its output folder (relative to the report) and manifest.
@@ -124,29 +124,34 @@ fn section(h: &mut String, e: &Entry<'_>) {
     );
 }
 
-/// The outputs of a source, each shown as what it is (image, video, link).
+/// The outputs of a source, each shown as what it is (image, video, link). Rungs of one
+/// picture size share a player whose sources list AV1 first: the browser plays the first it
+/// can decode (`type` with the codec), so AV1 where it can and H.264 elsewhere.
 fn outputs(h: &mut String, e: &Entry<'_>) {
     let m = e.manifest;
     if m.outputs.is_empty() {
         return;
     }
     h.push_str(r#"<div class="renditions">"#);
+    let mut players: Vec<Vec<&Output>> = Vec::new();
     for o in &m.outputs {
         // HLS media playlists and segments are reached through the master playlist.
         if o.name.starts_with("hls/") {
             continue;
         }
-        let file = match o.name.as_str() {
-            "hls" => "hls/master.m3u8",
-            _ => o.uri.rsplit('/').next().unwrap_or(""),
-        };
-        let view = match (o.kind.as_str(), o.format.as_str()) {
-            ("video", "mp4") => format!(
-                r#"<video controls preload="metadata" poster="{dir}/poster.jpg" src="{dir}/{file}"></video>"#,
-                dir = esc(&e.dir),
-                file = esc(file)
-            ),
-            ("playlist", _) | ("vtt", _) => format!(
+        if (o.kind.as_str(), o.format.as_str()) == ("video", "mp4") {
+            match players.iter_mut().find(|p| {
+                p.first()
+                    .is_some_and(|f| (f.width, f.height) == (o.width, o.height))
+            }) {
+                Some(p) => p.push(o),
+                None => players.push(vec![o]),
+            }
+            continue;
+        }
+        let file = file_of(o);
+        let view = match o.kind.as_str() {
+            "playlist" | "vtt" => format!(
                 r#"<a href="{dir}/{file}">{file}</a>"#,
                 dir = esc(&e.dir),
                 file = esc(file)
@@ -160,15 +165,60 @@ fn outputs(h: &mut String, e: &Entry<'_>) {
         };
         let _ = write!(
             h,
-            r#"<figure>{view}<figcaption>{name}: {fmt} {w}×{hh}, {kb:.1} KB</figcaption></figure>"#,
-            name = esc(&o.name),
-            fmt = esc(&o.format),
-            w = o.width,
-            hh = o.height,
-            kb = o.bytes as f64 / 1024.0
+            r#"<figure>{view}<figcaption>{}</figcaption></figure>"#,
+            caption(o)
+        );
+    }
+    for mut rungs in players {
+        rungs.sort_by_key(|o| !o.codec.as_deref().unwrap_or("").starts_with("av01"));
+        let sources: String = rungs
+            .iter()
+            .map(|o| {
+                let kind = match &o.codec {
+                    Some(c) => format!("video/mp4; codecs=&quot;{}&quot;", esc(c)),
+                    None => "video/mp4".into(),
+                };
+                format!(
+                    r#"<source src="{}/{}" type="{kind}">"#,
+                    esc(&e.dir),
+                    esc(file_of(o))
+                )
+            })
+            .collect();
+        let captions: Vec<String> = rungs.iter().map(|o| caption(o)).collect();
+        let _ = write!(
+            h,
+            r#"<figure><video controls preload="metadata" poster="{}/poster.jpg">{sources}</video><figcaption>{}</figcaption></figure>"#,
+            esc(&e.dir),
+            captions.join("<br>")
         );
     }
     h.push_str("</div>");
+}
+
+/// The file an output was written to, relative to its source's folder.
+fn file_of(o: &Output) -> &str {
+    match o.name.as_str() {
+        "hls" => "hls/master.m3u8",
+        _ => o.uri.rsplit('/').next().unwrap_or(""),
+    }
+}
+
+/// `name: format (codec) W×H, KB`.
+fn caption(o: &Output) -> String {
+    let codec = o
+        .codec
+        .as_deref()
+        .map(|c| format!(" ({})", esc(c)))
+        .unwrap_or_default();
+    format!(
+        "{}: {}{codec} {}×{}, {:.1} KB",
+        esc(&o.name),
+        esc(&o.format),
+        o.width,
+        o.height,
+        o.bytes as f64 / 1024.0
+    )
 }
 
 /// Render the report.

@@ -807,10 +807,13 @@ fn image_builds_with_the_pinned_toolchain_and_runs_the_worker_unprivileged() {
         "STOPSIGNAL SIGTERM",
         "ENTRYPOINT [\"mediaflow\"]",
         "CMD [\"worker\"]",
-        // FFmpeg is built from source: bindgen needs libclang, AV1 needs libdav1d.
+        // FFmpeg is built from source: bindgen needs libclang, AV1 needs libdav1d to decode
+        // and SVT-AV1 to encode.
         "libclang-dev",
         "libdav1d-dev",
         "libdav1d6",
+        "libsvtav1enc-dev",
+        "libsvtav1enc1",
         // The binary's line tables are most of its size: the image carries it without them.
         "strip --strip-debug /out/mediaflow",
     ] {

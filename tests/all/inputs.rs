@@ -1236,4 +1236,8 @@ fn the_binary_links_no_gpl_code() {
         deps.contains("libdav1d"),
         "AV1 decodes with the system's libdav1d: {deps}"
     );
+    assert!(
+        deps.contains("libSvtAv1Enc"),
+        "AV1 rungs encode with the system's SVT-AV1: {deps}"
+    );
 }

@@ -1,6 +1,7 @@
 //! mediaflow integration tests, one binary: real plugins compiled to wasm32-wasip2, hostile
 //! guests, and the CLI as a user runs it.
 
+mod av1;
 mod aws;
 mod cli;
 mod deploy;

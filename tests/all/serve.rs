@@ -1196,9 +1196,15 @@ fn the_openapi_document_is_valid_and_matches_the_routes_and_a_real_job() {
 /// Screenshots of each view are left under `target/browser-shots/` (artefacts, not committed).
 #[test]
 fn the_page_uploads_files_shows_their_progress_and_plays_the_video_in_a_real_browser() {
+    // Videos get an AV1 rung beside the H.264 one.
     let s = Serve::start(
         "",
-        "[profiles.small.video]\nladder = [{ size = 240, bitrate_kbps = 400 }]\n",
+        concat!(
+            "[profiles.small.video]\nladder = [\n",
+            "    { size = 240, bitrate_kbps = 400 },\n",
+            "    { size = 240, bitrate_kbps = 200, codec = \"av1\" },\n",
+            "]\n",
+        ),
     );
     let dir = s.workers.dir.path();
     let (photo, chart, clip, bad) = (
@@ -1296,6 +1302,15 @@ fn the_page_uploads_files_shows_their_progress_and_plays_the_video_in_a_real_bro
             .is_some_and(|p| p.starts_with("HLS")),
         "{video}"
     );
+    // The master lists both codecs to the player; Chromium decodes AV1 (dav1d), so hls.js
+    // plays the AV1 variant.
+    let codecs: Vec<&str> = video["codecs"].as_str().unwrap_or("").split(' ').collect();
+    assert!(
+        codecs.contains(&"AV1") && codecs.contains(&"H.264"),
+        "{video}"
+    );
+    assert_eq!(video["canPlayAv1"], true, "{video}");
+    assert_eq!(video["codec"], "AV1", "{video}");
     assert!(
         video["scenes"].as_u64() > Some(0) && video["poster"] == true,
         "seek thumbnails and a poster: {video}"

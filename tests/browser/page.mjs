@@ -66,6 +66,10 @@ async function jobView(page, id) {
     const t0 = await page.$eval('#player', (v) => { v.muted = true; v.play(); return v.currentTime; });
     await page.waitForFunction((t) => document.getElementById('player').currentTime > t + 0.5, t0, { timeout: 30000 });
     view.played = await page.$eval('#player', (v) => v.currentTime);
+    // Which codec plays, and which the HLS master offered (hls.js's levels).
+    view.codec = await page.$eval('#player', (v) => v.dataset.codec || '');
+    view.codecs = await page.$eval('#player', (v) => v.dataset.codecs || '');
+    view.canPlayAv1 = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="av01.0.01M.08"'));
     view.poster = await page.$eval('#player', (v) => Boolean(v.poster));
     view.scenes = await page.locator('#scenes button').count();
   }

@@ -464,6 +464,10 @@ pub struct OutputView {
     height: u32,
     /// Size in bytes.
     bytes: u64,
+    /// The video codec of an MP4 rendition or HLS playlist, as an RFC 6381 string for
+    /// `MediaSource.isTypeSupported` / `canPlayType` (`av01.0.05M.08`, `avc1.42c01f`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codec: Option<String>,
     /// Where to fetch it: the CDN, a presigned S3 GET, or `serve` itself with a token.
     url: String,
 }
@@ -529,6 +533,7 @@ pub(super) async fn view(state: &Arc<ApiState>, headers: &HeaderMap, job: &JobRe
             width: o.width,
             height: o.height,
             bytes: o.bytes,
+            codec: o.codec.clone(),
             url: output_url(state, headers, job, &o.key).await,
         });
     }

@@ -63,6 +63,10 @@ pub struct VideoSettings {
     pub thumbnail_interval_s: f64,
     /// Thumbnails per sprite row.
     pub sprite_columns: u32,
+    /// SVT-AV1 preset for AV1 rungs: 0 (slowest, smallest) … 13 (fastest). The default, 12,
+    /// costs about x264 veryfast's CPU time; 10 and 11 save a few percent more bits for about
+    /// twice that (tests/bench/video.sh measures it).
+    pub av1_preset: u8,
     /// Images to video: seconds each image is shown.
     pub slideshow_image_s: f64,
     /// Images to video: crossfade between images, in seconds (0 = cut).
@@ -83,17 +87,44 @@ pub struct Rung {
     pub size: u32,
     /// Target video bitrate in kbit/s.
     pub bitrate_kbps: u32,
-    /// Name (file stem); default `<size>p`.
+    /// Video codec: `h264` (default; plays everywhere) or `av1` (SVT-AV1: about half the
+    /// bits for the same picture, played where the device decodes AV1). One size may have a
+    /// rung of each.
+    #[serde(default)]
+    pub codec: VideoCodec,
+    /// Name (file stem); default `<size>p`, `<size>p-av1` for AV1.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A rung's video codec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// H.264 Constrained Baseline (OpenH264).
+    #[default]
+    H264,
+    /// AV1 Main profile, 8-bit (SVT-AV1).
+    Av1,
+}
+
+impl VideoCodec {
+    /// Its name in profiles and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "h264",
+            VideoCodec::Av1 => "av1",
+        }
+    }
 }
 
 impl Rung {
     /// The rung's name.
     pub fn name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("{}p", self.size))
+        self.name.clone().unwrap_or_else(|| match self.codec {
+            VideoCodec::H264 => format!("{}p", self.size),
+            VideoCodec::Av1 => format!("{}p-av1", self.size),
+        })
     }
 }
 
@@ -102,6 +133,7 @@ impl Default for VideoSettings {
         let rung = |size, bitrate_kbps| Rung {
             size,
             bitrate_kbps,
+            codec: VideoCodec::H264,
             name: None,
         };
         Self {
@@ -119,6 +151,7 @@ impl Default for VideoSettings {
             thumbnail_width: 160,
             thumbnail_interval_s: 5.0,
             sprite_columns: 10,
+            av1_preset: 12,
             slideshow_image_s: 3.0,
             slideshow_crossfade_s: 0.5,
             slideshow_width: 1280,
@@ -149,6 +182,15 @@ impl VideoSettings {
                     format!("{} is outside 50..=100000", r.bitrate_kbps),
                 );
             }
+            if r.codec == VideoCodec::Av1 && r.size < 64 {
+                return bad(
+                    &format!("ladder[{i}].size"),
+                    format!(
+                        "{} is below 64, the smallest AV1 picture SVT-AV1 makes",
+                        r.size
+                    ),
+                );
+            }
             if !names.insert(r.name()) {
                 return bad(
                     &format!("ladder[{i}].name"),
@@ -164,6 +206,9 @@ impl VideoSettings {
                 "segment_s",
                 "must be at least keyframe_interval_s and at most 60".into(),
             );
+        }
+        if self.av1_preset > 13 {
+            return bad("av1_preset", "must be within 0..=13".into());
         }
         if !(1..=100).contains(&self.jpeg_quality) {
             return bad("jpeg_quality", "must be within 1..=100".into());
@@ -502,5 +547,37 @@ mod tests {
         assert_eq!(r("exif@stable").map(String::from), Ok("exif@stable".into()));
         assert!(r("exif@Stable!").is_err_and(|e| e.contains("channel name")));
         assert!(r("Exif@^1").is_err());
+    }
+
+    #[test]
+    fn rungs_default_to_h264_and_an_av1_rung_of_the_same_size_gets_its_own_name() {
+        let v: VideoSettings = toml::from_str(
+            r#"ladder = [{ size = 720, bitrate_kbps = 3000 }, { size = 720, bitrate_kbps = 1500, codec = "av1" }]"#,
+        )
+        .expect("parses");
+        assert_eq!(v.ladder[0].codec, VideoCodec::H264);
+        assert_eq!(v.ladder[1].codec, VideoCodec::Av1);
+        assert_eq!(
+            (v.ladder[0].name(), v.ladder[1].name()),
+            ("720p".into(), "720p-av1".into())
+        );
+        assert_eq!(v.validate(), Ok(()));
+        let bad: Result<VideoSettings, _> =
+            toml::from_str(r#"ladder = [{ size = 720, bitrate_kbps = 3000, codec = "vp9" }]"#);
+        assert!(bad.is_err_and(|e| e.to_string().contains("h264")));
+        let small: VideoSettings =
+            toml::from_str(r#"ladder = [{ size = 48, bitrate_kbps = 100, codec = "av1" }]"#)
+                .expect("parses");
+        assert!(
+            small
+                .validate()
+                .is_err_and(|(f, m)| f == "video.ladder[0].size" && m.contains("64"))
+        );
+        let preset: VideoSettings = toml::from_str("av1_preset = 14").expect("parses");
+        assert!(
+            preset
+                .validate()
+                .is_err_and(|(f, _)| f == "video.av1_preset")
+        );
     }
 }

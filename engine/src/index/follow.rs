@@ -361,6 +361,7 @@ pub fn recorded_at(m: &Manifest, base: &str, manifest_key: &str) -> Change {
             height: o.height,
             bytes: o.bytes,
             key: o.uri.strip_prefix(base).unwrap_or(&o.uri).to_string(),
+            codec: o.codec.clone().filter(|_| o.format != "m4s"),
         })
         .collect();
     Change::Recorded {

@@ -96,6 +96,10 @@ pub struct OutputRef {
     pub bytes: u64,
     /// Its key in the output bucket.
     pub key: String,
+    /// The video codec (RFC 6381) of an MP4 rendition or an HLS playlist; not kept for media
+    /// segments, to keep records small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
 }
 
 /// An upload the API handed out.

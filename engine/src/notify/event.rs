@@ -402,6 +402,7 @@ mod tests {
                 bytes: 999,
                 sha256: "cd".into(),
                 bitrate_bps: None,
+                codec: None,
             }],
             metadata: BTreeMap::from([(
                 "exif".to_string(),

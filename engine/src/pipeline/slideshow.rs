@@ -97,6 +97,7 @@ impl Processor {
             width,
             height,
             bitrate_bps: bitrate_for(profile, width.min(height)),
+            codec: crate::config::VideoCodec::H264,
         };
         let info = types::MediaInfo {
             uri: run.source.uri.clone(),

@@ -278,6 +278,7 @@ struct Written {
     format: &'static str,
     size: (u32, u32),
     bitrate_bps: Option<u64>,
+    codec: Option<String>,
 }
 
 impl Written {
@@ -289,6 +290,14 @@ impl Written {
             format,
             size: (0, 0),
             bitrate_bps: None,
+            codec: None,
+        }
+    }
+
+    fn carrying(self, codec: &str) -> Written {
+        Written {
+            codec: Some(codec.to_string()),
+            ..self
         }
     }
 
@@ -314,7 +323,8 @@ fn written(out: &transcode::Output, rotation: u16, hls: bool) -> Vec<Written> {
         let name = r.plan.name.clone();
         files.push(
             Written::new(format!("{name}.mp4"), name, "video", "mp4")
-                .sized(r.plan.display(rotation), rate(r.bytes, r.duration_s)),
+                .sized(r.plan.display(rotation), rate(r.bytes, r.duration_s))
+                .carrying(&r.codec),
         );
     }
     files.push(
@@ -340,7 +350,13 @@ fn written(out: &transcode::Output, rotation: u16, hls: bool) -> Vec<Written> {
         "playlist",
         "m3u8",
     ));
-    let mut streams: Vec<(String, (u32, u32), &[crate::media::video::mux::Segment])> = out
+    type Stream<'a> = (
+        String,
+        (u32, u32),
+        &'a [crate::media::video::mux::Segment],
+        Option<&'a str>,
+    );
+    let mut streams: Vec<Stream<'_>> = out
         .rungs
         .iter()
         .map(|r| {
@@ -348,25 +364,33 @@ fn written(out: &transcode::Output, rotation: u16, hls: bool) -> Vec<Written> {
                 r.plan.name.clone(),
                 r.plan.display(rotation),
                 r.segments.as_slice(),
+                Some(r.codec.as_str()),
             )
         })
         .collect();
     if let Some(a) = &out.audio_segments {
-        streams.push(("audio".into(), (0, 0), a.as_slice()));
+        streams.push(("audio".into(), (0, 0), a.as_slice(), None));
     }
-    for (name, size, segments) in streams {
+    for (name, size, segments, codec) in streams {
         let kind = if name == "audio" { "audio" } else { "video" };
         let at = |file: &str| format!("hls/{name}/{file}");
-        files.push(
-            Written::new(at("index.m3u8"), format!("hls/{name}"), "playlist", "m3u8")
-                .sized(size, None),
-        );
-        files.push(Written::new(at("init.mp4"), at("init"), kind, "mp4").sized(size, None));
+        let tag = |w: Written| match codec {
+            Some(c) => w.carrying(c),
+            None => w,
+        };
+        files.push(tag(Written::new(
+            at("index.m3u8"),
+            format!("hls/{name}"),
+            "playlist",
+            "m3u8",
+        )
+        .sized(size, None)));
+        files.push(tag(
+            Written::new(at("init.mp4"), at("init"), kind, "mp4").sized(size, None)
+        ));
         for s in segments {
-            files.push(
-                Written::new(at(&s.name), at(&s.name), kind, "m4s")
-                    .sized(size, rate(s.bytes, s.duration)),
-            );
+            files.push(tag(Written::new(at(&s.name), at(&s.name), kind, "m4s")
+                .sized(size, rate(s.bytes, s.duration))));
         }
     }
     files
@@ -398,6 +422,7 @@ fn output_file(dir: &Path, w: Written) -> Result<OutputFile, JobError> {
             bytes,
             sha256,
             bitrate_bps: w.bitrate_bps,
+            codec: w.codec,
         },
     })
 }

@@ -361,9 +361,22 @@ function renderImages(job) {
     el('figcaption', { textContent: `${o.name} · ${o.format} · ${o.width}×${o.height} · ${bytes(o.bytes)}` }))));
 }
 
+// A codec string's name for people.
+function codecName(codec) {
+  if (!codec) return '';
+  if (codec.startsWith('av01')) return 'AV1';
+  if (codec.startsWith('avc')) return 'H.264';
+  if (codec.startsWith('hvc') || codec.startsWith('hev')) return 'HEVC';
+  return codec;
+}
+
 function renderVideo(job) {
   const master = job.outputs.find((o) => o.kind === 'playlist' && o.name === 'hls');
-  const mp4 = outputsOf(job, 'video').filter((o) => o.format === 'mp4').sort((a, b) => b.height - a.height)[0];
+  const probe = document.createElement('video');
+  // The largest MP4 this browser can play (an AV1 rung only where it decodes AV1).
+  const mp4 = outputsOf(job, 'video').filter((o) => o.format === 'mp4' && !o.name.startsWith('hls/'))
+    .filter((o) => !o.codec || probe.canPlayType(`video/mp4; codecs="${o.codec}"`) !== '')
+    .sort((a, b) => b.height - a.height || (codecName(b.codec) === 'AV1') - (codecName(a.codec) === 'AV1'))[0];
   const poster = outputsOf(job, 'poster')[0];
   $('job-video').hidden = !master && !mp4;
   if (!master && !mp4) return;
@@ -378,13 +391,26 @@ function renderVideo(job) {
     hls = new Hls({ capLevelToPlayerSize: true });
     hls.loadSource(master.url);
     hls.attachMedia(video);
-    $('player-kind').textContent = `HLS (hls.js ${Hls.version})`;
+    const kind = `HLS (hls.js ${Hls.version})`;
+    $('player-kind').textContent = kind;
+    // hls.js keeps the variants this browser can decode and prefers AV1 among them: say which
+    // codec plays.
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      video.dataset.codecs = [...new Set(hls.levels.map((l) => codecName(l.videoCodec)))].join(' ');
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
+      const level = hls.levels[data.level];
+      if (!level) return;
+      video.dataset.codec = codecName(level.videoCodec);
+      $('player-kind').textContent = `${kind} · ${video.dataset.codec} ${level.height}p`;
+    });
   } else if (master && video.canPlayType('application/vnd.apple.mpegurl')) {
     video.src = master.url;
     $('player-kind').textContent = 'HLS (the browser’s own player)';
-  } else {
+  } else if (mp4) {
     video.src = mp4.url;
-    $('player-kind').textContent = `MP4 ${mp4.name}`;
+    video.dataset.codec = codecName(mp4.codec);
+    $('player-kind').textContent = `MP4 ${mp4.name}${mp4.codec ? ` · ${codecName(mp4.codec)}` : ''}`;
   }
   video.dataset.player = $('player-kind').textContent;
   const vtt = job.outputs.find((o) => o.kind === 'vtt');
@@ -421,7 +447,7 @@ function renderDownloads(job) {
   // Every output a person would want; HLS segments and stream playlists stay out of the list.
   const shown = job.outputs.filter((o) => o.format !== 'm4s' && !(o.kind === 'playlist' && o.name !== 'hls') && !o.name.startsWith('hls/'));
   const items = shown.map((o) => el('li', {}, el('a', { href: o.url, download: '', textContent: o.name }),
-    ` ${o.format}${o.width ? ` · ${o.width}×${o.height}` : ''} · ${bytes(o.bytes)}`));
+    ` ${o.format}${o.codec && o.kind === 'video' ? ` · ${codecName(o.codec)}` : ''}${o.width ? ` · ${o.width}×${o.height}` : ''} · ${bytes(o.bytes)}`));
   if (job.manifest_url) items.push(el('li', {}, el('a', { href: job.manifest_url, download: 'manifest.json', textContent: 'manifest.json' })));
   $('downloads').replaceChildren(...items);
   $('job-downloads').hidden = items.length === 0;
@@ -454,6 +480,8 @@ async function showJob(id) {
   if (hls) { hls.destroy(); hls = null; }
   shownVideo = null;
   $('player').removeAttribute('src');
+  delete $('player').dataset.codec;
+  delete $('player').dataset.codecs;
   $('player').load();
   $('scenes').replaceChildren();
   for (const s of ['job-video', 'job-images', 'job-metadata', 'job-plugins', 'job-downloads', 'job-error']) $(s).hidden = true;

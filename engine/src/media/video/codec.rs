@@ -1,10 +1,14 @@
-//! OpenH264's encoder behind one small type: [`Encoder`] makes a bitrate-controlled
-//! Constrained Baseline stream whose keyframes fall on a fixed time grid shared by every
-//! rung, so HLS segments line up across the ladder. OpenH264's own log lines go through
-//! `tracing` (target `openh264`), never straight to stderr.
+//! The video encoders a rung may use, behind one type, [`RungEncoder`]: OpenH264
+//! ([`Encoder`]: a bitrate-controlled Constrained Baseline stream whose keyframes fall on a
+//! fixed time grid shared by every rung, so HLS segments line up across the ladder) and
+//! SVT-AV1 ([`Av1Encoder`]: VBR or capped CRF, a closed GOP every keyframe interval, pictures
+//! held for its look-ahead and given back in presentation order). OpenH264's own log lines go
+//! through `tracing` (target `openh264`), never straight to stderr.
 
 use super::frame::Frame;
+use crate::config::VideoCodec;
 use crate::error::JobError;
+use crate::media::decoder::ffmpeg::{Av1Encoder as SvtAv1, Av1Packet, Av1Rate, Av1Settings};
 use openh264::encoder::{
     BitRate, Complexity, Encoder as OhEncoder, EncoderConfig, FrameRate, FrameType,
     IntraFramePeriod, Level, Profile, RateControlMode, UsageType, VuiConfig,
@@ -70,14 +74,209 @@ impl YUVSource for Frame {
 /// One encoded picture.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// NAL units with 4-byte length prefixes, parameter sets removed.
+    /// H.264: NAL units with 4-byte length prefixes, parameter sets removed. AV1: the
+    /// temporal unit's OBUs without its temporal delimiter.
     pub data: Vec<u8>,
-    /// An IDR picture.
+    /// A sync sample (IDR; AV1 key frame).
     pub keyframe: bool,
-    /// Parameter sets seen with this picture (first picture at least).
-    pub sps: Vec<Vec<u8>>,
-    /// See `sps`.
-    pub pps: Vec<Vec<u8>>,
+    /// The decoder configuration seen with this picture (the first one at least).
+    pub config: Option<Config>,
+}
+
+/// What a decoder needs before the first picture (the sample entry's configuration box).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Config {
+    /// H.264 sequence and picture parameter sets.
+    Avc {
+        /// SPS NAL units.
+        sps: Vec<Vec<u8>>,
+        /// PPS NAL units.
+        pps: Vec<Vec<u8>>,
+    },
+    /// AV1 configOBUs (the sequence header OBU).
+    Av1(Vec<u8>),
+}
+
+/// A rung's encoder, either codec; pictures come back with their presentation times.
+#[derive(Debug)]
+pub enum RungEncoder {
+    /// OpenH264: one picture out per picture in.
+    H264(Box<Encoder>),
+    /// SVT-AV1: pictures come out after its look-ahead.
+    Av1(Av1Encoder),
+}
+
+/// What a rung's encoder is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderSpec {
+    /// Codec.
+    pub codec: VideoCodec,
+    /// Picture size.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: f64,
+    /// Ticks per second of the presentation times.
+    pub timescale: u32,
+    /// Target bits per second.
+    pub bitrate_bps: u32,
+    /// Seconds between keyframes.
+    pub keyframe_s: f64,
+    /// SVT-AV1 preset (AV1 only).
+    pub av1_preset: u8,
+}
+
+impl RungEncoder {
+    /// The encoder `spec` asks for.
+    pub fn new(spec: &EncoderSpec) -> Result<RungEncoder, JobError> {
+        Ok(match spec.codec {
+            VideoCodec::H264 => RungEncoder::H264(Box::new(Encoder::new(
+                spec.width,
+                spec.height,
+                spec.fps,
+                spec.bitrate_bps,
+                spec.keyframe_s,
+            )?)),
+            VideoCodec::Av1 => RungEncoder::Av1(Av1Encoder::new(spec)?),
+        })
+    }
+
+    /// Encode `f`, shown at `t` ticks; `out` gets every picture finished, with its time.
+    pub fn encode(
+        &mut self,
+        f: &Frame,
+        t: u64,
+        timescale: u32,
+        out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        match self {
+            RungEncoder::H264(e) => match e.encode(f, t as f64 / f64::from(timescale))? {
+                Some(enc) => out(enc, t),
+                None => Ok(()),
+            },
+            RungEncoder::Av1(e) => e.encode(Some((f, t)), out),
+        }
+    }
+
+    /// No more pictures: `out` gets those still held.
+    pub fn finish(
+        &mut self,
+        out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        match self {
+            RungEncoder::H264(_) => Ok(()),
+            RungEncoder::Av1(e) => e.encode(None, out),
+        }
+    }
+}
+
+/// Frames in, AV1 out (SVT-AV1, 8-bit 4:2:0 Main profile).
+pub struct Av1Encoder {
+    inner: SvtAv1,
+    config: Vec<u8>,
+    sent_config: bool,
+    flushed: bool,
+}
+
+impl std::fmt::Debug for Av1Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Av1Encoder").finish_non_exhaustive()
+    }
+}
+
+impl Av1Encoder {
+    /// An encoder for `spec` (VBR at its bitrate).
+    pub fn new(spec: &EncoderSpec) -> Result<Av1Encoder, JobError> {
+        if spec.width < 64 || spec.height < 64 {
+            return Err(encode_err(format!(
+                "an AV1 picture must be at least 64×64 (SVT-AV1), this rung is {}×{}",
+                spec.width, spec.height
+            )));
+        }
+        let size = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let fps = spec.fps.clamp(1.0, 240.0);
+        let settings = Av1Settings {
+            width: size(spec.width),
+            height: size(spec.height),
+            timescale: size(spec.timescale.max(1)),
+            fps: ((fps * 1000.0).round() as i32, 1000),
+            preset: i32::from(spec.av1_preset),
+            rate: Av1Rate::Bitrate(i64::from(spec.bitrate_bps)),
+            keyint: (fps * spec.keyframe_s).round().max(1.0) as i32,
+        };
+        let inner = SvtAv1::new(&settings)
+            .map_err(|e| encode_err(format!("starting the AV1 encoder: {e}")))?;
+        let config = inner.config_obus();
+        if config.is_empty() {
+            return Err(encode_err("the AV1 encoder gave no sequence header".into()));
+        }
+        Ok(Av1Encoder {
+            inner,
+            config,
+            sent_config: false,
+            flushed: false,
+        })
+    }
+
+    /// Encode `frame` (`None`: flush) and hand out what is finished.
+    fn encode(
+        &mut self,
+        frame: Option<(&Frame, u64)>,
+        out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        let failed =
+            |e: crate::media::decoder::ffmpeg::Error| encode_err(format!("AV1 encoder: {e}"));
+        match frame {
+            Some((f, t)) => {
+                let cw = f.width.div_ceil(2) as usize;
+                let pts = i64::try_from(t).unwrap_or(i64::MAX);
+                self.inner
+                    .send([(&f.y, f.width as usize), (&f.u, cw), (&f.v, cw)], pts)
+                    .map_err(failed)?;
+            }
+            None if !self.flushed => {
+                self.flushed = true;
+                self.inner.flush().map_err(failed)?;
+            }
+            None => {}
+        }
+        while let Some(p) = self.inner.receive().map_err(failed)? {
+            let t = u64::try_from(p.pts).unwrap_or(0);
+            let enc = self.picture(p)?;
+            out(enc, t)?;
+        }
+        Ok(())
+    }
+
+    fn picture(&mut self, p: Av1Packet) -> Result<Encoded, JobError> {
+        let data = strip_temporal_delimiters(&p.data)?;
+        let config = (!self.sent_config).then(|| Config::Av1(self.config.clone()));
+        self.sent_config = true;
+        Ok(Encoded {
+            data,
+            keyframe: p.key,
+            config,
+        })
+    }
+}
+
+/// A temporal unit without its temporal delimiter (and padding) OBUs, as an MP4 sample must
+/// be (AV1-ISOBMFF §2.4).
+fn strip_temporal_delimiters(tu: &[u8]) -> Result<Vec<u8>, JobError> {
+    use shiguredo_mp4::bitstream::av1::{Av1ObuParseContext, Av1ObuType, parse_obus};
+    let obus = parse_obus(tu, Av1ObuParseContext::Sample)
+        .map_err(|e| encode_err(format!("AV1 encoder wrote OBUs we cannot read: {e}")))?;
+    let mut out = Vec::with_capacity(tu.len());
+    for o in obus {
+        if !matches!(
+            o.obu_type,
+            Av1ObuType::TemporalDelimiter | Av1ObuType::Padding
+        ) {
+            out.extend_from_slice(o.obu);
+        }
+    }
+    Ok(out)
 }
 
 /// Frames in, H.264 out, keyframes on a shared time grid.
@@ -188,13 +387,13 @@ impl Encoder {
         let mut out = Encoded {
             data: Vec::with_capacity(self.annexb.len() + 16),
             keyframe: frame_type == FrameType::IDR,
-            sps: Vec::new(),
-            pps: Vec::new(),
+            config: None,
         };
+        let (mut sps, mut pps) = (Vec::new(), Vec::new());
         for nal in nal_units(&self.annexb) {
             match nal.first().map(|b| b & 0x1f) {
-                Some(7) => out.sps.push(nal.to_vec()),
-                Some(8) => out.pps.push(nal.to_vec()),
+                Some(7) => sps.push(nal.to_vec()),
+                Some(8) => pps.push(nal.to_vec()),
                 Some(_) => {
                     out.data
                         .extend_from_slice(&(nal.len() as u32).to_be_bytes());
@@ -205,6 +404,9 @@ impl Encoder {
         }
         if out.data.is_empty() {
             return Ok(None);
+        }
+        if !sps.is_empty() && !pps.is_empty() {
+            out.config = Some(Config::Avc { sps, pps });
         }
         Ok(Some(out))
     }
@@ -277,5 +479,51 @@ mod tests {
             .map(|(i, _)| i)
             .collect();
         assert_eq!(at, vec![0, 10, 20]);
+    }
+
+    fn av1(width: u32, height: u32) -> Result<RungEncoder, JobError> {
+        RungEncoder::new(&EncoderSpec {
+            codec: VideoCodec::Av1,
+            width,
+            height,
+            fps: 10.0,
+            timescale: 1000,
+            bitrate_bps: 200_000,
+            keyframe_s: 1.0,
+            av1_preset: 12,
+        })
+    }
+
+    #[test]
+    fn av1_pictures_come_back_in_order_with_keyframes_on_the_grid() {
+        let mut enc = av1(128, 96).expect("encoder");
+        let mut got: Vec<(u64, bool, bool, u8)> = Vec::new();
+        let mut out = |e: Encoded, t: u64| {
+            // The first OBU of a sample: never a temporal delimiter (type 2).
+            let first = e.data.first().map_or(0, |b| (b >> 3) & 0xf);
+            got.push((t, e.keyframe, e.config.is_some(), first));
+            Ok(())
+        };
+        for i in 0..25u8 {
+            let f = Frame::filled(128, 96, (i.wrapping_mul(9), 120, 140));
+            enc.encode(&f, u64::from(i) * 100, 1000, &mut out)
+                .expect("encode");
+        }
+        enc.finish(&mut out).expect("flush");
+        let times: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(times, (0..25).map(|i| i * 100).collect::<Vec<u64>>());
+        let keys: Vec<u64> = got.iter().filter(|g| g.1).map(|g| g.0).collect();
+        assert_eq!(keys, vec![0, 1000, 2000]);
+        assert!(
+            got[0].2 && got[1..].iter().all(|g| !g.2),
+            "configuration once"
+        );
+        assert!(got.iter().all(|g| g.3 != 2), "{got:?}");
+    }
+
+    #[test]
+    fn av1_refuses_pictures_below_64_pixels_with_a_clear_error() {
+        let e = av1(48, 48).expect_err("too small");
+        assert!(e.to_string().contains("64"), "{e}");
     }
 }

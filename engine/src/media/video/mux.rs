@@ -4,6 +4,7 @@
 //! segment plus `.m4s` media segments cut on the aligned keyframes, and the playlists.
 //! Samples go straight to disk; only the current HLS segment is held in memory.
 
+use super::codec::Config;
 use crate::error::JobError;
 use shiguredo_mp4::boxes::{EdtsBox, ElstBox, ElstEntry, FtypBox, MoovBox, SampleEntry};
 use shiguredo_mp4::mux::{
@@ -37,6 +38,24 @@ pub fn avc1_entry(sps: &[Vec<u8>], pps: &[Vec<u8>]) -> Result<SampleEntry, JobEr
     shiguredo_mp4::bitstream::h264::build_avc1_box(sps, pps, &config)
         .map(SampleEntry::Avc1)
         .map_err(err)
+}
+
+/// The `av01` sample entry for an AV1 stream with these configOBUs (its sequence header).
+pub fn av01_entry(config_obus: &[u8]) -> Result<SampleEntry, JobError> {
+    let config = shiguredo_mp4::bitstream::av1::Av1SampleEntryConfig {
+        initial_presentation_delay_minus_one: None,
+    };
+    shiguredo_mp4::bitstream::av1::build_av01_box_from_config_obus(config_obus, &config)
+        .map(SampleEntry::Av01)
+        .map_err(err)
+}
+
+/// The sample entry for an encoder's configuration.
+pub fn sample_entry(config: &Config) -> Result<SampleEntry, JobError> {
+    match config {
+        Config::Avc { sps, pps } => avc1_entry(sps, pps),
+        Config::Av1(obus) => av01_entry(obus),
+    }
 }
 
 /// Track details the outputs carry over from the source.

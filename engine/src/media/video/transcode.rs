@@ -4,11 +4,11 @@
 //! the MP4 and HLS segments. AAC packets go to every rung and to one HLS audio rendition.
 //! The queues hold a few frames, so memory does not grow with the duration.
 
-use super::codec::{Encoded, Encoder};
+use super::codec::{Encoded, EncoderSpec, RungEncoder};
 use super::frame::{Frame, Scaler, YuvOverlay};
 use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
 use super::thumbs::Thumbs;
-use crate::config::VideoSettings;
+use crate::config::{VideoCodec, VideoSettings};
 use crate::error::JobError;
 use crate::media::decoder::protocol::Summary;
 use crate::media::decoder::{Event, Session};
@@ -31,6 +31,8 @@ pub struct RungPlan {
     pub height: u32,
     /// Target bits per second.
     pub bitrate_bps: u32,
+    /// Video codec.
+    pub codec: VideoCodec,
 }
 
 impl RungPlan {
@@ -48,8 +50,9 @@ fn even(v: f64) -> u32 {
     ((v / 2.0).round() as u32 * 2).max(2)
 }
 
-/// The rungs for a source: those whose short side fits the source's (never upscaled); when
-/// none does, one rung at the source's own size.
+/// The rungs for a source: those whose short side fits the source's (never upscaled),
+/// largest first (H.264 before AV1 at one size); when none does, one H.264 rung at the
+/// source's own size (the codec every player has).
 pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Vec<RungPlan> {
     let (dw, dh) = if rotation % 180 == 90 {
         (height, width)
@@ -68,10 +71,11 @@ pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Ve
         rungs.push(crate::config::Rung {
             size: short & !1,
             bitrate_kbps: smallest.map_or(700, |r| r.bitrate_kbps),
+            codec: VideoCodec::H264,
             name: Some(format!("{}p", short & !1)),
         });
     }
-    rungs.sort_by_key(|r| std::cmp::Reverse(r.size));
+    rungs.sort_by_key(|r| (std::cmp::Reverse(r.size), r.codec == VideoCodec::Av1));
     rungs
         .into_iter()
         .map(|r| {
@@ -87,6 +91,7 @@ pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Ve
                 width: w,
                 height: h,
                 bitrate_bps: r.bitrate_kbps.saturating_mul(1000),
+                codec: r.codec,
             }
         })
         .collect()
@@ -244,6 +249,7 @@ pub fn run(
                 hls: s.hls.then(|| dir.join("hls").join(&r.name)),
                 keyframe_s: s.keyframe_interval_s,
                 segment_s: s.segment_s,
+                av1_preset: s.av1_preset,
             };
             handles.push(scope.spawn(move || rung(rx, ctx)));
         }
@@ -339,7 +345,9 @@ fn settle(
 }
 
 /// `hls/master.m3u8`: a variant per rung (its codec, size, peak and average bitrate with the
-/// audio's) and the audio rendition.
+/// audio's) and the audio rendition. AV1 variants come first: a player that decodes AV1
+/// starts there (fewer bits for the same picture); one that does not skips them by their
+/// `CODECS` and takes the H.264 ones.
 fn write_master(
     dir: &Path,
     rotation: u16,
@@ -350,8 +358,10 @@ fn write_master(
 ) -> Result<(), JobError> {
     let audio_avg = audio_segments.as_ref().map_or(0, |a| avg_bps(a));
     let audio_peak = audio_segments.as_ref().map_or(0, |a| peak_bps(a));
-    let variants: Vec<mux::Variant> = outputs
-        .iter()
+    let mut ordered: Vec<&RungOutput> = outputs.iter().collect();
+    ordered.sort_by_key(|o| o.plan.codec != VideoCodec::Av1);
+    let variants: Vec<mux::Variant> = ordered
+        .into_iter()
         .map(|o| {
             let (w, h) = o.plan.display(rotation);
             mux::Variant {
@@ -537,6 +547,7 @@ struct RungCtx {
     hls: Option<PathBuf>,
     keyframe_s: f64,
     segment_s: f64,
+    av1_preset: u8,
 }
 
 /// A picture waiting for its duration (known when the next one arrives).
@@ -548,9 +559,18 @@ struct Pending {
 fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
     let (w, h) = (c.plan.width, c.plan.height);
     let mut scaler = Scaler::new();
-    let mut encoder = Encoder::new(w, h, c.fps, c.plan.bitrate_bps, c.keyframe_s)?;
+    let mut encoder = RungEncoder::new(&EncoderSpec {
+        codec: c.plan.codec,
+        width: w,
+        height: h,
+        fps: c.fps,
+        timescale: c.timescale.get(),
+        bitrate_bps: c.plan.bitrate_bps,
+        keyframe_s: c.keyframe_s,
+        av1_preset: c.av1_preset,
+    })?;
     let mut out = RungWriter::new(&c)?;
-    let ts = f64::from(c.timescale.get());
+    let ts = c.timescale.get();
     for msg in rx {
         match msg {
             Msg::AudioStart(start) => out.mp4.set_audio_start(start),
@@ -563,12 +583,11 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
                 if let Some(o) = &c.overlay {
                     o.blend(&mut img);
                 }
-                if let Some(enc) = encoder.encode(&img, t as f64 / ts)? {
-                    out.picture(enc, t)?;
-                }
+                encoder.encode(&img, t, ts, &mut |enc, t| out.picture(enc, t))?;
             }
         }
     }
+    encoder.finish(&mut |enc, t| out.picture(enc, t))?;
     out.finish(c)
 }
 
@@ -620,8 +639,8 @@ impl RungWriter {
 
     /// Picture `enc`, shown at `t`: the one before it is written.
     fn picture(&mut self, enc: Encoded, t: u64) -> Result<(), JobError> {
-        if !enc.sps.is_empty() && !enc.pps.is_empty() {
-            self.entry = Some(mux::avc1_entry(&enc.sps, &enc.pps)?);
+        if let Some(config) = &enc.config {
+            self.entry = Some(mux::sample_entry(config)?);
         }
         if let Some(prev) = self.pending.take() {
             let d = u32::try_from(t.saturating_sub(prev.t))
@@ -638,7 +657,7 @@ impl RungWriter {
     fn write(&mut self, p: Pending, duration: u32) -> Result<(), JobError> {
         let entry = self.entry.as_ref().ok_or_else(|| JobError::Encode {
             format: "mp4",
-            message: "the encoder emitted no SPS/PPS".into(),
+            message: "the encoder gave no decoder configuration (SPS/PPS, sequence header)".into(),
         })?;
         self.mp4
             .video(&p.enc.data, p.enc.keyframe, duration, entry)?;
@@ -668,6 +687,11 @@ impl RungWriter {
             Some(h) => h.finish()?,
             None => Vec::new(),
         };
+        let codec = match (&self.entry, c.plan.codec) {
+            (Some(e), _) => mux::codec_string(e)?,
+            (None, VideoCodec::H264) => "avc1.42c01e".into(),
+            (None, VideoCodec::Av1) => "av01.0.04M.08".into(),
+        };
         Ok(RungOutput {
             plan: c.plan,
             mp4: c.mp4,
@@ -676,10 +700,7 @@ impl RungWriter {
             segments,
             video_bytes: self.video_bytes,
             duration_s: self.end as f64 / ts,
-            codec: match &self.entry {
-                Some(e) => mux::codec_string(e)?,
-                None => "avc1.42c01e".into(),
-            },
+            codec,
         })
     }
 }
@@ -705,6 +726,42 @@ mod tests {
         assert_eq!(
             (l.len(), l[0].width, l[0].height, l[0].name.as_str()),
             (1, 320, 240, "240p")
+        );
+    }
+
+    #[test]
+    fn both_codecs_at_one_size_and_the_fallback_is_h264() {
+        let rung = |size, codec| crate::config::Rung {
+            size,
+            bitrate_kbps: 1000,
+            codec,
+            name: None,
+        };
+        let s = VideoSettings {
+            ladder: vec![
+                rung(360, VideoCodec::Av1),
+                rung(720, VideoCodec::Av1),
+                rung(720, VideoCodec::H264),
+            ],
+            ..VideoSettings::default()
+        };
+        let l = plan((1920, 1080), 0, &s);
+        let got: Vec<(&str, u32, VideoCodec)> = l
+            .iter()
+            .map(|r| (r.name.as_str(), r.width, r.codec))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("720p", 1280, VideoCodec::H264),
+                ("720p-av1", 1280, VideoCodec::Av1),
+                ("360p-av1", 640, VideoCodec::Av1),
+            ]
+        );
+        let l = plan((200, 100), 0, &s);
+        assert_eq!(
+            (l.len(), l[0].codec, l[0].name.as_str()),
+            (1, VideoCodec::H264, "100p")
         );
     }
 }
