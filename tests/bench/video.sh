@@ -12,16 +12,27 @@
 # rung's PSNR against the source for both encoders, the ratios, and mediaflow's peak RSS on a
 # 60 s clip against a 10 s one (memory must not grow with duration).
 #
+# Then quality per bit on realistic 1080p30 sources (PART=quality runs only this): a slow pan
+# over a large detailed picture (easy), ffmpeg's mandelbrot zooming under temporal noise
+# (hard), and a screen recording of text scrolling. For each rung (1080p/720p/360p) and
+# encoder — mediaflow H.264 (OpenH264), mediaflow AV1 (SVT-AV1) and ffmpeg + x264 veryfast —
+# bytes, PSNR and SSIM against the same reference, and "bits saved vs x264 at equal PSNR": each
+# output placed on x264's bits-vs-PSNR curve from four bitrates. CPU seconds of each encoder's
+# whole ladder (decode included, as for x264) and the ratios.
+#
 #   bash tests/bench/video.sh            # SECONDS_LONG=20 RUNS=3 by default
+#   PART=quality QLEN=10 bash tests/bench/video.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 LEN=${SECONDS_LONG:-20}
+PART=${PART:-all}
 bash .ci/setup
 cargo build --release -q -p mediaflow
 bin=$PWD/target/release/mediaflow
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+if [ "$PART" != "quality" ]; then
 clip() { # seconds file
     ffmpeg -v error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30:duration=$1" \
         -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=$1" \
@@ -159,3 +170,6 @@ short = mediaflow(f"{work}/s10.mp4", f"{work}/m10")
 long = mediaflow(f"{work}/s60.mp4", f"{work}/m60")
 print(f"memory vs duration: 60 s {long[2]:.0f} MiB / 10 s {short[2]:.0f} MiB = {long[2] / short[2]:.2f}x (goal <= 1.1)")
 PY
+fi
+[ "$PART" = "speed" ] && exit 0
+BIN=$bin WORK=$work RUNS=$RUNS bash tests/bench/quality.sh

@@ -1147,15 +1147,8 @@ impl AacEncoder {
 
     /// AudioSpecificConfig (the encoder's extradata).
     pub fn asc(&self) -> Vec<u8> {
-        // SAFETY: open encoder; extradata holds extradata_size bytes.
-        unsafe {
-            let e = &*self.enc;
-            if e.extradata.is_null() || e.extradata_size <= 0 {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(e.extradata, e.extradata_size as usize).to_vec()
-            }
-        }
+        // SAFETY: an open encoder.
+        unsafe { context_extradata(self.enc) }
     }
 
     /// Time (in samples) of the first audio pushed.
@@ -1277,6 +1270,22 @@ impl Drop for AacEncoder {
             if !self.fifo.is_null() {
                 ff::av_audio_fifo_free(self.fifo);
             }
+        }
+    }
+}
+
+/// A copy of an opened codec context's extradata (empty when it has none).
+///
+/// # Safety
+/// `ctx` must point to an allocated codec context.
+unsafe fn context_extradata(ctx: *const ff::AVCodecContext) -> Vec<u8> {
+    // SAFETY: the caller's context; extradata holds extradata_size bytes.
+    unsafe {
+        let e = &*ctx;
+        if e.extradata.is_null() || e.extradata_size <= 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(e.extradata, e.extradata_size as usize).to_vec()
         }
     }
 }
@@ -1421,15 +1430,8 @@ impl Av1Encoder {
 
     /// The sequence header OBU (the `av1C` box's configOBUs).
     pub fn config_obus(&self) -> Vec<u8> {
-        // SAFETY: open encoder; extradata holds extradata_size bytes.
-        unsafe {
-            let e = &*self.enc;
-            if e.extradata.is_null() || e.extradata_size <= 0 {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(e.extradata, e.extradata_size as usize).to_vec()
-            }
-        }
+        // SAFETY: an open encoder.
+        unsafe { context_extradata(self.enc) }
     }
 
     /// Hand over a picture (8-bit 4:2:0 planes with their strides) shown at `pts`.
