@@ -368,6 +368,8 @@ pub fn main() -> ExitCode {
     {
         return crate::media::decoder::child::main();
     }
+    // Before any thread exists: it sets an environment variable.
+    crate::media::video::codec::route_svt_av1_log();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,

@@ -866,8 +866,15 @@ fn openh264_is_built_with_its_assembly() {
 /// line among them under the `openh264` target at debug level — not a plain `[OpenH264] …`
 /// line that breaks the stream.
 #[test]
-fn openh264_logs_through_tracing_and_the_json_stream_stays_json() {
+fn openh264_and_svt_av1_log_through_tracing_and_the_json_stream_stays_json() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // One H.264 and one AV1 rung: both encoders' own log lines.
+    let config = dir.path().join("both.toml");
+    std::fs::write(
+        &config,
+        "[profiles.default]\nrenditions = []\n[profiles.default.video]\nladder = [\n    { size = 240, bitrate_kbps = 300 },\n    { size = 240, bitrate_kbps = 200, codec = \"av1\" },\n]\n",
+    )
+    .expect("config");
     let clip = dir.path().join("clip.mp4");
     ffmpeg(&[
         "-f",
@@ -883,11 +890,17 @@ fn openh264_logs_through_tracing_and_the_json_stream_stays_json() {
         .arg(&clip)
         .arg("--out")
         .arg(dir.path().join("out"))
+        .arg("--config")
+        .arg(&config)
         .env("MEDIAFLOW_LOG", "debug")
         .env("MEDIAFLOW_LOG_FORMAT", "json")
         .output()
         .expect("run");
     assert!(out.status.success(), "{out:?}");
+    assert!(
+        dir.path().join("out/clip/240p-av1.mp4").exists(),
+        "the AV1 rung was made"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
@@ -907,4 +920,20 @@ fn openh264_logs_through_tracing_and_the_json_stream_stays_json() {
         .unwrap_or_else(|| panic!("OpenH264's line is logged: {stderr}"));
     assert_eq!(line["target"], "openh264", "{line}");
     assert_eq!(line["level"], "DEBUG", "{line}");
+    // SVT-AV1's banner ("SVT [version]: SVT-AV1 Encoder Lib v1.4.1") arrives through its pipe.
+    let svt = |stderr: &str| {
+        stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("SVT-AV1 Encoder Lib")
+            })
+    };
+    let line = svt(&stderr).unwrap_or_else(|| panic!("SVT-AV1's line is logged: {stderr}"));
+    assert_eq!(line["target"], "svt_av1", "{line}");
+    assert_eq!(line["level"], "DEBUG", "{line}");
+    assert!(!stderr.contains("Svt["), "no raw SVT-AV1 line: {stderr}");
 }

@@ -48,6 +48,52 @@ unsafe extern "C" fn openh264_log(_ctx: *mut c_void, level: c_int, line: *const 
     }
 }
 
+/// SVT-AV1 writes its log lines itself — to stderr, or to the file `SVT_LOG_FILE` names —
+/// which would break a JSON log stream. Point it at a pipe whose lines go to `tracing`
+/// (target `svt_av1`): errors and warnings at their level, the rest (its start-up banner and
+/// settings) at debug. Call first thing, while the process still has one thread: it sets an
+/// environment variable (an operator's `SVT_LOG_FILE` is replaced; `SVT_LOG` still sets the
+/// level).
+pub fn route_svt_av1_log() {
+    use std::io::BufRead;
+    use std::os::fd::IntoRawFd;
+    let Ok((reader, writer)) = std::io::pipe() else {
+        return;
+    };
+    // The write end stays open for the life of the process; SVT-AV1 opens it by name when
+    // its first encoder starts. It is close-on-exec: a child `mediaflow` points the variable
+    // at its own pipe, and the decoder child starts with no environment.
+    let fd = writer.into_raw_fd();
+    #[allow(unsafe_code)]
+    // SAFETY: called at start-up, before any other thread exists to read the environment.
+    unsafe {
+        std::env::set_var("SVT_LOG_FILE", format!("/dev/fd/{fd}"));
+    }
+    let forward = move || {
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let line = line.trim_end();
+            let (level, text) = match line.split_once("]: ") {
+                Some((tag, text)) => (tag.trim_start_matches("Svt["), text),
+                None => ("info", line),
+            };
+            match level {
+                "fatal" | "error" => tracing::error!(target: "svt_av1", "{text}"),
+                "warn" => tracing::warn!(target: "svt_av1", "{text}"),
+                _ => tracing::debug!(target: "svt_av1", "{text}"),
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("svt-av1-log".into())
+        .spawn(forward)
+    {
+        tracing::warn!("SVT-AV1's log is not forwarded: {e}");
+    }
+}
+
 impl YUVSource for Frame {
     fn dimensions(&self) -> (usize, usize) {
         (self.width as usize, self.height as usize)
