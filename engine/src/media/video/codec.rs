@@ -51,7 +51,8 @@ unsafe extern "C" fn openh264_log(_ctx: *mut c_void, level: c_int, line: *const 
 /// SVT-AV1 writes its log lines itself — to stderr, or to the file `SVT_LOG_FILE` names —
 /// which would break a JSON log stream. Point it at a pipe whose lines go to `tracing`
 /// (target `svt_av1`): errors and warnings at their level, the rest (its start-up banner and
-/// settings) at debug. Call first thing, while the process still has one thread: it sets an
+/// settings) at debug. SVT-AV1 writes that file through stdio's full buffering, so lines
+/// arrive in 4 KB batches, and what is still buffered at exit is lost. Call first thing, while the process still has one thread: it sets an
 /// environment variable (an operator's `SVT_LOG_FILE` is replaced; `SVT_LOG` still sets the
 /// level).
 pub fn route_svt_av1_log() {
