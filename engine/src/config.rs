@@ -28,8 +28,8 @@ pub use plugins::{
     PluginsConfig, RegistryLocation, searched as plugin_places, valid_plugin_name,
 };
 pub use profile::{
-    Fit, ImageFormat, OnError, PluginRef, PluginUse, Profile, Rendition, Rung, VersionPin,
-    VideoCodec, VideoSettings,
+    BitrateMode, Fit, ImageFormat, OnError, PluginRef, PluginUse, Profile, Rendition, Rung,
+    VersionPin, VideoCodec, VideoSettings,
 };
 pub use routes::Routes;
 pub use worker::WorkerConfig;

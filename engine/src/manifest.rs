@@ -182,6 +182,24 @@ pub struct Output {
     /// on each rung's MP4, HLS playlist, init and media segment.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub codec: Option<String>,
+    /// How a rung's bitrate was chosen and what it came to (on each rung's MP4).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rate: Option<RungRate>,
+}
+
+/// How a rung's bitrate was chosen, and the bitrate it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RungRate {
+    /// `fixed` (the rung's bitrate) or `auto` (content-aware: the quality target, capped).
+    pub mode: String,
+    /// Bits per second asked for: `fixed`, the target; `auto`, the cap.
+    pub requested_bps: u64,
+    /// `auto`: the quality target (1..=10).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quality: Option<u8>,
+    /// The video stream's average bits per second as written (audio not counted): for
+    /// `auto`, the bitrate the content needed.
+    pub video_bps: u64,
 }
 
 /// A plugin that took part.

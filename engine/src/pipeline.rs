@@ -634,6 +634,7 @@ fn output_file(r: &Rendition, img: &Pixels, data: Vec<u8>) -> OutputFile {
         sha256: hex::encode(Sha256::digest(&data)),
         bitrate_bps: None,
         codec: None,
+        rate: None,
     };
     OutputFile {
         key: format!("{}.{}", r.name, r.format.extension()),

@@ -3,6 +3,7 @@
 
 mod av1;
 mod aws;
+mod bitrate;
 mod cli;
 mod deploy;
 mod faults;

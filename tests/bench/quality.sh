@@ -15,7 +15,15 @@
 # encoder's whole ladder (decode included for all three; medians of RUNS runs) and the ratio.
 # Goals (issue 17): AV1 saves >= 30 % of x264 veryfast's bits at equal PSNR for <= 1.5x its CPU.
 #
+# Then content-aware bitrates (`bitrate = "auto"`): the product's default ladder (H.264
+# 1080p/720p/360p at 5000/3000/700 kbit/s; AV1 at 2500/1500/350, as the `watermarked` profile)
+# fixed against the same ladder with `bitrate = "auto"` (quality AUTO_QUALITY, default the
+# profile default 9; the rungs' bitrates become caps): per rung and codec, bits saved and PSNR
+# change. Goals: >= 20 % fewer bits on the easy source (pan) at <= 0.5 dB lower PSNR, and
+# never a lower PSNR than the fixed ladder on the hard one (noise).
+#
 #   QLEN=10 RUNS=3 bash tests/bench/quality.sh     # SOURCES="pan noise screen" by default
+#   PARTS="auto" bash tests/bench/quality.sh       # only the content-aware comparison
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 QLEN=${QLEN:-10}
@@ -68,7 +76,23 @@ video = { hls = false, ladder = [
     { size = 360, bitrate_kbps = 300, codec = "av1" },
 ] }
 TOML
-export BIN Q=$q RUNS QLEN SOURCES=${SOURCES:-pan noise screen}
+auto_quality=${AUTO_QUALITY:-9}
+for mode in fixed auto; do
+    cat > "$q/ladder-$mode.toml" <<TOML
+default_profile = "q"
+[profiles.q]
+renditions = []
+video = { hls = false, bitrate = "$mode", quality = $auto_quality, ladder = [
+    { size = 1080, bitrate_kbps = 5000 },
+    { size = 720, bitrate_kbps = 3000 },
+    { size = 360, bitrate_kbps = 700 },
+    { size = 1080, bitrate_kbps = 2500, codec = "av1" },
+    { size = 720, bitrate_kbps = 1500, codec = "av1" },
+    { size = 360, bitrate_kbps = 350, codec = "av1" },
+] }
+TOML
+done
+export BIN Q=$q RUNS QLEN SOURCES=${SOURCES:-pan noise screen} PARTS=${PARTS:-codecs auto}
 python3 - <<'PY'
 import math, os, re, statistics, subprocess, time
 q, bin_, runs, qlen = os.environ["Q"], os.environ["BIN"], int(os.environ["RUNS"]), float(os.environ["QLEN"])
@@ -120,7 +144,9 @@ def saved(curve, psnr, rate):
     return 1 - rate / x, extrapolated
 
 summary = []
-for source in os.environ.get("SOURCES", "pan noise screen").split():
+SOURCES = os.environ.get("SOURCES", "pan noise screen").split()
+PARTS = os.environ["PARTS"].split()
+for source in SOURCES if "codecs" in PARTS else []:
     src = f"{q}/{source}.mp4"
     times = {"h264": [], "av1": [], "x264": []}
     for _ in range(runs):
@@ -151,8 +177,35 @@ for source in os.environ.get("SOURCES", "pan noise screen").split():
           f"mediaflow AV1 {med['av1'][1]:.1f} ({med['av1'][0]:.1f}), x264 veryfast {med['x264'][1]:.1f} ({med['x264'][0]:.1f})")
     print(f"CPU: AV1 / x264 = {med['av1'][1] / med['x264'][1]:.2f}x (goal <= 1.5), "
           f"H.264 / x264 = {med['h264'][1] / med['x264'][1]:.2f}x")
-av1 = [sv for _, _, label, sv, _ in summary if label == "mediaflow AV1"]
-h264 = [sv for _, _, label, sv, _ in summary if label == "mediaflow H.264"]
-print(f"\nbits saved vs x264 veryfast at equal PSNR, median over sources and rungs: "
-      f"AV1 {statistics.median(av1) * 100:+.0f} % (goal >= +30 %), H.264 {statistics.median(h264) * 100:+.0f} %")
+if summary:
+    av1 = [sv for _, _, label, sv, _ in summary if label == "mediaflow AV1"]
+    h264 = [sv for _, _, label, sv, _ in summary if label == "mediaflow H.264"]
+    print(f"\nbits saved vs x264 veryfast at equal PSNR, median over sources and rungs: "
+          f"AV1 {statistics.median(av1) * 100:+.0f} % (goal >= +30 %), H.264 {statistics.median(h264) * 100:+.0f} %")
+
+# Content-aware bitrates: the same ladder, fixed and auto, in one process each.
+for source in SOURCES if "auto" in PARTS else []:
+    src = f"{q}/{source}.mp4"
+    cpus = {}
+    for mode in ("fixed", "auto"):
+        out = f"{q}/mf-{mode}"
+        subprocess.run(["rm", "-rf", out])
+        cpus[mode] = cpu([bin_, "process", src, "--out", out, "--config", f"{q}/ladder-{mode}.toml"])
+    print(f"\n{source}: content-aware (auto) against the fixed ladder, 1080p30, {qlen:.0f} s")
+    print(f"{'rung':9} {'fixed kbit/s':>12} {'PSNR':>6} {'SSIM':>7} {'auto kbit/s':>12} {'PSNR':>6} {'SSIM':>7} {'bits saved':>11} {'PSNR change':>12}")
+    totals = {}
+    for name, size, _ in RUNGS:
+        for stem, codec in ((name, "H.264"), (f"{name}-av1", "AV1")):
+            (fr, fp, fs), (ar, ap, as_) = [(kbps(p),) + quality(p, src, size) for p in
+                (f"{q}/mf-{m}/{source}/{stem}.mp4" for m in ("fixed", "auto"))]
+            t = totals.setdefault(codec, [0.0, 0.0, []])
+            t[0] += fr; t[1] += ar; t[2].append(ap - fp)
+            print(f"{stem:9} {fr:12.0f} {fp:6.2f} {fs:7.4f} {ar:12.0f} {ap:6.2f} {as_:7.4f} "
+                  f"{(1 - ar / fr) * 100:+10.0f} % {ap - fp:+9.2f} dB")
+    for codec, (fr, ar, dp) in totals.items():
+        print(f"{source} {codec} ladder: {(1 - ar / fr) * 100:+.0f} % bits, PSNR change per rung "
+              f"{min(dp):+.2f} .. {max(dp):+.2f} dB")
+    print(f"CPU s (wall s): fixed {cpus['fixed'][1]:.1f} ({cpus['fixed'][0]:.1f}), "
+          f"auto {cpus['auto'][1]:.1f} ({cpus['auto'][0]:.1f})")
+print("\ncontent-aware goals: pan >= +20 % bits saved at >= -0.5 dB; noise PSNR change >= 0 on every rung")
 PY

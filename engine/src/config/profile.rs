@@ -63,6 +63,15 @@ pub struct VideoSettings {
     pub thumbnail_interval_s: f64,
     /// Thumbnails per sprite row.
     pub sprite_columns: u32,
+    /// How rung bitrates are chosen: `fixed` (default; each rung at its `bitrate_kbps`) or
+    /// `auto` (content-aware: each rung encoded to the `quality` target with its
+    /// `bitrate_kbps` as a cap, so easy content — a static shot, a slow pan — spends fewer
+    /// bits and hard content up to the cap; the bitrate each rung got is in the manifest).
+    pub bitrate: BitrateMode,
+    /// The quality target of `bitrate = "auto"`: 1 (fewest bits) … 10 (best picture), one
+    /// scale for H.264 and AV1 rungs (each step ~2 H.264 QP; 9, the default, is H.264 QP 26
+    /// at the finest — a 1080p rung of easy content at ~41 dB PSNR).
+    pub quality: u8,
     /// SVT-AV1 preset for AV1 rungs: 0 (slowest, smallest) … 13 (fastest). The default, 12,
     /// costs about x264 veryfast's CPU time; 10 and 11 save a few percent more bits for about
     /// twice that (tests/bench/video.sh measures it).
@@ -95,6 +104,17 @@ pub struct Rung {
     /// Name (file stem); default `<size>p`, `<size>p-av1` for AV1.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// How a ladder's bitrates are chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitrateMode {
+    /// Each rung at its `bitrate_kbps` (average).
+    #[default]
+    Fixed,
+    /// Each rung at the profile's `quality`, at most its `bitrate_kbps`.
+    Auto,
 }
 
 /// A rung's video codec.
@@ -151,6 +171,8 @@ impl Default for VideoSettings {
             thumbnail_width: 160,
             thumbnail_interval_s: 5.0,
             sprite_columns: 10,
+            bitrate: BitrateMode::Fixed,
+            quality: 9,
             av1_preset: 12,
             slideshow_image_s: 3.0,
             slideshow_crossfade_s: 0.5,
@@ -206,6 +228,9 @@ impl VideoSettings {
                 "segment_s",
                 "must be at least keyframe_interval_s and at most 60".into(),
             );
+        }
+        if !(1..=10).contains(&self.quality) {
+            return bad("quality", "must be within 1..=10".into());
         }
         if self.av1_preset > 13 {
             return bad("av1_preset", "must be within 0..=13".into());
@@ -547,6 +572,29 @@ mod tests {
         assert_eq!(r("exif@stable").map(String::from), Ok("exif@stable".into()));
         assert!(r("exif@Stable!").is_err_and(|e| e.contains("channel name")));
         assert!(r("Exif@^1").is_err());
+    }
+
+    #[test]
+    fn bitrates_are_fixed_unless_a_profile_says_auto_with_a_quality_from_1_to_10() {
+        let v = VideoSettings::default();
+        assert_eq!((v.bitrate, v.quality), (BitrateMode::Fixed, 9));
+        let auto: VideoSettings = toml::from_str(r#"bitrate = "auto""#).expect("parses");
+        assert_eq!((auto.bitrate, auto.quality), (BitrateMode::Auto, 9));
+        assert_eq!(auto.validate(), Ok(()));
+        for q in [0, 11] {
+            let v: VideoSettings = toml::from_str(&format!(
+                r#"bitrate = "auto"
+quality = {q}"#
+            ))
+            .expect("parses");
+            assert!(
+                v.validate()
+                    .is_err_and(|(f, m)| f == "video.quality" && m.contains("1..=10")),
+                "{q}"
+            );
+        }
+        let bad: Result<VideoSettings, _> = toml::from_str(r#"bitrate = "crf""#);
+        assert!(bad.is_err_and(|e| e.to_string().contains("auto")));
     }
 
     #[test]

@@ -403,6 +403,7 @@ mod tests {
                 sha256: "cd".into(),
                 bitrate_bps: None,
                 codec: None,
+                rate: None,
             }],
             metadata: BTreeMap::from([(
                 "exif".to_string(),

@@ -97,6 +97,7 @@ impl Processor {
             width,
             height,
             bitrate_bps: bitrate_for(profile, width.min(height)),
+            quality: (v.bitrate == crate::config::BitrateMode::Auto).then_some(v.quality),
             codec: crate::config::VideoCodec::H264,
         };
         let info = types::MediaInfo {

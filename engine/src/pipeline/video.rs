@@ -279,6 +279,7 @@ struct Written {
     size: (u32, u32),
     bitrate_bps: Option<u64>,
     codec: Option<String>,
+    rate: Option<manifest::RungRate>,
 }
 
 impl Written {
@@ -291,6 +292,7 @@ impl Written {
             size: (0, 0),
             bitrate_bps: None,
             codec: None,
+            rate: None,
         }
     }
 
@@ -315,17 +317,34 @@ fn rate(bytes: u64, seconds: f64) -> Option<u64> {
     (seconds > 0.0).then(|| (bytes as f64 * 8.0 / seconds) as u64)
 }
 
+/// How `r`'s bitrate was chosen and what it came to.
+fn rung_rate(r: &transcode::RungOutput) -> manifest::RungRate {
+    manifest::RungRate {
+        mode: if r.plan.quality.is_some() {
+            "auto"
+        } else {
+            "fixed"
+        }
+        .into(),
+        requested_bps: u64::from(r.plan.bitrate_bps),
+        quality: r.plan.quality,
+        video_bps: rate(r.video_bytes, r.duration_s).unwrap_or(0),
+    }
+}
+
 /// The files of `out`: the rungs' MP4s, poster, sprite and its WebVTT, and with `hls` the
 /// master playlist and each stream's playlist, init segment and media segments.
 fn written(out: &transcode::Output, rotation: u16, hls: bool) -> Vec<Written> {
     let mut files = Vec::new();
     for r in &out.rungs {
         let name = r.plan.name.clone();
-        files.push(
-            Written::new(format!("{name}.mp4"), name, "video", "mp4")
-                .sized(r.plan.display(rotation), rate(r.bytes, r.duration_s))
-                .carrying(&r.codec),
-        );
+        let mp4 = Written::new(format!("{name}.mp4"), name, "video", "mp4")
+            .sized(r.plan.display(rotation), rate(r.bytes, r.duration_s))
+            .carrying(&r.codec);
+        files.push(Written {
+            rate: Some(rung_rate(r)),
+            ..mp4
+        });
     }
     files.push(
         Written::new("poster.jpg".into(), "poster".into(), "poster", "jpeg")
@@ -423,6 +442,7 @@ fn output_file(dir: &Path, w: Written) -> Result<OutputFile, JobError> {
             sha256,
             bitrate_bps: w.bitrate_bps,
             codec: w.codec,
+            rate: w.rate,
         },
     })
 }

@@ -8,7 +8,7 @@ use super::codec::{Encoded, EncoderSpec, RungEncoder};
 use super::frame::{Frame, Scaler, YuvOverlay};
 use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
 use super::thumbs::Thumbs;
-use crate::config::{VideoCodec, VideoSettings};
+use crate::config::{BitrateMode, VideoCodec, VideoSettings};
 use crate::error::JobError;
 use crate::media::decoder::protocol::Summary;
 use crate::media::decoder::{Event, Session};
@@ -29,8 +29,10 @@ pub struct RungPlan {
     pub width: u32,
     /// See `width`.
     pub height: u32,
-    /// Target bits per second.
+    /// Target bits per second; with `quality`, the most the rung may spend.
     pub bitrate_bps: u32,
+    /// Content-aware (`bitrate = "auto"`): the quality target (1..=10).
+    pub quality: Option<u8>,
     /// Video codec.
     pub codec: VideoCodec,
 }
@@ -91,6 +93,7 @@ pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Ve
                 width: w,
                 height: h,
                 bitrate_bps: r.bitrate_kbps.saturating_mul(1000),
+                quality: (s.bitrate == BitrateMode::Auto).then_some(s.quality),
                 codec: r.codec,
             }
         })
@@ -566,6 +569,7 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
         fps: c.fps,
         timescale: c.timescale.get(),
         bitrate_bps: c.plan.bitrate_bps,
+        quality: c.plan.quality,
         keyframe_s: c.keyframe_s,
         av1_preset: c.av1_preset,
     })?;
@@ -727,6 +731,33 @@ mod tests {
             (l.len(), l[0].width, l[0].height, l[0].name.as_str()),
             (1, 320, 240, "240p")
         );
+    }
+
+    #[test]
+    fn auto_bitrates_give_every_rung_the_quality_target_and_keep_bitrates_as_caps() {
+        let fixed = VideoSettings::default();
+        assert!(
+            plan((1920, 1080), 0, &fixed)
+                .iter()
+                .all(|r| r.quality.is_none())
+        );
+        let auto = VideoSettings {
+            bitrate: BitrateMode::Auto,
+            quality: 8,
+            ..VideoSettings::default()
+        };
+        let got: Vec<(u32, Option<u8>)> = plan((1920, 1080), 0, &auto)
+            .iter()
+            .map(|r| (r.bitrate_bps, r.quality))
+            .collect();
+        let want: Vec<(u32, Option<u8>)> = auto
+            .ladder
+            .iter()
+            .map(|r| (r.bitrate_kbps * 1000, Some(8)))
+            .collect();
+        assert_eq!(got, want);
+        // The fallback rung of a small source too.
+        assert_eq!(plan((200, 100), 0, &auto)[0].quality, Some(8));
     }
 
     #[test]
