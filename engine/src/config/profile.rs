@@ -184,6 +184,11 @@ impl Default for VideoSettings {
 }
 
 impl VideoSettings {
+    /// The quality target every rung is encoded to: `Some` only with `bitrate = "auto"`.
+    pub fn quality_target(&self) -> Option<u8> {
+        (self.bitrate == BitrateMode::Auto).then_some(self.quality)
+    }
+
     /// Check values; the error is (field path, problem).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |f: &str, m: String| Err((format!("video.{f}"), m));

@@ -91,15 +91,8 @@ impl Processor {
         // in milliseconds, not after nine images' worth of encoding.
         let probes = probe_slides(job, run, &limits)?;
         run.notes.extend(notes(&timing, job.slides.len(), profile));
-        let (width, height) = (v.slideshow_width, v.slideshow_height);
-        let rung = transcode::RungPlan {
-            name: RUNG.into(),
-            width,
-            height,
-            bitrate_bps: bitrate_for(profile, width.min(height)),
-            quality: (v.bitrate == crate::config::BitrateMode::Auto).then_some(v.quality),
-            codec: crate::config::VideoCodec::H264,
-        };
+        let rung = rung_for(profile);
+        let (width, height) = (rung.width, rung.height);
         let info = types::MediaInfo {
             uri: run.source.uri.clone(),
             kind: types::MediaKind::Video,
@@ -168,15 +161,28 @@ impl Processor {
     }
 }
 
-/// The bitrate of the profile's largest rung that fits `short` (else its smallest rung's).
-fn bitrate_for(profile: &Profile, short: u32) -> u32 {
-    let ladder = &profile.video.ladder;
-    ladder
+/// The one H.264 rung a slideshow is made into: the profile's slideshow size, at the bitrate
+/// of its largest rung that fits that size (else its smallest rung's), with its quality
+/// target.
+fn rung_for(profile: &Profile) -> transcode::RungPlan {
+    let v = &profile.video;
+    let (width, height) = (v.slideshow_width, v.slideshow_height);
+    let short = width.min(height);
+    let bitrate_bps = v
+        .ladder
         .iter()
         .filter(|r| r.size <= short)
         .max_by_key(|r| r.size)
-        .or_else(|| ladder.iter().min_by_key(|r| r.size))
-        .map_or(3_000_000, |r| r.bitrate_kbps.saturating_mul(1000))
+        .or_else(|| v.ladder.iter().min_by_key(|r| r.size))
+        .map_or(3_000_000, |r| r.bitrate_kbps.saturating_mul(1000));
+    transcode::RungPlan {
+        name: RUNG.into(),
+        width,
+        height,
+        bitrate_bps,
+        quality: v.quality_target(),
+        codec: crate::config::VideoCodec::H264,
+    }
 }
 
 /// Name the picture an error is about (same class and code, the message says which).

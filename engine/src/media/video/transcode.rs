@@ -8,7 +8,7 @@ use super::codec::{Encoded, EncoderSpec, RungEncoder};
 use super::frame::{Frame, Scaler, YuvOverlay};
 use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
 use super::thumbs::Thumbs;
-use crate::config::{BitrateMode, VideoCodec, VideoSettings};
+use crate::config::{VideoCodec, VideoSettings};
 use crate::error::JobError;
 use crate::media::decoder::protocol::Summary;
 use crate::media::decoder::{Event, Session};
@@ -93,7 +93,7 @@ pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Ve
                 width: w,
                 height: h,
                 bitrate_bps: r.bitrate_kbps.saturating_mul(1000),
-                quality: (s.bitrate == BitrateMode::Auto).then_some(s.quality),
+                quality: s.quality_target(),
                 codec: r.codec,
             }
         })
@@ -712,6 +712,7 @@ impl RungWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BitrateMode;
 
     #[test]
     fn ladder_never_upscales_and_handles_portrait() {
