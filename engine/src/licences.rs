@@ -46,7 +46,7 @@ pub fn libraries() -> Vec<Library> {
             "OpenH264",
             "2.7",
             "BSD-2-Clause",
-            "static, built from source (openh264 crate)",
+            "static, built from source (openh264-sys2 crate)",
         ),
         (
             "libjpeg-turbo",

@@ -178,7 +178,7 @@ pub struct Output {
     /// Bitrate (video).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bitrate_bps: Option<u64>,
-    /// The video it carries, as an RFC 6381 codec string (`avc1.42c01f`, `av01.0.08M.08`):
+    /// The video it carries, as an RFC 6381 codec string (`avc1.4d4c1f`, `av01.0.08M.08`):
     /// on each rung's MP4, HLS playlist, init and media segment.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub codec: Option<String>,

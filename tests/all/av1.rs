@@ -187,7 +187,14 @@ fn av1_rungs_beside_h264_ones_pass_an_independent_decoder_and_players_see_both_c
                 let level = num(&v["level"]) as u32;
                 assert_eq!(codec, format!("av01.0.{level:02}M.08"), "{stem}/{name}");
             } else {
-                assert!(codec.starts_with("avc1.42"), "{stem}/{name}: {codec}");
+                // Main profile (CABAC), its level, as the stream says.
+                assert_eq!(v["profile"], "Main", "{stem}/{name}");
+                let level = num(&v["level"]) as u32;
+                assert!(codec.starts_with("avc1.4d"), "{stem}/{name}: {codec}");
+                assert!(
+                    codec.ends_with(&format!("{level:02x}")),
+                    "{stem}/{name}: {codec}, level {level}"
+                );
             }
             // Stored and displayed sizes agree (no rotation here).
             assert_eq!(

@@ -326,6 +326,7 @@ fn ladders_for_every_kind_of_h264_source_pass_an_independent_decoder() {
             let p = probe(&path);
             let ov = stream(&p, "video").expect("video stream");
             assert_eq!(ov["codec_name"], "h264", "{stem}");
+            assert_eq!(ov["profile"], "Main", "{stem}: CABAC needs Main");
             assert_eq!(
                 (num(&ov["width"]) as u64, num(&ov["height"]) as u64),
                 {

@@ -465,7 +465,7 @@ pub struct OutputView {
     /// Size in bytes.
     bytes: u64,
     /// The video codec of an MP4 rendition or HLS playlist, as an RFC 6381 string for
-    /// `MediaSource.isTypeSupported` / `canPlayType` (`av01.0.05M.08`, `avc1.42c01f`).
+    /// `MediaSource.isTypeSupported` / `canPlayType` (`av01.0.05M.08`, `avc1.4d4c1f`).
     #[serde(skip_serializing_if = "Option::is_none")]
     codec: Option<String>,
     /// Where to fetch it: the CDN, a presigned S3 GET, or `serve` itself with a token.

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod colour;
 pub mod frame;
+mod h264;
 pub mod mux;
 pub mod slideshow;
 pub mod source;

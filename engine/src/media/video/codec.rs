@@ -1,22 +1,16 @@
 //! The video encoders a rung may use, behind one type, [`RungEncoder`]: OpenH264
-//! ([`Encoder`]: a bitrate-controlled Constrained Baseline stream whose keyframes fall on a
+//! ([`Encoder`]: a bitrate-controlled Main-profile stream with CABAC whose keyframes fall on a
 //! fixed time grid shared by every rung, so HLS segments line up across the ladder) and
 //! SVT-AV1 ([`Av1Encoder`]: VBR or capped CRF, a closed GOP every keyframe interval, pictures
 //! held for its look-ahead and given back in presentation order). OpenH264's own log lines go
 //! through `tracing` (target `openh264`), never straight to stderr.
 
 use super::frame::Frame;
+use super::h264::{OpenH264, Params, Picture};
 use crate::config::VideoCodec;
 use crate::error::JobError;
 use crate::media::decoder::ffmpeg::{Av1Encoder as SvtAv1, Av1Packet, Av1Rate, Av1Settings};
-use openh264::encoder::{
-    BitRate, Complexity, Encoder as OhEncoder, EncoderConfig, FrameRate, FrameType,
-    IntraFramePeriod, Level, Profile, QpRange, RateControlMode, UsageType, VuiConfig,
-};
-use openh264::formats::YUVSource;
-use openh264_sys2::{
-    ENCODER_OPTION_TRACE_CALLBACK, WELS_LOG_ERROR, WELS_LOG_WARNING, WelsTraceCallback,
-};
+use openh264_sys2::{WELS_LOG_ERROR, WELS_LOG_WARNING};
 use std::ffi::{CStr, c_char, c_int, c_void};
 
 /// OpenH264's log callback: each line to `tracing` at the matching level (its default writes
@@ -92,29 +86,6 @@ pub fn route_svt_av1_log() {
         .spawn(forward)
     {
         tracing::warn!("SVT-AV1's log is not forwarded: {e}");
-    }
-}
-
-impl YUVSource for Frame {
-    fn dimensions(&self) -> (usize, usize) {
-        (self.width as usize, self.height as usize)
-    }
-
-    fn strides(&self) -> (usize, usize, usize) {
-        let cw = self.width.div_ceil(2) as usize;
-        (self.width as usize, cw, cw)
-    }
-
-    fn y(&self) -> &[u8] {
-        &self.y
-    }
-
-    fn u(&self) -> &[u8] {
-        &self.u
-    }
-
-    fn v(&self) -> &[u8] {
-        &self.v
     }
 }
 
@@ -348,7 +319,7 @@ fn strip_temporal_delimiters(tu: &[u8]) -> Result<Vec<u8>, JobError> {
 
 /// Frames in, H.264 out, keyframes on a shared time grid.
 pub struct Encoder {
-    inner: OhEncoder,
+    inner: OpenH264,
     interval: f64,
     next_key: f64,
     annexb: Vec<u8>,
@@ -364,24 +335,24 @@ impl std::fmt::Debug for Encoder {
 
 /// The lowest H.264 level that fits a picture size and frame rate (Table A-1: max frame
 /// size and macroblock rate).
-pub fn level_for(width: u32, height: u32, fps: f64) -> (Level, u8) {
+pub fn level_for(width: u32, height: u32, fps: f64) -> u8 {
     let mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
     let rate = (mbs as f64 * fps.max(1.0)).ceil() as u64;
     let table = [
-        (Level::Level_3_0, 30, 1_620, 40_500),
-        (Level::Level_3_1, 31, 3_600, 108_000),
-        (Level::Level_3_2, 32, 5_120, 216_000),
-        (Level::Level_4_0, 40, 8_192, 245_760),
-        (Level::Level_4_2, 42, 8_704, 522_240),
-        (Level::Level_5_0, 50, 22_080, 589_824),
-        (Level::Level_5_1, 51, 36_864, 983_040),
+        (30, 1_620, 40_500),
+        (31, 3_600, 108_000),
+        (32, 5_120, 216_000),
+        (40, 8_192, 245_760),
+        (42, 8_704, 522_240),
+        (50, 22_080, 589_824),
+        (51, 36_864, 983_040),
     ];
-    for (level, idc, max_fs, max_mbps) in table {
+    for (idc, max_fs, max_mbps) in table {
         if mbs <= max_fs && rate <= max_mbps {
-            return (level, idc);
+            return idc;
         }
     }
-    (Level::Level_5_2, 52)
+    52
 }
 
 impl Encoder {
@@ -389,39 +360,16 @@ impl Encoder {
     /// lowest QP [`h264_min_qp`] allows), with a keyframe every `keyframe_s` seconds of
     /// presentation time.
     pub fn new(spec: &EncoderSpec) -> Result<Self, JobError> {
-        let fps = spec.fps;
-        let (level, _) = level_for(spec.width, spec.height, fps);
-        let min_qp = spec.quality.map_or(0, h264_min_qp);
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(spec.bitrate_bps))
-            .qp(QpRange::new(min_qp, 51))
-            .max_frame_rate(FrameRate::from_hz(fps.clamp(1.0, 240.0) as f32))
-            .rate_control_mode(RateControlMode::Bitrate)
-            .skip_frames(false)
-            .usage_type(UsageType::CameraVideoRealTime)
-            .complexity(Complexity::Medium)
-            .profile(Profile::Baseline)
-            .level(level)
-            .scene_change_detect(false)
-            // Background detection is for video calls (it skips "static" areas); on transcodes
-            // it costs quality: measured +0.4 dB PSNR at 720p and +1.3 dB at 360p without it,
-            // same bitrate and speed (tests/bench/video.sh's clip).
-            .background_detection(false)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(0))
-            // Every frame is BT.709 limited range (see media::video::colour): say so in the SPS.
-            .vui(VuiConfig::bt709())
-            .num_threads(1);
-        let mut inner = OhEncoder::with_api_config(openh264::OpenH264API::from_source(), config)
-            .map_err(|e| encode_err(format!("starting the H.264 encoder: {e}")))?;
-        let mut log: WelsTraceCallback = Some(openh264_log);
-        #[allow(unsafe_code)]
-        // SAFETY: the option takes a pointer to the callback pointer and copies it; it may be
-        // set before the encoder is initialised (which happens on the first frame).
-        unsafe {
-            inner
-                .raw_api()
-                .set_option(ENCODER_OPTION_TRACE_CALLBACK, (&raw mut log).cast());
-        }
+        let inner = OpenH264::new(&Params {
+            width: spec.width,
+            height: spec.height,
+            fps: spec.fps.clamp(1.0, 240.0) as f32,
+            bitrate_bps: spec.bitrate_bps,
+            min_qp: spec.quality.map_or(0, h264_min_qp),
+            level_idc: level_for(spec.width, spec.height, spec.fps),
+            log: Some(openh264_log),
+        })
+        .map_err(|e| encode_err(format!("starting the H.264 encoder: {e}")))?;
         Ok(Encoder {
             inner,
             interval: spec.keyframe_s,
@@ -433,25 +381,29 @@ impl Encoder {
     /// Encode `f`, shown at `t` seconds. `None` when the encoder produced nothing.
     pub fn encode(&mut self, f: &Frame, t: f64) -> Result<Option<Encoded>, JobError> {
         // Half a millisecond of slack so that grid points hit by rounding still count.
+        let failed = |e: String| encode_err(format!("H.264 encoder: {e}"));
         if t + 0.0005 >= self.next_key {
-            self.inner.force_intra_frame();
+            self.inner.force_idr().map_err(failed)?;
             while self.next_key <= t + 0.0005 {
                 self.next_key += self.interval;
             }
         }
-        let bs = self
+        let cw = f.width.div_ceil(2) as usize;
+        self.annexb.clear();
+        let picture = self
             .inner
-            .encode(f)
-            .map_err(|e| encode_err(format!("H.264 encoder: {e}")))?;
-        let frame_type = bs.frame_type();
-        if matches!(frame_type, FrameType::Skip | FrameType::Invalid) {
+            .encode(
+                (f.width, f.height),
+                [(&f.y, f.width as usize), (&f.u, cw), (&f.v, cw)],
+                &mut self.annexb,
+            )
+            .map_err(failed)?;
+        if picture == Picture::Skipped {
             return Ok(None);
         }
-        self.annexb.clear();
-        bs.write_vec(&mut self.annexb);
         let mut out = Encoded {
             data: Vec::with_capacity(self.annexb.len() + 16),
-            keyframe: frame_type == FrameType::IDR,
+            keyframe: picture == Picture::Idr,
             config: None,
         };
         let (mut sps, mut pps) = (Vec::new(), Vec::new());
@@ -518,11 +470,11 @@ mod tests {
 
     #[test]
     fn levels_follow_table_a1() {
-        assert_eq!(level_for(1920, 1080, 30.0).1, 40);
-        assert_eq!(level_for(1920, 1080, 60.0).1, 42);
-        assert_eq!(level_for(1280, 720, 30.0).1, 31);
-        assert_eq!(level_for(640, 360, 30.0).1, 30);
-        assert_eq!(level_for(3840, 2160, 30.0).1, 51);
+        assert_eq!(level_for(1920, 1080, 30.0), 40);
+        assert_eq!(level_for(1920, 1080, 60.0), 42);
+        assert_eq!(level_for(1280, 720, 30.0), 31);
+        assert_eq!(level_for(640, 360, 30.0), 30);
+        assert_eq!(level_for(3840, 2160, 30.0), 51);
     }
 
     /// A 10 fps spec with a keyframe a second.

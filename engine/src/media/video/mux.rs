@@ -452,7 +452,7 @@ pub struct Variant {
     pub width: u32,
     /// See `width`.
     pub height: u32,
-    /// RFC 6381 codec string of the video (`avc1.42c01f`).
+    /// RFC 6381 codec string of the video (`avc1.4d4c1f`).
     pub codec: String,
     /// Peak and average bits per second of video + audio.
     pub peak_bps: u64,
@@ -471,7 +471,7 @@ pub struct AudioRendition {
     pub codec: String,
 }
 
-/// The RFC 6381 codec string of a sample entry (`avc1.42c01f`, `mp4a.40.2`).
+/// The RFC 6381 codec string of a sample entry (`avc1.4d4c1f`, `mp4a.40.2`).
 pub fn codec_string(entry: &SampleEntry) -> Result<String, JobError> {
     shiguredo_mp4::codec_string::from_sample_entry(entry).map_err(err)
 }

@@ -117,7 +117,7 @@ pub struct RungOutput {
     pub video_bytes: u64,
     /// Duration written, seconds.
     pub duration_s: f64,
-    /// RFC 6381 codec string of the video (`avc1.42c01f`).
+    /// RFC 6381 codec string of the video (`avc1.4d4c1f`).
     pub codec: String,
 }
 
@@ -693,7 +693,7 @@ impl RungWriter {
         };
         let codec = match (&self.entry, c.plan.codec) {
             (Some(e), _) => mux::codec_string(e)?,
-            (None, VideoCodec::H264) => "avc1.42c01e".into(),
+            (None, VideoCodec::H264) => "avc1.4d4c1e".into(),
             (None, VideoCodec::Av1) => "av01.0.04M.08".into(),
         };
         Ok(RungOutput {
