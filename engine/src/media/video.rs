@@ -2,10 +2,12 @@
 //! an adaptive-bitrate ladder (an MP4 per rung with AAC audio, HLS with CMAF segments, a
 //! poster and a seek-preview sprite), streamed frame by frame. Submodules, in the order data
 //! flows: [`source`] (the decoded source described and checked), [`colour`] (normalisation
-//! to 8-bit BT.709, HDR tone mapping), [`frame`], [`codec`] (H.264 encoding), [`mux`],
+//! to 8-bit BT.709, HDR tone mapping), [`frame`], [`codec`] (H.264 and AV1 encoding, keyframes
+//! placed by `cadence`), [`mux`],
 //! [`thumbs`]; [`transcode`] wires them together with bounded queues. Images to video:
 //! [`slideshow`] makes the frames that [`transcode`] encodes.
 
+mod cadence;
 pub mod codec;
 pub mod colour;
 pub mod frame;

@@ -115,6 +115,7 @@ impl Processor {
             height,
             rotation: 0,
             fps: f64::from(timing.fps),
+            base_fps: f64::from(timing.fps),
             frames,
             duration_s,
             audio: None,

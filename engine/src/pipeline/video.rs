@@ -79,6 +79,7 @@ impl Processor {
             height: work_h,
             rotation: src.rotation,
             fps: src.fps,
+            base_fps: src.video.base_fps,
             frames: src.frames,
             duration_s: src.duration_s,
             audio_samples: src.header.audio.as_ref().map_or(0, |a| {

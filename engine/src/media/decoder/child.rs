@@ -203,6 +203,9 @@ pub(super) fn describe_video(
         .map(av::q2d)
         .find(|f| f.is_finite() && *f > 0.0 && *f < 1000.0)
         .unwrap_or(0.0);
+    let base_fps = Some(av::q2d(s.r_frame_rate()))
+        .filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0)
+        .unwrap_or(0.0);
     let dur = s
         .duration()
         .map(|d| d as f64 * av::q2d(s.time_base()))
@@ -245,6 +248,7 @@ pub(super) fn describe_video(
         peak_nits: peak,
         display_matrix: side.display_matrix,
         fps,
+        base_fps,
         frames,
         frames_exact: exact && s.frames().is_some(),
         scanned_duration_s: None,

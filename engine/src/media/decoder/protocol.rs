@@ -112,6 +112,10 @@ pub struct VideoInfo {
     pub display_matrix: Option<[i32; 9]>,
     /// Average frames per second (0 when unknown).
     pub fps: f64,
+    /// The stream's base frame rate (FFmpeg's `r_frame_rate`: the lowest rate whose ticks
+    /// hold every picture's time), above the average on a variable frame rate; 0 when unknown.
+    #[serde(default)]
+    pub base_fps: f64,
     /// Frames, counted by the container or estimated from the duration.
     pub frames: u64,
     /// Whether the container says frames are counted exactly (MP4/MOV sample tables).

@@ -1,10 +1,12 @@
 //! The video encoders a rung may use, behind one type, [`RungEncoder`]: OpenH264
 //! ([`Encoder`]: a bitrate-controlled Main-profile stream with CABAC whose keyframes fall on a
 //! fixed time grid shared by every rung, so HLS segments line up across the ladder) and
-//! SVT-AV1 ([`Av1Encoder`]: VBR or capped CRF, a closed GOP every keyframe interval, pictures
-//! held for its look-ahead and given back in presentation order). OpenH264's own log lines go
-//! through `tracing` (target `openh264`), never straight to stderr.
+//! SVT-AV1 ([`Av1Encoder`]: VBR, with a quantiser floor for a quality target, closed GOPs
+//! keyed on the same grid by choosing the pictures it is given, pictures held for its
+//! look-ahead and given back in presentation order). OpenH264's own log lines go through
+//! `tracing` (target `openh264`), never straight to stderr.
 
+use super::cadence::{Cadence, Give, KeyGrid};
 use super::frame::Frame;
 use super::h264::{OpenH264, Params, Picture};
 use crate::config::VideoCodec;
@@ -121,7 +123,7 @@ pub enum RungEncoder {
     /// OpenH264: one picture out per picture in.
     H264(Box<Encoder>),
     /// SVT-AV1: pictures come out after its look-ahead.
-    Av1(Av1Encoder),
+    Av1(Box<Av1Encoder>),
 }
 
 /// What a rung's encoder is asked for.
@@ -170,20 +172,20 @@ impl RungEncoder {
     pub fn new(spec: &EncoderSpec) -> Result<RungEncoder, JobError> {
         Ok(match spec.codec {
             VideoCodec::H264 => RungEncoder::H264(Box::new(Encoder::new(spec)?)),
-            VideoCodec::Av1 => RungEncoder::Av1(Av1Encoder::new(spec)?),
+            VideoCodec::Av1 => RungEncoder::Av1(Box::new(Av1Encoder::new(spec)?)),
         })
     }
 
     /// Encode `f`, shown at `t` ticks; `out` gets every picture finished, with its time.
     pub fn encode(
         &mut self,
-        f: &Frame,
+        f: Frame,
         t: u64,
         timescale: u32,
         out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
     ) -> Result<(), JobError> {
         match self {
-            RungEncoder::H264(e) => match e.encode(f, t as f64 / f64::from(timescale))? {
+            RungEncoder::H264(e) => match e.encode(&f, t as f64 / f64::from(timescale))? {
                 Some(enc) => out(enc, t),
                 None => Ok(()),
             },
@@ -203,12 +205,18 @@ impl RungEncoder {
     }
 }
 
-/// Frames in, AV1 out (SVT-AV1, 8-bit 4:2:0 Main profile).
+/// Frames in, AV1 out (SVT-AV1, 8-bit 4:2:0 Main profile). SVT-AV1 keys every `keyint`
+/// pictures it is given, so a [`Cadence`] chooses them: keyframes land on the grid the H.264
+/// rungs key on, whatever the source's frame rate does.
 pub struct Av1Encoder {
     inner: SvtAv1,
     config: Vec<u8>,
     sent_config: bool,
     flushed: bool,
+    cadence: Cadence,
+    gives: Vec<Give>,
+    /// The source's latest picture (a repeat gives it again).
+    last: Option<Frame>,
 }
 
 impl std::fmt::Debug for Av1Encoder {
@@ -228,6 +236,7 @@ impl Av1Encoder {
         }
         let size = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
         let fps = spec.fps.clamp(1.0, 240.0);
+        let cadence = Cadence::new(fps, spec.keyframe_s, spec.timescale);
         let settings = Av1Settings {
             width: size(spec.width),
             height: size(spec.height),
@@ -241,7 +250,7 @@ impl Av1Encoder {
                     max: i64::from(spec.bitrate_bps),
                 },
             },
-            keyint: (fps * spec.keyframe_s).round().max(1.0) as i32,
+            keyint: i32::try_from(cadence.per_gop()).unwrap_or(i32::MAX),
         };
         let inner = SvtAv1::new(&settings)
             .map_err(|e| encode_err(format!("starting the AV1 encoder: {e}")))?;
@@ -254,32 +263,55 @@ impl Av1Encoder {
             config,
             sent_config: false,
             flushed: false,
+            cadence,
+            gives: Vec::new(),
+            last: None,
         })
     }
 
     /// Encode `frame` (`None`: flush) and hand out what is finished.
     fn encode(
         &mut self,
-        frame: Option<(&Frame, u64)>,
+        frame: Option<(Frame, u64)>,
         out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
     ) -> Result<(), JobError> {
-        let failed =
-            |e: crate::media::decoder::ffmpeg::Error| encode_err(format!("AV1 encoder: {e}"));
-        match frame {
-            Some((f, t)) => {
-                let cw = f.width.div_ceil(2) as usize;
-                let pts = i64::try_from(t).unwrap_or(i64::MAX);
-                self.inner
-                    .send([(&f.y, f.width as usize), (&f.u, cw), (&f.v, cw)], pts)
-                    .map_err(failed)?;
-            }
-            None if !self.flushed => {
+        let Some((f, t)) = frame else {
+            if !self.flushed {
                 self.flushed = true;
-                self.inner.flush().map_err(failed)?;
+                self.inner.flush().map_err(av1_failed)?;
             }
-            None => {}
+            return self.drain(out);
+        };
+        let mut gives = std::mem::take(&mut self.gives);
+        gives.clear();
+        self.cadence.take(t, &mut gives);
+        for g in &gives {
+            let (picture, at) = match *g {
+                Give::Repeat(at) => (self.last.as_ref().unwrap_or(&f), at),
+                Give::This(at) => (&f, at),
+            };
+            let cw = picture.width.div_ceil(2) as usize;
+            let planes = [
+                (&picture.y[..], picture.width as usize),
+                (&picture.u[..], cw),
+                (&picture.v[..], cw),
+            ];
+            let pts = i64::try_from(at).unwrap_or(i64::MAX);
+            self.inner.send(planes, pts).map_err(av1_failed)?;
+            self.drain(out)?;
         }
-        while let Some(p) = self.inner.receive().map_err(failed)? {
+        // The picture shown from now on, even when dropped here: a later repeat shows it.
+        self.last = Some(f);
+        self.gives = gives;
+        Ok(())
+    }
+
+    /// Hand out the pictures the encoder has finished.
+    fn drain(
+        &mut self,
+        out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        while let Some(p) = self.inner.receive().map_err(av1_failed)? {
             let t = u64::try_from(p.pts).unwrap_or(0);
             let enc = self.picture(p)?;
             out(enc, t)?;
@@ -320,16 +352,14 @@ fn strip_temporal_delimiters(tu: &[u8]) -> Result<Vec<u8>, JobError> {
 /// Frames in, H.264 out, keyframes on a shared time grid.
 pub struct Encoder {
     inner: OpenH264,
-    interval: f64,
-    next_key: f64,
-    annexb: Vec<u8>,
+    grid: KeyGrid,
 }
 
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encoder")
-            .field("interval", &self.interval)
-            .finish()
+            .field("grid", &self.grid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -372,56 +402,43 @@ impl Encoder {
         .map_err(|e| encode_err(format!("starting the H.264 encoder: {e}")))?;
         Ok(Encoder {
             inner,
-            interval: spec.keyframe_s,
-            next_key: 0.0,
-            annexb: Vec::new(),
+            grid: KeyGrid::new(spec.keyframe_s),
         })
     }
 
     /// Encode `f`, shown at `t` seconds. `None` when the encoder produced nothing.
     pub fn encode(&mut self, f: &Frame, t: f64) -> Result<Option<Encoded>, JobError> {
-        // Half a millisecond of slack so that grid points hit by rounding still count.
         let failed = |e: String| encode_err(format!("H.264 encoder: {e}"));
-        if t + 0.0005 >= self.next_key {
+        if self.grid.due(t) {
             self.inner.force_idr().map_err(failed)?;
-            while self.next_key <= t + 0.0005 {
-                self.next_key += self.interval;
-            }
         }
         let cw = f.width.div_ceil(2) as usize;
-        self.annexb.clear();
+        let mut data = Vec::new();
+        let (mut sps, mut pps) = (Vec::new(), Vec::new());
         let picture = self
             .inner
             .encode(
                 (f.width, f.height),
                 [(&f.y, f.width as usize), (&f.u, cw), (&f.v, cw)],
-                &mut self.annexb,
+                &mut |nal: &[u8]| match nal.first().map(|b| b & 0x1f) {
+                    Some(7) => sps.push(nal.to_vec()),
+                    Some(8) => pps.push(nal.to_vec()),
+                    Some(_) => {
+                        data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                        data.extend_from_slice(nal);
+                    }
+                    None => {}
+                },
             )
             .map_err(failed)?;
-        if picture == Picture::Skipped {
+        if picture == Picture::Skipped || data.is_empty() {
             return Ok(None);
         }
         let mut out = Encoded {
-            data: Vec::with_capacity(self.annexb.len() + 16),
+            data,
             keyframe: picture == Picture::Idr,
             config: None,
         };
-        let (mut sps, mut pps) = (Vec::new(), Vec::new());
-        for nal in nal_units(&self.annexb) {
-            match nal.first().map(|b| b & 0x1f) {
-                Some(7) => sps.push(nal.to_vec()),
-                Some(8) => pps.push(nal.to_vec()),
-                Some(_) => {
-                    out.data
-                        .extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                    out.data.extend_from_slice(nal);
-                }
-                None => {}
-            }
-        }
-        if out.data.is_empty() {
-            return Ok(None);
-        }
         if !sps.is_empty() && !pps.is_empty() {
             out.config = Some(Config::Avc { sps, pps });
         }
@@ -429,39 +446,15 @@ impl Encoder {
     }
 }
 
+fn av1_failed(e: crate::media::decoder::ffmpeg::Error) -> JobError {
+    encode_err(format!("AV1 encoder: {e}"))
+}
+
 fn encode_err(message: String) -> JobError {
     JobError::Encode {
         format: "mp4",
         message,
     }
-}
-
-/// Split Annex-B data into NAL units (without start codes).
-pub fn nal_units(data: &[u8]) -> Vec<&[u8]> {
-    let mut units = Vec::new();
-    let mut i = 0;
-    let mut start = None;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            if let Some(s) = start {
-                let mut end = i;
-                while end > s && data[end - 1] == 0 {
-                    end -= 1;
-                }
-                units.push(&data[s..end]);
-            }
-            i += 3;
-            start = Some(i);
-        } else {
-            i += 1;
-        }
-    }
-    if let Some(s) = start
-        && s < data.len()
-    {
-        units.push(&data[s..]);
-    }
-    units
 }
 
 #[cfg(test)]
@@ -529,7 +522,7 @@ mod tests {
         };
         for i in 0..25u8 {
             let f = Frame::filled(128, 96, (i.wrapping_mul(9), 120, 140));
-            enc.encode(&f, u64::from(i) * 100, 1000, &mut out)
+            enc.encode(f, u64::from(i) * 100, 1000, &mut out)
                 .expect("encode");
         }
         enc.finish(&mut out).expect("flush");
@@ -542,6 +535,33 @@ mod tests {
             "configuration once"
         );
         assert!(got.iter().all(|g| g.3 != 2), "{got:?}");
+    }
+
+    #[test]
+    fn av1_keyframes_stay_on_the_grid_when_the_frame_rate_varies() {
+        // 10 fps nominal, a keyframe a second: a gap, then 5 fps, then 20 fps. The H.264 rung
+        // keys on the first picture at or after each second: 0, 1.1, 2.05 and 3.0 s.
+        let mut times: Vec<u64> = (0..=5).map(|i| i * 100).collect();
+        times.extend((0..5).map(|i| 1100 + i * 200));
+        times.extend((0..19).map(|i| 2050 + i * 50));
+        times.push(3000);
+        let mut enc = av1(128, 96).expect("encoder");
+        let mut got: Vec<(u64, bool)> = Vec::new();
+        let mut out = |e: Encoded, t: u64| {
+            got.push((t, e.keyframe));
+            Ok(())
+        };
+        for (i, &t) in times.iter().enumerate() {
+            let f = Frame::filled(128, 96, ((i * 9) as u8, 120, 140));
+            enc.encode(f, t, 1000, &mut out).expect("encode");
+        }
+        enc.finish(&mut out).expect("flush");
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?}");
+        let keys: Vec<u64> = got.iter().filter(|g| g.1).map(|g| g.0).collect();
+        assert_eq!(keys, vec![0, 1100, 2050, 3000], "{got:?}");
+        // Ten pictures a second in each GOP: repeats fill the gap and the 5 fps second, the
+        // 20 fps second loses half its pictures.
+        assert_eq!(got.len(), 31, "{got:?}");
     }
 
     #[test]

@@ -122,13 +122,13 @@ impl OpenH264 {
         Ok(())
     }
 
-    /// Encode one I420 picture (`planes`: Y, U, V with their strides), appending its Annex-B
-    /// NAL units to `out`.
+    /// Encode one I420 picture (`planes`: Y, U, V with their strides); `nal` gets each NAL
+    /// unit it made, in order, without its start code (OpenH264 gives every unit's length).
     pub fn encode(
         &mut self,
         (width, height): (u32, u32),
         planes: [(&[u8], usize); 3],
-        out: &mut Vec<u8>,
+        nal: &mut dyn FnMut(&[u8]),
     ) -> Result<Picture, String> {
         let (w, h) = (dim(width)?, dim(height)?);
         if width == 0 || height == 0 {
@@ -190,7 +190,15 @@ impl OpenH264 {
                 .map(|&l| usize::try_from(l).unwrap_or(0))
                 .sum();
             // SAFETY: the layer's NAL units lie back to back in `pBsBuf`, `bytes` long in all.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(layer.pBsBuf, bytes) });
+            let mut buf = unsafe { std::slice::from_raw_parts(layer.pBsBuf, bytes) };
+            for &l in lengths {
+                let (unit, rest) = buf.split_at(usize::try_from(l).unwrap_or(0).min(buf.len()));
+                buf = rest;
+                let unit = without_start_code(unit);
+                if !unit.is_empty() {
+                    nal(unit);
+                }
+            }
         }
         Ok(kind)
     }
@@ -283,6 +291,16 @@ fn set_params(p: &mut SEncParamExt, want: &Params, w: c_int, h: c_int, bitrate: 
     l.sSliceArgument.uiSliceNum = 1;
 }
 
+/// A NAL unit as OpenH264 writes it (Annex B: `00 00 01` or `00 00 00 01` first), without
+/// its start code.
+fn without_start_code(unit: &[u8]) -> &[u8] {
+    let zeros = unit.iter().take_while(|&&b| b == 0).count();
+    match unit.get(zeros) {
+        Some(1) if zeros >= 2 => &unit[zeros + 1..],
+        _ => unit,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,12 +317,29 @@ mod tests {
         }
     }
 
-    /// NAL unit payloads (type, bytes after the header) of an Annex-B stream.
-    fn nals(data: &[u8]) -> Vec<(u8, Vec<u8>)> {
-        super::super::codec::nal_units(data)
-            .into_iter()
-            .filter_map(|n| Some((n.first()? & 0x1f, n.get(1..)?.to_vec())))
-            .collect()
+    /// A NAL unit: its type and the bytes after its header.
+    type Unit = (u8, Vec<u8>);
+
+    /// Encode one picture; its NAL units.
+    fn encode(
+        enc: &mut OpenH264,
+        (w, h): (u32, u32),
+        planes: [(&[u8], usize); 3],
+    ) -> Result<(Picture, Vec<Unit>), String> {
+        let mut units = Vec::new();
+        let kind = enc.encode((w, h), planes, &mut |n: &[u8]| {
+            if let (Some(b), Some(rest)) = (n.first(), n.get(1..)) {
+                units.push((b & 0x1f, rest.to_vec()));
+            }
+        })?;
+        Ok((kind, units))
+    }
+
+    #[test]
+    fn start_codes_of_both_lengths_come_off() {
+        assert_eq!(without_start_code(&[0, 0, 0, 1, 0x67, 9]), &[0x67, 9]);
+        assert_eq!(without_start_code(&[0, 0, 1, 0x68]), &[0x68]);
+        assert_eq!(without_start_code(&[0x65, 0, 0, 1]), &[0x65, 0, 0, 1]);
     }
 
     #[test]
@@ -313,13 +348,10 @@ mod tests {
         let mut enc = OpenH264::new(&params(w, h)).expect("encoder");
         let y = vec![100u8; (w * h) as usize];
         let c = vec![128u8; (w * h / 4) as usize];
-        let mut out = Vec::new();
         enc.force_idr().expect("idr");
-        let kind = enc
-            .encode((w, h), [(&y, w as usize), (&c, 32), (&c, 32)], &mut out)
-            .expect("encode");
+        let (kind, units) =
+            encode(&mut enc, (w, h), [(&y, w as usize), (&c, 32), (&c, 32)]).expect("encode");
         assert_eq!(kind, Picture::Idr);
-        let units = nals(&out);
         let sps = &units.iter().find(|(t, _)| *t == 7).expect("an SPS").1;
         assert_eq!(sps[0], 77, "profile_idc: Main");
         assert_eq!(sps[2], 30, "level_idc as asked");
@@ -336,16 +368,12 @@ mod tests {
         let mut enc = OpenH264::new(&params(w, h)).expect("encoder");
         let y = vec![0u8; (w * h) as usize - 1];
         let c = vec![128u8; (w * h / 4) as usize];
-        let mut out = Vec::new();
-        let err = enc
-            .encode((w, h), [(&y, w as usize), (&c, 32), (&c, 32)], &mut out)
+        let err = encode(&mut enc, (w, h), [(&y, w as usize), (&c, 32), (&c, 32)])
             .expect_err("short luma plane");
         assert!(err.contains("plane 0"), "{err}");
-        let err = enc
-            .encode((w, h), [(&y[..], 16), (&c, 32), (&c, 32)], &mut out)
+        let err = encode(&mut enc, (w, h), [(&y[..], 16), (&c, 32), (&c, 32)])
             .expect_err("stride under the width");
         assert!(err.contains("plane 0"), "{err}");
-        assert!(out.is_empty());
     }
 
     #[test]

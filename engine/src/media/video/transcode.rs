@@ -179,6 +179,8 @@ pub struct Input {
     pub rotation: u16,
     /// Average frames per second.
     pub fps: f64,
+    /// The base frame rate (above `fps` on a variable frame rate), 0 when unknown.
+    pub base_fps: f64,
     /// Frames expected (sizes the moov reservation).
     pub frames: u64,
     /// Seconds.
@@ -187,6 +189,13 @@ pub struct Input {
     pub audio: Option<AudioTrack>,
     /// Audio samples expected.
     pub audio_samples: u64,
+}
+
+impl Input {
+    /// The average frame rate, 30 when unknown.
+    fn frame_rate(&self) -> f64 {
+        if self.fps > 0.0 { self.fps } else { 30.0 }
+    }
 }
 
 /// Calls its argument once per picture, in presentation order, with the picture's time in
@@ -232,7 +241,8 @@ pub fn run(
         class: crate::error::ErrorClass::Transient,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let fps = if input.fps > 0.0 { input.fps } else { 30.0 };
+    // The variants' FRAME-RATE: the most pictures a second, as the AV1 rungs are given them.
+    let fps = cadence_fps(input.frame_rate(), input.base_fps);
 
     std::thread::scope(|scope| -> Result<Output, JobError> {
         let mut senders: Vec<SyncSender<Msg>> = Vec::new();
@@ -240,20 +250,8 @@ pub fn run(
         for (i, r) in rungs.iter().enumerate() {
             let (tx, rx) = sync_channel::<Msg>(3);
             senders.push(tx);
-            let ctx = RungCtx {
-                plan: r.clone(),
-                overlay: overlays.get(i).cloned().flatten(),
-                fps,
-                timescale,
-                frames_hint: input.frames,
-                audio_hint: input.audio_samples,
-                carry: carry.clone(),
-                mp4: dir.join(format!("{}.mp4", r.name)),
-                hls: s.hls.then(|| dir.join("hls").join(&r.name)),
-                keyframe_s: s.keyframe_interval_s,
-                segment_s: s.segment_s,
-                av1_preset: s.av1_preset,
-            };
+            let overlay = overlays.get(i).cloned().flatten();
+            let ctx = RungCtx::new(input, r, overlay, s, dir, &carry, timescale);
             handles.push(scope.spawn(move || rung(rx, ctx)));
         }
         let top = rungs
@@ -301,6 +299,19 @@ pub fn run(
             sprite,
         })
     })
+}
+
+/// The rate an AV1 rung takes pictures at (it keys every so many pictures, so on a variable
+/// frame rate it is given repeats in gaps and loses pictures in bursts over this rate): the
+/// base rate when it is a video rate, so a phone's or a screen recording's fast stretches
+/// keep their pictures, but at most 2½ times the average (a base rate far over it is a
+/// timestamp artefact, and every repeat costs an encode); else the average.
+fn cadence_fps(avg: f64, base: f64) -> f64 {
+    if base.is_finite() && base > avg && base <= 120.0 {
+        base.min(avg * 2.5)
+    } else {
+        avg
+    }
 }
 
 /// The feed's and the rungs' outcomes as one: the rungs' outputs, or the error that explains
@@ -553,6 +564,44 @@ struct RungCtx {
     av1_preset: u8,
 }
 
+impl RungCtx {
+    fn new(
+        input: &Input,
+        r: &RungPlan,
+        overlay: Option<YuvOverlay>,
+        s: &VideoSettings,
+        dir: &Path,
+        carry: &Carry,
+        timescale: NonZeroU32,
+    ) -> RungCtx {
+        let fps = input.frame_rate();
+        let (fps, frames_hint) = match r.codec {
+            VideoCodec::H264 => (fps, input.frames),
+            // An AV1 rung may hold repeats: room for its rate over the duration and one
+            // more keyframe interval (a late keyframe's GOP is full nonetheless).
+            VideoCodec::Av1 => {
+                let fps = cadence_fps(fps, input.base_fps);
+                let most = ((input.duration_s + s.keyframe_interval_s) * fps).ceil() as u64;
+                (fps, input.frames.max(most))
+            }
+        };
+        RungCtx {
+            plan: r.clone(),
+            overlay,
+            fps,
+            timescale,
+            frames_hint,
+            audio_hint: input.audio_samples,
+            carry: carry.clone(),
+            mp4: dir.join(format!("{}.mp4", r.name)),
+            hls: s.hls.then(|| dir.join("hls").join(&r.name)),
+            keyframe_s: s.keyframe_interval_s,
+            segment_s: s.segment_s,
+            av1_preset: s.av1_preset,
+        }
+    }
+}
+
 /// A picture waiting for its duration (known when the next one arrives).
 struct Pending {
     enc: Encoded,
@@ -575,11 +624,16 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
     })?;
     let mut out = RungWriter::new(&c)?;
     let ts = c.timescale.get();
+    // The source's last picture and its interval from the one before: where the source ends,
+    // so every rung (an AV1 one with repeats, an H.264 one that skipped a picture) ends there.
+    let (mut src_last, mut src_gap) = (None::<u64>, 0u64);
     for msg in rx {
         match msg {
             Msg::AudioStart(start) => out.mp4.set_audio_start(start),
             Msg::Audio(p) => out.mp4.audio(&p.data, p.duration)?,
             Msg::Video(f, t) => {
+                src_gap = src_last.map_or(0, |l| t.saturating_sub(l));
+                src_last = Some(t);
                 let mut img = scaler.scale(&f, w, h).map_err(|e| JobError::Encode {
                     format: "mp4",
                     message: format!("resize: {e}"),
@@ -587,12 +641,13 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
                 if let Some(o) = &c.overlay {
                     o.blend(&mut img);
                 }
-                encoder.encode(&img, t, ts, &mut |enc, t| out.picture(enc, t))?;
+                encoder.encode(img, t, ts, &mut |enc, t| out.picture(enc, t))?;
             }
         }
     }
     encoder.finish(&mut |enc, t| out.picture(enc, t))?;
-    out.finish(c)
+    let end = src_last.filter(|_| src_gap > 0).map(|t| t + src_gap);
+    out.finish(c, end)
 }
 
 /// A rung's outputs as encoded pictures arrive: the MP4 and, with HLS, its segments. Each
@@ -673,15 +728,15 @@ impl RungWriter {
         Ok(())
     }
 
-    /// Write the last picture (lasting as long as the one before it, else one frame at
-    /// `fps`) and close the files.
-    fn finish(mut self, c: RungCtx) -> Result<RungOutput, JobError> {
+    /// Write the last picture (lasting until the source's `end` when known, else as long as
+    /// the one before it, else one frame at `fps`) and close the files.
+    fn finish(mut self, c: RungCtx, end: Option<u64>) -> Result<RungOutput, JobError> {
         let ts = f64::from(c.timescale.get());
         if let Some(prev) = self.pending.take() {
-            let d = if self.last_duration > 0 {
-                self.last_duration
-            } else {
-                (ts / c.fps).round().max(1.0) as u32
+            let d = match end.and_then(|e| u32::try_from(e.checked_sub(prev.t)?).ok()) {
+                Some(d) if d > 0 => d,
+                _ if self.last_duration > 0 => self.last_duration,
+                _ => (ts / c.fps).round().max(1.0) as u32,
             };
             self.end += u64::from(d);
             self.write(prev, d)?;
@@ -713,6 +768,20 @@ impl RungWriter {
 mod tests {
     use super::*;
     use crate::config::BitrateMode;
+
+    #[test]
+    fn av1_rungs_take_the_base_rate_within_reason() {
+        assert_eq!(cadence_fps(30.0, 30.0), 30.0);
+        assert_eq!(cadence_fps(17.0, 30.0), 30.0, "a phone's variable rate");
+        assert_eq!(
+            cadence_fps(8.0, 30.0),
+            20.0,
+            "a screen recording: 2.5x the average"
+        );
+        assert_eq!(cadence_fps(30.0, 0.0), 30.0, "unknown");
+        assert_eq!(cadence_fps(30.0, 500.0), 30.0, "a timestamp artefact");
+        assert_eq!(cadence_fps(29.97, 29.0), 29.97);
+    }
 
     #[test]
     fn ladder_never_upscales_and_handles_portrait() {
