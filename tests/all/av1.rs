@@ -235,6 +235,14 @@ fn av1_rungs_beside_h264_ones_pass_an_independent_decoder_and_players_see_both_c
             .expect("master playlist");
         let listed = variants(&text);
         assert_eq!(listed.len(), rungs.len(), "{stem}: {text}");
+        // FRAME-RATE is the most pictures a second: 30 on every clip, the portrait's variable
+        // rate included (its average is 17).
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+                .all(|l| l.contains(",FRAME-RATE=30.000")),
+            "{stem}: {text}"
+        );
         // AV1 first (a player that decodes it starts there), then H.264.
         let firsts: Vec<bool> = listed.iter().map(|(_, c)| c.starts_with("av01.")).collect();
         let mut sorted = firsts.clone();

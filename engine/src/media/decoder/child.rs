@@ -203,8 +203,14 @@ pub(super) fn describe_video(
         .map(av::q2d)
         .find(|f| f.is_finite() && *f > 0.0 && *f < 1000.0)
         .unwrap_or(0.0);
+    let interlaced = !matches!(
+        p.field_order,
+        ff::AVFieldOrder::AV_FIELD_UNKNOWN | ff::AVFieldOrder::AV_FIELD_PROGRESSIVE
+    );
+    // Interlaced video comes out a picture per frame (bwdif `send_frame`), where a base rate
+    // may be the field rate: none then.
     let base_fps = Some(av::q2d(s.r_frame_rate()))
-        .filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0)
+        .filter(|f| !interlaced && f.is_finite() && *f > 0.0 && *f < 1000.0)
         .unwrap_or(0.0);
     let dur = s
         .duration()
@@ -262,10 +268,7 @@ pub(super) fn describe_video(
                 },
             )
         }),
-        interlaced: !matches!(
-            p.field_order,
-            ff::AVFieldOrder::AV_FIELD_UNKNOWN | ff::AVFieldOrder::AV_FIELD_PROGRESSIVE
-        ),
+        interlaced,
         alpha: info.is_some_and(|i| i.alpha),
         exif: None,
         icc: None,

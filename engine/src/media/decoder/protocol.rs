@@ -113,7 +113,8 @@ pub struct VideoInfo {
     /// Average frames per second (0 when unknown).
     pub fps: f64,
     /// The stream's base frame rate (FFmpeg's `r_frame_rate`: the lowest rate whose ticks
-    /// hold every picture's time), above the average on a variable frame rate; 0 when unknown.
+    /// hold every picture's time), above the average on a variable frame rate; 0 when unknown
+    /// or interlaced (where it may be the field rate).
     #[serde(default)]
     pub base_fps: f64,
     /// Frames, counted by the container or estimated from the duration.

@@ -76,7 +76,8 @@ impl Cadence {
         let ticks = f64::from(timescale.max(1));
         Cadence {
             grid: KeyGrid::new(keyframe_s),
-            per_gop: (fps * keyframe_s).round().clamp(1.0, 100_000.0) as u32,
+            // Rounded up: a fraction of a picture is room for a repeat, never a drop.
+            per_gop: (fps * keyframe_s - 1e-3).ceil().clamp(1.0, 100_000.0) as u32,
             slot: ticks / fps,
             ticks,
             start: 0,
@@ -263,6 +264,17 @@ mod tests {
             times.len()
         );
         assert!((45..=60).contains(&repeats), "{repeats} repeats");
+    }
+
+    #[test]
+    fn a_keyframe_interval_of_a_picture_and_a_half_keeps_every_picture() {
+        // 14 fps, a keyframe every 0.1 s: 1.4 pictures per interval, so two a GOP.
+        let times: Vec<u64> = (0..100u64).map(|i| i * 90_000 / 14).collect();
+        let mut c = Cadence::new(14.0, 0.1, 90_000);
+        assert_eq!(c.per_gop(), 2);
+        let got = run(&mut c, &times);
+        assert_eq!(got.iter().filter(|g| !g.1).count(), times.len());
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?}");
     }
 
     #[test]
