@@ -11,7 +11,7 @@ use super::frame::Frame;
 use super::h264::{OpenH264, Params, Picture};
 use crate::config::VideoCodec;
 use crate::error::JobError;
-use crate::media::decoder::ffmpeg::{Av1Encoder as SvtAv1, Av1Packet, Av1Rate, Av1Settings};
+use crate::media::decoder::ffmpeg::{Av1Encoder as SvtAv1, Av1Rate, Av1Settings};
 use openh264_sys2::{WELS_LOG_ERROR, WELS_LOG_WARNING};
 use std::ffi::{CStr, c_char, c_int, c_void};
 
@@ -209,14 +209,33 @@ impl RungEncoder {
 /// pictures it is given, so a [`Cadence`] chooses them: keyframes land on the grid the H.264
 /// rungs key on, whatever the source's frame rate does.
 pub struct Av1Encoder {
-    inner: SvtAv1,
+    settings: Av1Settings,
+    /// SVT-AV1, opened at the first picture: SVT-AV1 1.4 opened and closed without a picture
+    /// never lets go (its close waits for ever), and a rung may get none — a job canceled
+    /// before its first frame, a source none of whose frames decode.
+    inner: Option<SvtAv1>,
+    /// The sequence header, once opened.
     config: Vec<u8>,
     sent_config: bool,
     flushed: bool,
+    /// Pictures given to SVT-AV1 so far.
+    sent: u64,
     cadence: Cadence,
     gives: Vec<Give>,
     /// The source's latest picture (a repeat gives it again).
     last: Option<Frame>,
+}
+
+impl Drop for Av1Encoder {
+    fn drop(&mut self) {
+        // Opened but never given a picture (its first one refused): closing it would wait for
+        // ever, so it is let go — a leak on a path no picture reaches, not a stuck worker.
+        if self.sent == 0
+            && let Some(inner) = self.inner.take()
+        {
+            std::mem::forget(inner);
+        }
+    }
 }
 
 impl std::fmt::Debug for Av1Encoder {
@@ -252,17 +271,13 @@ impl Av1Encoder {
             },
             keyint: i32::try_from(cadence.per_gop()).unwrap_or(i32::MAX),
         };
-        let inner = SvtAv1::new(&settings)
-            .map_err(|e| encode_err(format!("starting the AV1 encoder: {e}")))?;
-        let config = inner.config_obus();
-        if config.is_empty() {
-            return Err(encode_err("the AV1 encoder gave no sequence header".into()));
-        }
         Ok(Av1Encoder {
-            inner,
-            config,
+            settings,
+            inner: None,
+            config: Vec::new(),
             sent_config: false,
             flushed: false,
+            sent: 0,
             cadence,
             gives: Vec::new(),
             last: None,
@@ -276,15 +291,24 @@ impl Av1Encoder {
         out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
     ) -> Result<(), JobError> {
         let Some((f, t)) = frame else {
-            if !self.flushed {
+            // Nothing to flush before the first picture (SVT-AV1 would wait for ever on it).
+            if let Some(inner) = self
+                .inner
+                .as_mut()
+                .filter(|_| self.sent > 0 && !self.flushed)
+            {
                 self.flushed = true;
-                self.inner.flush().map_err(av1_failed)?;
+                inner.flush().map_err(av1_failed)?;
             }
             return self.drain(out);
         };
         let mut gives = std::mem::take(&mut self.gives);
         gives.clear();
         self.cadence.take(t, &mut gives);
+        if self.inner.is_none() && !gives.is_empty() {
+            let (inner, config) = open(&self.settings)?;
+            (self.inner, self.config) = (Some(inner), config);
+        }
         for g in &gives {
             let (picture, at) = match *g {
                 Give::Repeat(at) => (self.last.as_ref().unwrap_or(&f), at),
@@ -297,7 +321,10 @@ impl Av1Encoder {
                 (&picture.v[..], cw),
             ];
             let pts = i64::try_from(at).unwrap_or(i64::MAX);
-            self.inner.send(planes, pts).map_err(av1_failed)?;
+            if let Some(inner) = self.inner.as_mut() {
+                inner.send(planes, pts).map_err(av1_failed)?;
+            }
+            self.sent += 1;
             self.drain(out)?;
         }
         // The picture shown from now on, even when dropped here: a later repeat shows it.
@@ -311,24 +338,35 @@ impl Av1Encoder {
         &mut self,
         out: &mut dyn FnMut(Encoded, u64) -> Result<(), JobError>,
     ) -> Result<(), JobError> {
-        while let Some(p) = self.inner.receive().map_err(av1_failed)? {
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(());
+        };
+        while let Some(p) = inner.receive().map_err(av1_failed)? {
             let t = u64::try_from(p.pts).unwrap_or(0);
-            let enc = self.picture(p)?;
+            let config = (!self.sent_config).then(|| Config::Av1(self.config.clone()));
+            self.sent_config = true;
+            let enc = Encoded {
+                data: strip_temporal_delimiters(&p.data)?,
+                keyframe: p.key,
+                config,
+            };
             out(enc, t)?;
         }
         Ok(())
     }
+}
 
-    fn picture(&mut self, p: Av1Packet) -> Result<Encoded, JobError> {
-        let data = strip_temporal_delimiters(&p.data)?;
-        let config = (!self.sent_config).then(|| Config::Av1(self.config.clone()));
-        self.sent_config = true;
-        Ok(Encoded {
-            data,
-            keyframe: p.key,
-            config,
-        })
+/// SVT-AV1 opened with `settings`, and its sequence header.
+fn open(settings: &Av1Settings) -> Result<(SvtAv1, Vec<u8>), JobError> {
+    let inner =
+        SvtAv1::new(settings).map_err(|e| encode_err(format!("starting the AV1 encoder: {e}")))?;
+    let config = inner.config_obus();
+    if config.is_empty() {
+        // Never given a picture: let it go rather than wait on its close.
+        std::mem::forget(inner);
+        return Err(encode_err("the AV1 encoder gave no sequence header".into()));
     }
+    Ok((inner, config))
 }
 
 /// A temporal unit without its temporal delimiter (and padding) OBUs, as an MP4 sample must
@@ -562,6 +600,64 @@ mod tests {
         // Ten pictures a second in each GOP: repeats fill the gap and the 5 fps second, the
         // 20 fps second loses half its pictures.
         assert_eq!(got.len(), 31, "{got:?}");
+    }
+
+    /// Runs `f` on a thread; fails the test if it has not returned within a minute (a hung
+    /// encoder would otherwise hang the test run).
+    fn returns_in_time(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok(),
+            "{what}: still running after 60 s"
+        );
+    }
+
+    #[test]
+    fn an_av1_rung_given_no_picture_finishes_with_nothing() {
+        // A job canceled before its first frame, or a source none of whose frames decode.
+        returns_in_time("finishing an AV1 encoder that was given nothing", || {
+            let mut enc = av1(128, 96).expect("encoder");
+            let mut n = 0;
+            enc.finish(&mut |_, _| {
+                n += 1;
+                Ok(())
+            })
+            .expect("finish");
+            enc.finish(&mut |_, _| Ok(())).expect("finish twice");
+            assert_eq!(n, 0);
+        });
+    }
+
+    #[test]
+    fn an_av1_rung_dropped_mid_stream_or_after_one_picture_lets_go() {
+        // A rung that fails (or a job that stops) drops its encoder with pictures in flight.
+        returns_in_time("dropping an AV1 encoder mid-stream", || {
+            for pictures in [1u64, 7] {
+                let mut enc = av1(128, 96).expect("encoder");
+                for i in 0..pictures {
+                    let f = Frame::filled(128, 96, ((i * 9) as u8, 120, 140));
+                    enc.encode(f, i * 100, 1000, &mut |_, _| Ok(()))
+                        .expect("encode");
+                }
+                drop(enc);
+            }
+        });
+        returns_in_time("flushing an AV1 encoder after one picture", || {
+            let mut enc = av1(128, 96).expect("encoder");
+            let mut got = Vec::new();
+            let mut out = |_: Encoded, t: u64| {
+                got.push(t);
+                Ok(())
+            };
+            enc.encode(Frame::filled(128, 96, (9, 120, 140)), 0, 1000, &mut out)
+                .expect("encode");
+            enc.finish(&mut out).expect("finish");
+            assert_eq!(got, vec![0]);
+        });
     }
 
     #[test]

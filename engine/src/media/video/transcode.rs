@@ -865,4 +865,83 @@ mod tests {
             (1, VideoCodec::H264, "100p")
         );
     }
+
+    /// A 320x240 clip of `pictures` made pictures through one H.264 and one AV1 rung, each
+    /// picture first passing `tick`; on a thread, failing the test past a minute.
+    fn run_made(pictures: u64, tick: fn(u64) -> Result<(), JobError>) -> Result<usize, JobError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let dir = tempfile::tempdir().expect("dir");
+            let rung = |codec| crate::config::Rung {
+                size: 240,
+                bitrate_kbps: 300,
+                codec,
+                name: None,
+            };
+            let s = VideoSettings {
+                ladder: vec![rung(VideoCodec::H264), rung(VideoCodec::Av1)],
+                ..VideoSettings::default()
+            };
+            let rungs = plan((320, 240), 0, &s);
+            let input = Input {
+                timescale: 1000,
+                matrix: [0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x4000_0000],
+                width: 320,
+                height: 240,
+                rotation: 0,
+                fps: 10.0,
+                base_fps: 10.0,
+                frames: pictures,
+                duration_s: pictures as f64 / 10.0,
+                audio: None,
+                audio_samples: 0,
+            };
+            let make: MakeFrames<'_> = Box::new(move |put| {
+                (0..pictures).try_for_each(|i| {
+                    put(
+                        Frame::filled(320, 240, ((i * 7) as u8, 120, 140)),
+                        i as i64 * 100,
+                    )
+                })
+            });
+            let out = run(
+                &input,
+                Frames::Make(make),
+                &rungs,
+                &[None, None],
+                &s,
+                dir.path(),
+                &tick,
+            );
+            let _ = tx.send(out.map(|o| o.rungs.len()));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the transcode returned within a minute")
+    }
+
+    fn cancel() -> Result<(), JobError> {
+        Err(JobError::Canceled(crate::error::CancelReason::Requested))
+    }
+
+    #[test]
+    fn a_cancel_at_any_picture_stops_the_av1_rungs_too() {
+        // Before the first picture (nothing reached the encoders) and after three.
+        let at_first: fn(u64) -> Result<(), JobError> = |_| cancel();
+        let at_third: fn(u64) -> Result<(), JobError> = |n| if n >= 3 { cancel() } else { Ok(()) };
+        for (k, tick) in [(0, at_first), (3, at_third)] {
+            assert!(
+                matches!(run_made(20, tick), Err(JobError::Canceled(_))),
+                "canceled at picture {k}"
+            );
+        }
+        assert_eq!(run_made(20, |_| Ok(())).expect("uncanceled"), 2);
+    }
+
+    #[test]
+    fn a_source_without_a_picture_fails_as_corrupt_with_av1_rungs() {
+        assert!(matches!(
+            run_made(0, |_| Ok(())),
+            Err(JobError::CorruptInput(_))
+        ));
+    }
 }
