@@ -109,6 +109,7 @@ pub enum JobError {
     #[error("{}", match .0 {
         CancelReason::Requested => "canceled on request",
         CancelReason::Shutdown => "stopped by a shutdown (released for another worker)",
+        CancelReason::TimedOut => "stopped: it ran past worker.job_timeout_secs",
     })]
     Canceled(CancelReason),
 }
@@ -124,7 +125,9 @@ impl JobError {
             | JobError::DecodeTimeout(_)
             | JobError::Exhausted { .. }
             | JobError::Canceled(CancelReason::Shutdown) => ErrorClass::Transient,
-            JobError::Canceled(CancelReason::Requested) => ErrorClass::Permanent,
+            JobError::Canceled(CancelReason::Requested | CancelReason::TimedOut) => {
+                ErrorClass::Permanent
+            }
             // A module that lost the errno still says what happened: the machine running out
             // of something is never the input's fault.
             other if exhaustion_in(&other.to_string()) => ErrorClass::Transient,
@@ -135,7 +138,7 @@ impl JobError {
     /// Stable code: `unsupported_format`, `unsupported_codec`, `limit_exceeded`,
     /// `corrupt_input`, `decoder_crashed`, `decode_timeout`, `plugin_failed`, `plugin_not_found`,
     /// `unknown_profile`, `storage`, `encode_failed`, `notify_rule_failed`, `resource_exhausted`,
-    /// `canceled`.
+    /// `canceled`, `timed_out`.
     pub fn code(&self) -> &'static str {
         match self {
             JobError::UnsupportedFormat(_) => "unsupported_format",
@@ -151,6 +154,7 @@ impl JobError {
             JobError::Encode { .. } => "encode_failed",
             JobError::NotifyRule { .. } => "notify_rule_failed",
             JobError::Exhausted { .. } => "resource_exhausted",
+            JobError::Canceled(CancelReason::TimedOut) => "timed_out",
             JobError::Canceled(_) => "canceled",
         }
     }

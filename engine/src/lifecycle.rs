@@ -195,11 +195,31 @@ impl Outcome {
     }
 }
 
-/// The jobs running now, by id: where a cancel request finds them.
+/// The jobs running now, by id: where a cancel request finds them, and where the job time
+/// limit is kept ([`Running::enforce`]).
 #[derive(Debug, Default)]
 pub struct Running {
-    jobs: std::sync::Mutex<Vec<(u64, JobControl)>>,
+    jobs: std::sync::Mutex<Vec<Entry>>,
     next: std::sync::atomic::AtomicU64,
+}
+
+/// One running attempt.
+#[derive(Debug)]
+struct Entry {
+    serial: u64,
+    control: JobControl,
+    started: std::time::Instant,
+    /// When it was told it ran out of time.
+    timed_out: Option<std::time::Instant>,
+}
+
+/// A job that did not stop after it was told it ran out of time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The job.
+    pub job_id: String,
+    /// How long it has run.
+    pub running: std::time::Duration,
 }
 
 impl Running {
@@ -209,7 +229,7 @@ impl Running {
         let jobs = self.lock();
         let found: Vec<&JobControl> = jobs
             .iter()
-            .map(|(_, c)| c)
+            .map(|e| &e.control)
             .filter(|c| c.job_id() == job_id)
             .collect();
         found.iter().for_each(|c| c.cancel());
@@ -220,34 +240,69 @@ impl Running {
     pub fn ids(&self) -> Vec<String> {
         self.lock()
             .iter()
-            .map(|(_, c)| c.job_id().to_string())
+            .map(|e| e.control.job_id().to_string())
             .collect()
     }
 
+    /// The time limit at `now`: every attempt running longer than `limit` is told to stop (it
+    /// is recorded as failed, `timed_out`); those still running `grace` after that are stuck
+    /// (in code that never reaches a check) and returned.
+    pub fn enforce(
+        &self,
+        limit: std::time::Duration,
+        grace: std::time::Duration,
+        now: std::time::Instant,
+    ) -> Vec<Stuck> {
+        let mut stuck = Vec::new();
+        for e in self.lock().iter_mut() {
+            let running = now.saturating_duration_since(e.started);
+            match e.timed_out {
+                None if running > limit => {
+                    tracing::warn!(job_id = %e.control.job_id(), limit_s = limit.as_secs(), "the job ran past worker.job_timeout_secs: stopping it");
+                    e.control.time_out();
+                    e.timed_out = Some(now);
+                }
+                Some(told) if now.saturating_duration_since(told) > grace => {
+                    stuck.push(Stuck {
+                        job_id: e.control.job_id().to_string(),
+                        running,
+                    });
+                }
+                _ => {}
+            }
+        }
+        stuck
+    }
+
     /// Count `control` as running until the guard is dropped.
-    fn enter(&self, control: &JobControl) -> RunningGuard<'_> {
+    pub(crate) fn enter(&self, control: &JobControl) -> RunningGuard<'_> {
         let serial = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().push((serial, control.clone()));
+        self.lock().push(Entry {
+            serial,
+            control: control.clone(),
+            started: std::time::Instant::now(),
+            timed_out: None,
+        });
         RunningGuard {
             running: self,
             serial,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, JobControl)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// One running attempt; dropping it ends it.
-struct RunningGuard<'a> {
+pub(crate) struct RunningGuard<'a> {
     running: &'a Running,
     serial: u64,
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.running.lock().retain(|(s, _)| *s != self.serial);
+        self.running.lock().retain(|e| e.serial != self.serial);
     }
 }
 
@@ -733,5 +788,48 @@ mod tests {
         assert!(a.check().is_err() && b.check().is_ok());
         drop(guard);
         assert_eq!(running.ids(), ["b"]);
+    }
+
+    #[test]
+    fn jobs_past_the_time_limit_are_told_to_stop_then_reported_stuck() {
+        use std::time::{Duration, Instant};
+        let running = Running::default();
+        let at = Instant::now();
+        let (a, b) = (JobControl::detached("a"), JobControl::detached("b"));
+        let (ga, _gb) = (running.enter(&a), running.enter(&b));
+        let (limit, grace) = (Duration::from_secs(60), Duration::from_secs(30));
+        // In time: left alone.
+        assert!(
+            running
+                .enforce(limit, grace, at + Duration::from_secs(59))
+                .is_empty()
+        );
+        assert_eq!((a.canceled(), b.canceled()), (None, None));
+        // Past the limit: told to stop, not stuck yet.
+        assert!(
+            running
+                .enforce(limit, grace, at + Duration::from_secs(61))
+                .is_empty()
+        );
+        assert_eq!(a.canceled(), Some(CancelReason::TimedOut));
+        assert_eq!(b.canceled(), Some(CancelReason::TimedOut));
+        assert!(
+            running
+                .enforce(limit, grace, at + Duration::from_secs(90))
+                .is_empty()
+        );
+        // Still running past the grace after being told: stuck.
+        let stuck = running.enforce(limit, grace, at + Duration::from_secs(92));
+        let ids: Vec<&str> = stuck.iter().map(|s| s.job_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(stuck[0].running >= Duration::from_secs(91), "{stuck:?}");
+        // One ends: only the other is left.
+        drop(ga);
+        let stuck = running.enforce(limit, grace, at + Duration::from_secs(93));
+        assert_eq!(stuck.len(), 1);
+        assert_eq!(stuck[0].job_id, "b");
+        let e = JobError::Canceled(CancelReason::TimedOut);
+        assert_eq!((e.code(), e.class()), ("timed_out", ErrorClass::Permanent));
+        assert!(e.to_string().contains("job_timeout_secs"), "{e}");
     }
 }

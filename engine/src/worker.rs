@@ -18,12 +18,14 @@
 //! - `consume`: the receive loop, a task per message.
 //! - `message`: one message: parse, plan, run its jobs, decide how to settle it.
 //! - `heartbeat`: visibility extended while a message's jobs run.
+//! - `deadline`: the job time limit; a job stuck past it makes the worker unhealthy.
 //! - `settle`: delete, retry later, dead-letter with the reason, or release.
 //! - `drain`: the end: the drain deadline, stopping jobs, flushing deletes.
 //! - [`mod@submit`]: `mediaflow submit` (local mode).
 
 mod backend;
 mod consume;
+mod deadline;
 mod drain;
 mod heartbeat;
 mod message;
@@ -187,6 +189,16 @@ async fn serve(
         DEFAULT_LINGER,
         shutdown.services().clone(),
     );
+    if config.worker.job_timeout_secs > 0 {
+        let limit = Duration::from_secs(config.worker.job_timeout_secs);
+        tokio::spawn(deadline::watch(
+            lifecycle.running_shared(),
+            ops.health.clone(),
+            limit,
+            limit.min(deadline::STUCK_AFTER),
+            shutdown.services().clone(),
+        ));
+    }
     let follow = open_index(config).await?;
     if let Some(follow) = &follow {
         tokio::spawn(

@@ -240,6 +240,83 @@ fn check_histograms(families: &[Value]) {
     }
 }
 
+/// `worker.job_timeout_secs`: a job still running past it is told to stop; while it runs on in
+/// a plugin call that reaches no check (the `slow` plugin, 10 s against a 3 s limit), the
+/// worker says it is unhealthy — `/healthz` and `/readyz` 503 naming the job, so the image's
+/// health check fails — and healthy again once the job stops; the job is recorded as failed
+/// (`timed_out`), nothing of it stored but its manifest, and the worker goes on.
+#[test]
+fn a_job_past_its_time_limit_fails_as_timed_out_and_while_stuck_the_worker_is_unhealthy() {
+    let w = local_workers(10_000, Vec::new());
+    w.edit_config(|c| {
+        c.replace(
+            "poll_interval_ms = 50",
+            "poll_interval_ms = 50\njob_timeout_secs = 3",
+        )
+    });
+    let mut worker = w.spawn();
+    let addr = ops_addr(&w);
+    w.wait_until("ready", Duration::from_secs(60), POLL, || {
+        get(addr, "/readyz").0 == 200
+    });
+    submit(&w, "slow.png", None);
+    let mut unhealthy = None;
+    w.wait_until("/healthz 503", Duration::from_secs(60), POLL, || {
+        let (status, body) = get(addr, "/healthz");
+        if status == 503 {
+            unhealthy = Some(body);
+        }
+        unhealthy.is_some()
+    });
+    let why = unhealthy.unwrap_or_default();
+    assert!(
+        why.contains("did not stop when told") && why.contains("job_timeout_secs (3 s)"),
+        "{why}"
+    );
+    let (ready, body) = get(addr, "/readyz");
+    assert_eq!(ready, 503, "{body}");
+    let check = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/healthcheck.sh"
+        ))
+        .env("MEDIAFLOW_OPS__LISTEN", addr.to_string())
+        .status()
+        .expect("bash");
+    assert!(
+        !check.success(),
+        "the health check fails while a job is stuck"
+    );
+    w.wait_until("healthy again", Duration::from_secs(60), POLL, || {
+        get(addr, "/healthz").0 == 200
+    });
+    w.wait_until("the manifest", Duration::from_secs(30), POLL, || {
+        !manifests(w.dir.path()).is_empty()
+    });
+    let m = manifests(w.dir.path());
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0]["status"], "failed", "{}", m[0]);
+    assert_eq!(m[0]["error"]["code"], "timed_out", "{}", m[0]);
+    assert!(
+        m[0]["outputs"].as_array().is_none_or(|o| o.is_empty()),
+        "{}",
+        m[0]
+    );
+    let logs = w.logs();
+    let lines = json_lines(&logs);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["error_code"] == "job_stuck" && l["level"] == "ERROR"),
+        "{logs}"
+    );
+    // Still working: the process is up and answers.
+    assert!(worker.try_wait().expect("try_wait").is_none(), "{logs}");
+    assert_eq!(get(addr, "/readyz").0, 200);
+    signal(&worker, libc::SIGTERM);
+    assert_eq!(w.wait_exit(&mut worker, Duration::from_secs(20)), 0);
+}
+
 #[test]
 fn metrics_move_during_a_real_job_and_parse_with_prometheus_client() {
     let w = local_workers(1_500, Vec::new());

@@ -29,6 +29,13 @@ pub struct WorkerConfig {
     pub visibility_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long in-flight jobs may run before they are released.
     pub drain_timeout_secs: u64,
+    /// How long one job may run; 0 = no limit. Past it the job is stopped at its next check
+    /// and recorded as failed (`timed_out`, its partial outputs removed); one still running as
+    /// long again later (at most 5 min) is stuck in code that never checks, and the worker reports
+    /// itself unhealthy (`/healthz` 503) so that its orchestrator replaces it. The default, 6 h,
+    /// is twice the longest source `limits.max_duration_s` admits by default (3 h): raise it
+    /// for slow ladders on small tasks.
+    pub job_timeout_secs: u64,
     /// Receives before a message is moved to the dead-letter queue.
     pub max_receive_count: u32,
     /// How often an idle worker polls the local queue.
@@ -60,6 +67,7 @@ impl Default for WorkerConfig {
             concurrency: 0,
             visibility_timeout_secs: 120,
             drain_timeout_secs: 90,
+            job_timeout_secs: 6 * 3600,
             max_receive_count: 5,
             poll_interval_ms: 100,
             queue_url: None,

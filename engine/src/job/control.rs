@@ -19,6 +19,9 @@ pub enum CancelReason {
     /// The engine is shutting down past its drain deadline: the message is released for
     /// another worker, to be done again there.
     Shutdown,
+    /// It ran past `worker.job_timeout_secs`: recorded as failed (`timed_out`), its partial
+    /// outputs removed.
+    TimedOut,
 }
 
 /// Where a job is in its life, as an [`Observer`] sees it.
@@ -91,6 +94,8 @@ struct Shared {
     cancel: CancellationToken,
     /// The shutdown's token for jobs.
     stop: CancellationToken,
+    /// Set (before `cancel`) when the job ran out of time.
+    timed_out: std::sync::atomic::AtomicBool,
     observer: Arc<dyn Observer>,
     /// The last progress reported, in whole percent, and its stage.
     last: Mutex<(&'static str, i32)>,
@@ -117,6 +122,7 @@ impl JobControl {
                 job_id: job_id.to_string(),
                 cancel: stop.child_token(),
                 stop,
+                timed_out: std::sync::atomic::AtomicBool::new(false),
                 observer,
                 last: Mutex::new(("", -1)),
             }),
@@ -159,6 +165,14 @@ impl JobControl {
         self.shared.cancel.cancel();
     }
 
+    /// Stop the job at its next check because it ran out of time: it is recorded as failed.
+    pub fn time_out(&self) {
+        self.shared
+            .timed_out
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.cancel.cancel();
+    }
+
     /// The token cancelled when the job is to stop (for `select!` in async code).
     pub fn token(&self) -> &CancellationToken {
         &self.shared.cancel
@@ -170,6 +184,12 @@ impl JobControl {
             None
         } else if self.shared.stop.is_cancelled() {
             Some(CancelReason::Shutdown)
+        } else if self
+            .shared
+            .timed_out
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Some(CancelReason::TimedOut)
         } else {
             Some(CancelReason::Requested)
         }

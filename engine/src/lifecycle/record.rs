@@ -32,7 +32,7 @@ pub(super) fn finish(
     for (i, f) in result.files.iter_mut().enumerate() {
         control.progress("upload", i as f64 / count);
         if let Err(e) = control.check() {
-            return stopped(job, &stored, e);
+            return stopped(lifecycle, job, attempt, &stored, e, result.manifest);
         }
         let key = format!("{}{}", dest.prefix, f.key);
         match f.store(&*dest.storage, &key) {
@@ -54,8 +54,15 @@ pub(super) fn finish(
     write(lifecycle, job, attempt, m)
 }
 
-/// Canceled or shut down while storing outputs.
-fn stopped(job: &JobRequest, stored: &[String], e: JobError) -> Outcome {
+/// Canceled, timed out or shut down while storing outputs.
+fn stopped(
+    lifecycle: &Lifecycle,
+    job: &JobRequest,
+    attempt: &Attempt,
+    stored: &[String],
+    e: JobError,
+    partial: Manifest,
+) -> Outcome {
     match e {
         JobError::Canceled(CancelReason::Requested) => {
             remove_outputs(job, stored);
@@ -64,6 +71,10 @@ fn stopped(job: &JobRequest, stored: &[String], e: JobError) -> Outcome {
                 "canceled on request: outputs stored so far removed"
             );
             Outcome::Canceled
+        }
+        JobError::Canceled(CancelReason::TimedOut) => {
+            remove_outputs(job, stored);
+            lifecycle.failed(job, attempt, e, Some(partial))
         }
         _ => Outcome::Released,
     }

@@ -176,10 +176,13 @@ struct Streak {
     last: String,
 }
 
-/// The worker's readiness, as `/readyz` reports it.
+/// The worker's readiness, as `/readyz` reports it, and its liveness, as `/healthz` does.
 #[derive(Debug)]
 pub struct Health {
     plugins_loaded: AtomicBool,
+    /// Jobs that did not stop when their time ran out, described: code that never reaches a
+    /// check holds their slots, and only a new process frees them.
+    stuck: Mutex<Option<String>>,
     /// Cancelled once the worker stops receiving.
     draining: CancellationToken,
     /// Queue, then store.
@@ -197,6 +200,7 @@ impl Health {
     pub fn new(cache_for: Duration, timeout: Duration) -> Self {
         Self {
             plugins_loaded: AtomicBool::new(false),
+            stuck: Mutex::new(None),
             draining: CancellationToken::new(),
             streaks: Mutex::new(Default::default()),
             backend: Mutex::new(None),
@@ -209,6 +213,20 @@ impl Health {
     /// The plugins are compiled and loaded.
     pub fn set_plugins_loaded(&self) {
         self.plugins_loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Jobs are stuck (described), or none is (`None`).
+    pub fn set_stuck(&self, why: Option<String>) {
+        *self.stuck.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Alive and able to work, or why not: a job stuck past its time limit makes the
+    /// process unhealthy, so that an orchestrator (ECS's health check) replaces it.
+    pub fn liveness(&self) -> Readiness {
+        match &*self.stuck.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 
     /// The worker stopped receiving (SIGTERM): no longer ready for new work.
@@ -284,6 +302,7 @@ impl Health {
         if !self.plugins_loaded.load(Ordering::SeqCst) {
             return Err("plugins: still loading".into());
         }
+        self.liveness()?;
         if let Some(why) = self.failing() {
             return Err(why);
         }

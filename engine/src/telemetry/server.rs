@@ -1,6 +1,6 @@
 //! The operations HTTP listener, on the engine's one HTTP stack (axum routes served by hyper's
 //! HTTP/1 connections over tokio): `GET` (and `HEAD`) of `/healthz` (the process is alive and
-//! serving: always 200), `/readyz` (200 `ready`, or 503 with the reasons) and `/metrics`
+//! serving: 200, or 503 when a job is stuck past its time limit), `/readyz` (200 `ready`, or 503 with the reasons) and `/metrics`
 //! (Prometheus text format 0.0.4). One request per connection; a request head over
 //! [`MAX_HEAD_BYTES`] is refused (431), slow clients are cut off, and connections beyond a small
 //! cap wait their turn. It stops when the shutdown's services token is cancelled.
@@ -59,7 +59,7 @@ impl Server {
 /// The ops routes.
 pub fn router(health: Arc<Health>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -70,6 +70,17 @@ pub fn router(health: Arc<Health>) -> Router {
         })
         .layer(middleware::from_fn(limits))
         .with_state(health)
+}
+
+async fn healthz(State(health): State<Arc<Health>>) -> Response {
+    match health.liveness() {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
