@@ -137,6 +137,19 @@ pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// Whether the image's health-check script (deploy/healthcheck.sh) passes against `addr`.
+fn health_check(addr: SocketAddr) -> bool {
+    Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/healthcheck.sh"
+        ))
+        .env("MEDIAFLOW_OPS__LISTEN", addr.to_string())
+        .status()
+        .expect("bash")
+        .success()
+}
+
 /// Parse an exposition with `prometheus_client`'s own parser: families with their samples.
 pub(crate) fn parse_exposition(text: &str) -> Vec<Value> {
     let version = Command::new("python3")
@@ -326,15 +339,7 @@ fn metrics_move_during_a_real_job_and_parse_with_prometheus_client() {
         get(addr, "/readyz").0 == 200
     });
     // The image's health check script passes against the real listener.
-    let check = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/healthcheck.sh"
-        ))
-        .env("MEDIAFLOW_OPS__LISTEN", addr.to_string())
-        .status()
-        .expect("bash");
-    assert!(check.success(), "deploy/healthcheck.sh against {addr}");
+    assert!(health_check(addr), "deploy/healthcheck.sh against {addr}");
     // Idle: the worker polls its queue (the first receive may follow readiness by a moment).
     let mut idle = String::new();
     w.wait_until(
