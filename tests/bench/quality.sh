@@ -9,6 +9,11 @@
 #   mediaflow AV1 (SVT-AV1, the profile's default preset) at half those,
 #   ffmpeg + x264 -preset veryfast at 4000/2000/600 kbit/s (decode once, split=3),
 # and, for the curve, x264 veryfast at 1/4, 1/2, 1 and 2 times each rung's bitrate.
+# x264 is run as an adaptive-streaming ladder is encoded: a keyframe every 2 s and no scene-cut
+# keyframes (-g 60 -keyint_min 60 -sc_threshold 0), the grid mediaflow's rungs are held to
+# (keyframe_interval_s = 2) so every rendition can switch at every segment; X264_GOP=free lets
+# x264 place its own keyframes (every 250 frames at most, and at scene cuts), which no HLS
+# ladder can do, for comparison.
 # Per rung and encoder: kbit/s, PSNR and SSIM against the same reference (the source scaled to
 # the rung with bicubic), and bits saved against x264 veryfast at equal PSNR (log-bitrate
 # interpolated on x264's curve; `~` marks an extrapolation). Per source: CPU seconds of each
@@ -92,13 +97,15 @@ video = { hls = false, bitrate = "$mode", quality = $auto_quality, ladder = [
 ] }
 TOML
 done
-export BIN Q=$q RUNS QLEN SOURCES=${SOURCES:-pan noise screen} PARTS=${PARTS:-codecs auto}
+export BIN Q=$q RUNS QLEN X264_GOP=${X264_GOP:-ladder} SOURCES=${SOURCES:-pan noise screen} PARTS=${PARTS:-codecs auto}
 python3 - <<'PY'
 import math, os, re, statistics, subprocess, time
 q, bin_, runs, qlen = os.environ["Q"], os.environ["BIN"], int(os.environ["RUNS"]), float(os.environ["QLEN"])
 # The near-lossless sources are large (the noisy one ~750 MB): past the default input limit.
 env = dict(os.environ, MEDIAFLOW_LOG="warn", XDG_CACHE_HOME=f"{q}/cache", XDG_DATA_HOME=f"{q}/data",
            MEDIAFLOW_LIMITS__MAX_INPUT_BYTES="8000000000")
+# The sources are 30 fps: a keyframe every 60 pictures is mediaflow's 2 s grid.
+GOP = [] if os.environ["X264_GOP"] == "free" else ["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"]
 RUNGS = [("1080p", "1920:1080", 4000), ("720p", "1280:720", 2000), ("360p", "640:360", 600)]
 
 def cpu(cmd):
@@ -114,7 +121,8 @@ def x264_ladder(src, out, scale=1.0):
     split = "[0:v]split=3[a][b][c];" + ";".join(f"[{l}]scale={s}[o{i}]" for i, (l, (_, s, _)) in enumerate(zip("abc", RUNGS)))
     cmd = ["ffmpeg", "-v", "error", "-y", "-i", src, "-filter_complex", split]
     for i, (name, _, kbps) in enumerate(RUNGS):
-        cmd += ["-map", f"[o{i}]", "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{int(kbps * scale)}k", f"{out}-{name}.mp4"]
+        cmd += ["-map", f"[o{i}]", "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{int(kbps * scale)}k"]
+        cmd += GOP + [f"{out}-{name}.mp4"]
     return cpu(cmd)
 
 def mediaflow(src, codec):
