@@ -1,10 +1,10 @@
 //! The job time limit (`worker.job_timeout_secs`), checked every quarter of it (at most 5 s):
 //! jobs running past it are told to stop (recorded as failed, `timed_out`); one still running
 //! as long again later (at most [`STUCK_AFTER`]) is in code that never reaches a check (a hung
-//! native library), so the
-//! worker says it is unhealthy (`/healthz` 503, `/readyz` too) and logs it as an error: an
-//! orchestrator (ECS's health check) replaces the process, whose messages come back after their
-//! visibility timeout (the heartbeat dies with it), counted against the queue's receives.
+//! native library), so the worker says it is unhealthy (`/healthz` 503, `/readyz` too) and
+//! logs it as an error: an orchestrator (ECS's health check) replaces the process, whose
+//! messages come back after their visibility timeout (the heartbeat dies with it), counted
+//! against the queue's receives.
 
 use crate::lifecycle::Running;
 use crate::shutdown::{CancellationToken, sleep_or_cancelled};
