@@ -1,9 +1,9 @@
 //! The operations HTTP listener, on the engine's one HTTP stack (axum routes served by hyper's
 //! HTTP/1 connections over tokio): `GET` (and `HEAD`) of `/healthz` (the process is alive and
-//! serving: 200, or 503 when a job is stuck past its time limit), `/readyz` (200 `ready`, or 503 with the reasons) and `/metrics`
-//! (Prometheus text format 0.0.4). One request per connection; a request head over
-//! [`MAX_HEAD_BYTES`] is refused (431), slow clients are cut off, and connections beyond a small
-//! cap wait their turn. It stops when the shutdown's services token is cancelled.
+//! serving: 200, or 503 when a job is stuck past its time limit), `/readyz` (200 `ready`, or 503
+//! with the reasons) and `/metrics` (Prometheus text format 0.0.4). One request per connection; a
+//! request head over [`MAX_HEAD_BYTES`] is refused (431), slow clients are cut off, and connections
+//! beyond a small cap wait their turn. It stops when the shutdown's services token is cancelled.
 
 use super::health::Health;
 use super::metrics;
