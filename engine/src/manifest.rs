@@ -197,6 +197,12 @@ pub struct RungRate {
     /// `auto`: the quality target (1..=10).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub quality: Option<u8>,
+    /// `auto` AV1 rungs: bits per second a constant-quality encode of a sample of the source
+    /// spent at the rung's size. Over the cap (by 10 %), hard content: the rung was encoded
+    /// at `requested_bps` as a fixed one; else at the quality target under the cap. Absent
+    /// on H.264 rungs (a quantiser floor under the cap holds their target).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub probe_bps: Option<u64>,
     /// The video stream's average bits per second as written (audio not counted): for
     /// `auto`, the bitrate the content needed.
     pub video_bps: u64,

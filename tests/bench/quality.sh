@@ -24,8 +24,9 @@
 # 1080p/720p/360p at 5000/3000/700 kbit/s; AV1 at 2500/1500/350, as the `watermarked` profile)
 # fixed against the same ladder with `bitrate = "auto"` (quality AUTO_QUALITY, default the
 # profile default 9; the rungs' bitrates become caps): per rung and codec, bits saved and PSNR
-# change. Goals: >= 20 % fewer bits on the easy source (pan) at <= 0.5 dB lower PSNR, and
-# never a lower PSNR than the fixed ladder on the hard one (noise).
+# change, and CPU seconds of each ladder (the auto one includes the AV1 rungs' rate probe).
+# Goals: >= 20 % fewer bits on the easy source (pan) at <= 0.5 dB lower PSNR, and never a
+# lower PSNR than the fixed ladder on the hard one (noise).
 #
 #   QLEN=10 RUNS=3 bash tests/bench/quality.sh     # SOURCES="pan noise screen" by default
 #   PARTS="auto" bash tests/bench/quality.sh       # only the content-aware comparison

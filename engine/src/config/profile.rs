@@ -66,11 +66,13 @@ pub struct VideoSettings {
     /// How rung bitrates are chosen: `fixed` (default; each rung at its `bitrate_kbps`) or
     /// `auto` (content-aware: each rung encoded to the `quality` target with its
     /// `bitrate_kbps` as a cap, so easy content — a static shot, a slow pan — spends fewer
-    /// bits and hard content up to the cap; the bitrate each rung got is in the manifest).
+    /// bits and hard content up to the cap; AV1 rungs first probe a sample of the source to
+    /// tell which; the bitrate each rung got is in the manifest).
     pub bitrate: BitrateMode,
     /// The quality target of `bitrate = "auto"`: 1 (fewest bits) … 10 (best picture), one
-    /// scale for H.264 and AV1 rungs (each step ~2 H.264 QP; 9, the default, is H.264 QP 26
-    /// at the finest — a 1080p rung of easy content at ~41 dB PSNR).
+    /// scale for H.264 and AV1 rungs (each step ~2 H.264 QP, ~4 SVT-AV1 CRF; 9, the default,
+    /// is H.264 QP 26 at the finest and AV1 CRF 31 at 1080p — a detailed 1080p picture at
+    /// ~41 dB PSNR in H.264, ~43 dB in AV1).
     pub quality: u8,
     /// SVT-AV1 preset for AV1 rungs: 0 (slowest, smallest) … 13 (fastest). The default, 12,
     /// costs about x264 veryfast's CPU time; 10 and 11 save a few percent more bits for about

@@ -182,6 +182,7 @@ fn rung_for(profile: &Profile) -> transcode::RungPlan {
         height,
         bitrate_bps,
         quality: v.quality_target(),
+        probe_bps: None,
         codec: crate::config::VideoCodec::H264,
     }
 }

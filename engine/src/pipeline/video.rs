@@ -14,7 +14,7 @@ use crate::media::decoder::{self, Session};
 use crate::media::overlay::Overlay;
 use crate::media::video::frame::{YuvOverlay, canvas};
 use crate::media::video::source::Source;
-use crate::media::video::transcode;
+use crate::media::video::{rate_probe, transcode};
 use crate::plugin::types;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -61,9 +61,15 @@ impl Processor {
         };
         self.metadata(job, run, profile, &info)?;
 
-        let rungs = transcode::plan(src.square, src.rotation, &profile.video);
+        let mut rungs = transcode::plan(src.square, src.rotation, &profile.video);
         let overlays = self.video_overlays(run, profile, &info, &rungs, src.rotation)?;
         job.control.check()?;
+        if rungs.iter().any(rate_probe::wanted) {
+            let note = run.timings.time("rate_probe", || {
+                probe_rates(job, &src, &mut rungs, profile, &settings)
+            })?;
+            run.notes.extend(note);
+        }
         let dir = run.scratch_dir()?;
         let (work_w, work_h) = rungs.first().map_or(src.square, |r| (r.width, r.height));
         let audio = src.audio_entry();
@@ -71,6 +77,7 @@ impl Processor {
             width: work_w,
             height: work_h,
             audio: audio.is_some(),
+            windows: Vec::new(),
         })?;
         let input = transcode::Input {
             timescale: TIMESCALE,
@@ -313,6 +320,55 @@ impl Written {
     }
 }
 
+/// Content-aware AV1 rungs: a probe encode of a sample of the source (a second decoder
+/// child) tells hard content from easy. A probe that fails for a reason other than a stop or
+/// the machine leaves those rungs at a capped quality target and says so (the note
+/// returned): the job goes on.
+fn probe_rates(
+    job: &Job<'_>,
+    src: &Source,
+    rungs: &mut [transcode::RungPlan],
+    profile: &Profile,
+    settings: &decoder::Settings,
+) -> Result<Option<String>, JobError> {
+    let Some(top) = rungs.iter().find(|r| rate_probe::wanted(r)) else {
+        return Ok(None);
+    };
+    let (width, height) = (top.width, top.height);
+    let v = &profile.video;
+    let mut probe = || -> Result<(), JobError> {
+        let req = decoder::session::request(job.path, Mode::Video, &job.source_uri);
+        let (mut session, _) = Session::open(req, settings, &job.source_uri)?;
+        let windows = rate_probe::windows(src.duration_s, v.keyframe_interval_s);
+        let sample_s = windows.iter().map(|w| w.seconds).sum();
+        session.start(Start {
+            width,
+            height,
+            audio: false,
+            windows,
+        })?;
+        let s = rate_probe::Settings {
+            fps: transcode::cadence_fps(src.fps, src.video.base_fps),
+            keyframe_s: v.keyframe_interval_s,
+            av1_preset: v.av1_preset,
+        };
+        rate_probe::choose(&mut session, rungs, s, sample_s, &|| job.control.check())
+    };
+    match probe() {
+        Err(e) if matches!(e, JobError::Canceled(_)) || e.class() == ErrorClass::Transient => {
+            Err(e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rate probe failed: AV1 rungs at a capped quality");
+            Ok(Some(format!(
+                "the rate probe failed ({e}): content-aware AV1 rungs were encoded at the \
+                 quality target under their caps, without it"
+            )))
+        }
+        Ok(()) => Ok(None),
+    }
+}
+
 /// Bits per second of `bytes` lasting `seconds`.
 fn rate(bytes: u64, seconds: f64) -> Option<u64> {
     (seconds > 0.0).then(|| (bytes as f64 * 8.0 / seconds) as u64)
@@ -329,6 +385,7 @@ fn rung_rate(r: &transcode::RungOutput) -> manifest::RungRate {
         .into(),
         requested_bps: u64::from(r.plan.bitrate_bps),
         quality: r.plan.quality,
+        probe_bps: r.plan.probe_bps.map(u64::from),
         video_bps: rate(r.video_bytes, r.duration_s).unwrap_or(0),
     }
 }

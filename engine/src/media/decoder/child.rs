@@ -430,8 +430,12 @@ impl Movie {
         }
     }
 
-    /// Decode everything, sending frames and audio; the summary says how it went.
+    /// Decode everything (or, asked for windows, a sample), sending frames and audio; the
+    /// summary says how it went.
     fn decode(mut self, start: &Start, out: &mut Out<impl Write>) -> Result<Summary, Fail> {
+        if !start.windows.is_empty() {
+            return self.sample(start, out);
+        }
         if !start.audio {
             self.audio = None;
         }
@@ -492,6 +496,59 @@ impl Movie {
             pipeline.last_pts.map_or(0.0, |p| p as f64 / ticks) - self.info.start as f64 / ticks;
         if summary.truncated.is_none() {
             summary.truncated = self.promise.broken(&summary, ends_s, self.info.fps);
+        }
+        Ok(summary)
+    }
+
+    /// Decode only `start.windows`, video only: for each, from the keyframe at or before its
+    /// start up to its end, sending the pictures inside it.
+    fn sample(mut self, start: &Start, out: &mut Out<impl Write>) -> Result<Summary, Fail> {
+        let mut pkt = Packet::new()?;
+        let mut frame = Frame::new()?;
+        let mut summary = Summary::default();
+        let ticks = f64::from(TIMESCALE);
+        let pipe_base = ff::AVRational {
+            num: 1,
+            den: TIMESCALE as i32,
+        };
+        for w in &start.windows {
+            let from = self.info.start + (w.from_s.max(0.0) * ticks) as i64;
+            let end = from + (w.seconds * ticks).max(1.0) as i64;
+            self.input
+                .seek(self.video, av::rescale(from, pipe_base, self.time_base))?;
+            self.decoder.reset();
+            let mut pipeline = FramePipeline::new(&self.info, start, self.time_base);
+            pipeline.window = Some((from, end));
+            while !pipeline.past_window && self.input.read(&mut pkt)? {
+                if pkt.stream() != self.video {
+                    continue;
+                }
+                summary.packets += 1;
+                if let Err(e) = self.decoder.send(Some(&pkt)) {
+                    if !e.is_invalid_data() {
+                        return Err(e.into());
+                    }
+                    summary.rejected_packets += 1;
+                }
+                drain(
+                    &mut self.decoder,
+                    &mut frame,
+                    &mut pipeline,
+                    &mut summary,
+                    out,
+                )?;
+            }
+            if !pipeline.past_window {
+                self.decoder.send(None)?;
+                drain(
+                    &mut self.decoder,
+                    &mut frame,
+                    &mut pipeline,
+                    &mut summary,
+                    out,
+                )?;
+                pipeline.finish(&mut frame, &mut summary, out)?;
+            }
         }
         Ok(summary)
     }
@@ -607,6 +664,11 @@ struct FramePipeline {
     last_pts: Option<i64>,
     step: i64,
     filtered: Option<Frame>,
+    /// Only pictures at `[from, end)` pipe ticks are sent (a sample); `past_window` once one
+    /// at or past `end` came, `in_window` once one was sent.
+    window: Option<(i64, i64)>,
+    past_window: bool,
+    in_window: bool,
 }
 
 /// How frames of one format become output frames.
@@ -636,6 +698,9 @@ impl FramePipeline {
             last_pts: None,
             step: (f64::from(TIMESCALE) / fps).round().max(1.0) as i64,
             filtered: None,
+            window: None,
+            past_window: false,
+            in_window: false,
         }
     }
 
@@ -716,6 +781,20 @@ impl FramePipeline {
             _ => pts,
         };
         self.last_pts = Some(pts);
+        if let Some((mut from, mut end)) = self.window {
+            if pts >= end && !self.in_window {
+                // Nothing decodable inside it: a seek in a container without a keyframe index
+                // (MPEG-TS) lands mid-GOP and decoding starts at the next keyframe. The window
+                // starts at that picture instead.
+                (from, end) = (pts, pts + (end - from));
+                self.window = Some((from, end));
+            }
+            self.past_window |= pts >= end;
+            if pts < from || pts >= end {
+                return Ok(());
+            }
+            self.in_window = true;
+        }
         let r = frame.raw();
         let src = (r.width, r.height, r.format);
         if self.convert.as_ref().map(|c| c.src) != Some(src) {

@@ -86,6 +86,7 @@ impl Picture {
             width: self.info.width,
             height: self.info.height,
             audio: false,
+            windows: Vec::new(),
         })?;
         let mut picture: Option<(PictureHead, Vec<u8>)> = None;
         while let Some(ev) = self.session.next_event()? {

@@ -170,6 +170,19 @@ pub struct Start {
     pub height: u32,
     /// Send the audio.
     pub audio: bool,
+    /// Only these stretches of the video, in order (no audio): a sample of the source. Empty:
+    /// all of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+}
+
+/// A stretch of the video, from its first picture's time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Where it starts, seconds.
+    pub from_s: f64,
+    /// How long it lasts, seconds.
+    pub seconds: f64,
 }
 
 /// The fixed part of a frame message.

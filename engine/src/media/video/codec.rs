@@ -1,7 +1,7 @@
 //! The video encoders a rung may use, behind one type, [`RungEncoder`]: OpenH264
 //! ([`Encoder`]: a bitrate-controlled Main-profile stream with CABAC whose keyframes fall on a
 //! fixed time grid shared by every rung, so HLS segments line up across the ladder) and
-//! SVT-AV1 ([`Av1Encoder`]: VBR, with a quantiser floor for a quality target, closed GOPs
+//! SVT-AV1 ([`Av1Encoder`]: VBR or a constant rate factor, capped or not, closed GOPs
 //! keyed on the same grid by choosing the pictures it is given, pictures held for its
 //! look-ahead and given back in presentation order). OpenH264's own log lines go through
 //! `tracing` (target `openh264`), never straight to stderr.
@@ -139,14 +139,28 @@ pub struct EncoderSpec {
     pub fps: f64,
     /// Ticks per second of the presentation times.
     pub timescale: u32,
-    /// Target bits per second; with `quality`, the most it may spend.
+    /// Target bits per second; with [`Rate::Capped`], the most it may spend.
     pub bitrate_bps: u32,
-    /// Content-aware: the quality target (1..=10) the encoder holds, up to `bitrate_bps`.
-    pub quality: Option<u8>,
+    /// How it spends bits.
+    pub rate: Rate,
     /// Seconds between keyframes.
     pub keyframe_s: f64,
     /// SVT-AV1 preset (AV1 only).
     pub av1_preset: u8,
+}
+
+/// How a rung's encoder spends bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// `bitrate_bps` on average.
+    Bitrate,
+    /// Quality target `q` (1..=10), spending at most `bitrate_bps`: H.264 in bitrate mode
+    /// under a quantiser floor ([`h264_min_qp`]), AV1 at a capped constant rate factor
+    /// ([`av1_crf`]).
+    Capped(u8),
+    /// Quality target `q` at whatever bitrate it takes: AV1 at [`av1_crf`] uncapped (the
+    /// rate probe of `super::rate_probe`); H.264, which has no such mode, as [`Rate::Capped`].
+    Constant(u8),
 }
 
 /// The lowest QP an H.264 rung may use for quality target `q` (1..=10): the encoder stays
@@ -158,13 +172,19 @@ pub fn h264_min_qp(q: u8) -> u8 {
     44u8.saturating_sub(2 * q.clamp(1, 10))
 }
 
-/// The finest quantiser (1..=63) an AV1 rung may use for quality target `q` (1..=10), in VBR
-/// at the rung's cap, as for H.264. SVT-AV1's quantiser steps cost about half the PSNR of
-/// H.264's (measured: ~0.23 dB against ~0.45 dB), hence four per quality step, offset so
-/// that an AV1 and an H.264 rung at one quality land at about the same PSNR — one picture
-/// quality whichever codec group a player takes (tests/bench/quality.sh measures both).
-pub fn av1_min_qp(q: u8) -> u8 {
-    60u8.saturating_sub(4 * q.clamp(1, 10))
+/// SVT-AV1's constant rate factor (10..=63) for quality target `q` (1..=10) on a `width` ×
+/// `height` rung. Four CRF steps per quality step (SVT-AV1's cost about half the PSNR of an
+/// H.264 QP step: ~0.23 dB against ~0.45 dB); quality 9 is CRF 31 at 1080 lines, where
+/// SVT-AV1's rate curve on detailed content has gone flat (tests/bench/quality.sh,
+/// `PARTS=auto`). A smaller rung gets a finer factor, ten steps per halving of its short
+/// side (720 lines: 25): it is shown scaled up, its artefacts with it — the bits per pixel
+/// fixed ladders give their lower rungs, for the same reason. A larger one gets a coarser
+/// factor, six steps per doubling (2160 lines: 37): its pixels are smaller on screen.
+pub fn av1_crf(q: u8, width: u32, height: u32) -> u8 {
+    let base = 67.0 - 4.0 * f64::from(q.clamp(1, 10));
+    let halvings = (1080.0 / f64::from(width.min(height).max(16))).log2();
+    let finer = halvings * if halvings > 0.0 { 10.0 } else { 6.0 };
+    (base - finer).round().clamp(10.0, 63.0) as u8
 }
 
 impl RungEncoder {
@@ -245,7 +265,7 @@ impl std::fmt::Debug for Av1Encoder {
 }
 
 impl Av1Encoder {
-    /// An encoder for `spec` (VBR at its bitrate).
+    /// An encoder for `spec` (as its [`Rate`] says).
     pub fn new(spec: &EncoderSpec) -> Result<Av1Encoder, JobError> {
         if spec.width < 64 || spec.height < 64 {
             return Err(encode_err(format!(
@@ -262,11 +282,15 @@ impl Av1Encoder {
             timescale: size(spec.timescale.max(1)),
             fps: ((fps * 1000.0).round() as i32, 1000),
             preset: i32::from(spec.av1_preset),
-            rate: match spec.quality {
-                None => Av1Rate::Bitrate(i64::from(spec.bitrate_bps)),
-                Some(q) => Av1Rate::Floored {
-                    min_qp: av1_min_qp(q),
-                    max: i64::from(spec.bitrate_bps),
+            rate: match spec.rate {
+                Rate::Bitrate => Av1Rate::Bitrate(i64::from(spec.bitrate_bps)),
+                Rate::Capped(q) => Av1Rate::Crf {
+                    crf: av1_crf(q, spec.width, spec.height),
+                    max: Some(i64::from(spec.bitrate_bps)),
+                },
+                Rate::Constant(q) => Av1Rate::Crf {
+                    crf: av1_crf(q, spec.width, spec.height),
+                    max: None,
                 },
             },
             keyint: i32::try_from(cadence.per_gop()).unwrap_or(i32::MAX),
@@ -433,7 +457,10 @@ impl Encoder {
             height: spec.height,
             fps: spec.fps.clamp(1.0, 240.0) as f32,
             bitrate_bps: spec.bitrate_bps,
-            min_qp: spec.quality.map_or(0, h264_min_qp),
+            min_qp: match spec.rate {
+                Rate::Bitrate => 0,
+                Rate::Capped(q) | Rate::Constant(q) => h264_min_qp(q),
+            },
             level_idc: level_for(spec.width, spec.height, spec.fps),
             log: Some(openh264_log),
         })
@@ -517,7 +544,7 @@ mod tests {
             fps: 10.0,
             timescale: 1000,
             bitrate_bps,
-            quality: None,
+            rate: Rate::Bitrate,
             keyframe_s: 1.0,
             av1_preset: 12,
         }
@@ -663,22 +690,34 @@ mod tests {
     #[test]
     fn quality_targets_map_to_stricter_quantisers_as_they_rise() {
         let qps: Vec<u8> = (1..=10).map(h264_min_qp).collect();
-        let crfs: Vec<u8> = (1..=10).map(av1_min_qp).collect();
-        assert!(qps.windows(2).all(|w| w[0] > w[1]), "{qps:?}");
-        assert!(crfs.windows(2).all(|w| w[0] > w[1]), "{crfs:?}");
-        assert!(qps.iter().all(|q| (10..=51).contains(q)), "{qps:?}");
-        assert!(crfs.iter().all(|c| (10..=63).contains(c)), "{crfs:?}");
+        let crfs: Vec<u8> = (1..=10).map(|q| av1_crf(q, 1920, 1080)).collect();
+        for (name, v, range) in [("h264 qp", &qps, 10..=51), ("av1 crf", &crfs, 10..=63)] {
+            assert!(v.windows(2).all(|w| w[0] > w[1]), "{name} {v:?}");
+            assert!(v.iter().all(|q| range.contains(q)), "{name} {v:?}");
+        }
         // Out-of-range targets are clamped, never wrap.
         assert_eq!((h264_min_qp(0), h264_min_qp(200)), (qps[0], qps[9]));
+        assert_eq!(
+            (av1_crf(0, 1920, 1080), av1_crf(200, 1920, 1080)),
+            (crfs[0], crfs[9])
+        );
+        // Smaller rungs (either orientation) get finer factors; none leaves 10..=63.
+        let by_size: Vec<u8> = [2160, 1080, 720, 360, 144, 2]
+            .iter()
+            .map(|&s| av1_crf(9, s * 16 / 9, s))
+            .collect();
+        assert_eq!(by_size, vec![37, 31, 25, 15, 10, 10]);
+        assert_eq!(av1_crf(9, 720, 1280), av1_crf(9, 1280, 720));
+        assert_eq!(av1_crf(1, 7680, 4320), 63);
     }
 
     #[test]
     fn a_quality_target_keeps_easy_content_under_the_cap() {
         // A still picture: at the cap an H.264 encoder spends what it is given; with a quality
         // target it stops at the target's quantiser.
-        let bytes = |quality| {
+        let bytes = |rate| {
             let mut enc = Encoder::new(&EncoderSpec {
-                quality,
+                rate,
                 ..spec(VideoCodec::H264, 128, 96, 2_000_000)
             })
             .expect("encoder");
@@ -692,11 +731,49 @@ mod tests {
                 .map(|e| e.data.len())
                 .sum::<usize>()
         };
-        let (fixed, auto) = (bytes(None), bytes(Some(9)));
+        let (fixed, auto) = (bytes(Rate::Bitrate), bytes(Rate::Capped(9)));
         // Measured: 24 483 against 39 414 bytes (only the keyframes of a still cost bits).
         assert!(
             auto * 4 < fixed * 3,
             "auto {auto} bytes, fixed {fixed} bytes"
+        );
+    }
+
+    #[test]
+    fn an_av1_quality_target_spends_what_the_picture_needs_under_its_cap() {
+        let bytes = |rate, bitrate_bps, textured: bool| {
+            let mut enc = RungEncoder::new(&EncoderSpec {
+                rate,
+                ..spec(VideoCodec::Av1, 128, 96, bitrate_bps)
+            })
+            .expect("encoder");
+            let mut total = 0usize;
+            let mut out = |e: Encoded, _| {
+                total += e.data.len();
+                Ok(())
+            };
+            for i in 0..60u64 {
+                let mut f = Frame::filled(128, 96, (80, 120, 140));
+                if textured {
+                    // Fresh detail in every picture: nothing to predict from.
+                    for (j, p) in f.y.iter_mut().enumerate() {
+                        *p = ((j as u64 + i * 7919).wrapping_mul(2_654_435_761) >> 13) as u8;
+                    }
+                }
+                enc.encode(f, i * 100, 1000, &mut out).expect("encode");
+            }
+            enc.finish(&mut out).expect("finish");
+            total
+        };
+        let flat = bytes(Rate::Constant(9), 0, false);
+        let detail = bytes(Rate::Constant(9), 0, true);
+        let capped = bytes(Rate::Capped(9), 100_000, true);
+        // 6 s. Measured: 163 KB of noise at constant quality, 96 KB capped at 100 kbit/s
+        // (75 KB: SVT-AV1 holds its cap over a window, not exactly, least so on tiny pictures).
+        assert!(detail > 50 * flat, "flat {flat} B, detail {detail} B");
+        assert!(
+            capped * 10 < detail * 7 && capped < 75_000 * 3 / 2,
+            "capped {capped} B, uncapped {detail} B"
         );
     }
 

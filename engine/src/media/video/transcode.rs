@@ -4,7 +4,7 @@
 //! the MP4 and HLS segments. AAC packets go to every rung and to one HLS audio rendition.
 //! The queues hold a few frames, so memory does not grow with the duration.
 
-use super::codec::{Encoded, EncoderSpec, RungEncoder};
+use super::codec::{Encoded, EncoderSpec, Rate, RungEncoder};
 use super::frame::{Frame, Scaler, YuvOverlay};
 use super::mux::{self, Carry, HlsWriter, Mp4Writer, Segment};
 use super::thumbs::Thumbs;
@@ -33,11 +33,36 @@ pub struct RungPlan {
     pub bitrate_bps: u32,
     /// Content-aware (`bitrate = "auto"`): the quality target (1..=10).
     pub quality: Option<u8>,
+    /// Content-aware AV1: what a constant-quality encode of a sample of the source spent a
+    /// second at this size (`super::rate_probe`), which decides how the rung is encoded
+    /// ([`RungPlan::rate`]).
+    pub probe_bps: Option<u32>,
     /// Video codec.
     pub codec: VideoCodec,
 }
 
+/// A content-aware AV1 rung whose probe spent more than this times its cap is hard content:
+/// it is encoded as a fixed rung, at its cap. (A probe encodes a keyframe interval on its
+/// own, which costs ~10 % more than the same stretch inside the whole encode.)
+const HARD_OVER_CAP: f64 = 1.1;
+
 impl RungPlan {
+    /// How the rung spends bits: fixed rungs at their bitrate; content-aware ones at the
+    /// quality target under their cap, except an AV1 rung its probe found hard, at its cap —
+    /// exactly as fixed, where SVT-AV1's capped CRF would overshoot the cap for a lower PSNR.
+    pub fn rate(&self) -> Rate {
+        match (self.quality, self.probe_bps) {
+            (None, _) => Rate::Bitrate,
+            (Some(_), Some(p)) if self.is_hard(f64::from(p)) => Rate::Bitrate,
+            (Some(q), _) => Rate::Capped(q),
+        }
+    }
+
+    /// Whether a probe that spent `probe_bps` found content too hard for the cap.
+    pub fn is_hard(&self, probe_bps: f64) -> bool {
+        probe_bps > HARD_OVER_CAP * f64::from(self.bitrate_bps)
+    }
+
     /// Displayed size.
     pub fn display(&self, rotation: u16) -> (u32, u32) {
         if rotation % 180 == 90 {
@@ -94,6 +119,7 @@ pub fn plan((width, height): (u32, u32), rotation: u16, s: &VideoSettings) -> Ve
                 height: h,
                 bitrate_bps: r.bitrate_kbps.saturating_mul(1000),
                 quality: s.quality_target(),
+                probe_bps: None,
                 codec: r.codec,
             }
         })
@@ -306,7 +332,7 @@ pub fn run(
 /// base rate when it is a video rate, so a phone's or a screen recording's fast stretches
 /// keep their pictures, but at most 2½ times the average (a base rate far over it is a
 /// timestamp artefact, and every repeat costs an encode); else the average.
-fn cadence_fps(avg: f64, base: f64) -> f64 {
+pub fn cadence_fps(avg: f64, base: f64) -> f64 {
     if base.is_finite() && base > avg && base <= 120.0 {
         base.min(avg * 2.5)
     } else {
@@ -618,7 +644,7 @@ fn rung(rx: Receiver<Msg>, c: RungCtx) -> Result<RungOutput, JobError> {
         fps: c.fps,
         timescale: c.timescale.get(),
         bitrate_bps: c.plan.bitrate_bps,
-        quality: c.plan.quality,
+        rate: c.plan.rate(),
         keyframe_s: c.keyframe_s,
         av1_preset: c.av1_preset,
     })?;
@@ -828,6 +854,29 @@ mod tests {
         assert_eq!(got, want);
         // The fallback rung of a small source too.
         assert_eq!(plan((200, 100), 0, &auto)[0].quality, Some(8));
+    }
+
+    #[test]
+    fn a_probe_over_the_cap_makes_an_auto_rung_a_fixed_one() {
+        let rung = |quality, probe_bps| RungPlan {
+            name: "720p-av1".into(),
+            width: 1280,
+            height: 720,
+            bitrate_bps: 1_000_000,
+            quality,
+            probe_bps,
+            codec: VideoCodec::Av1,
+        };
+        // Fixed rungs stay fixed whatever a probe said.
+        assert_eq!(rung(None, None).rate(), Rate::Bitrate);
+        assert_eq!(rung(None, Some(100)).rate(), Rate::Bitrate);
+        // Auto: the capped quality target unless the probe spent over 1.1 × the cap; no probe
+        // (a slideshow, a probe that failed) keeps the capped target.
+        assert_eq!(rung(Some(9), None).rate(), Rate::Capped(9));
+        assert_eq!(rung(Some(9), Some(400_000)).rate(), Rate::Capped(9));
+        assert_eq!(rung(Some(9), Some(1_100_000)).rate(), Rate::Capped(9));
+        assert_eq!(rung(Some(9), Some(1_100_001)).rate(), Rate::Bitrate);
+        assert_eq!(rung(Some(9), Some(u32::MAX)).rate(), Rate::Bitrate);
     }
 
     #[test]
