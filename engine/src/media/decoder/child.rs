@@ -459,35 +459,14 @@ impl Movie {
                 Err(e) => return Err(e.into()),
             }
             if pkt.stream() == self.video {
-                summary.packets += 1;
-                if let Err(e) = self.decoder.send(Some(&pkt)) {
-                    if !e.is_invalid_data() {
-                        return Err(e.into());
-                    }
-                    summary.rejected_packets += 1;
-                }
-                drain(
-                    &mut self.decoder,
-                    &mut frame,
-                    &mut pipeline,
-                    &mut summary,
-                    out,
-                )?;
+                self.video_packet(Some(&pkt), &mut frame, &mut pipeline, &mut summary, out)?;
             } else if Some(pkt.stream()) == audio_index
                 && let Some(a) = self.audio.as_mut()
             {
                 a.packet(&pkt, out)?;
             }
         }
-        self.decoder.send(None)?;
-        drain(
-            &mut self.decoder,
-            &mut frame,
-            &mut pipeline,
-            &mut summary,
-            out,
-        )?;
-        pipeline.finish(&mut frame, &mut summary, out)?;
+        self.video_packet(None, &mut frame, &mut pipeline, &mut summary, out)?;
         if let Some(a) = self.audio.as_mut() {
             a.finish(out)?;
         }
@@ -520,37 +499,44 @@ impl Movie {
             let mut pipeline = FramePipeline::new(&self.info, start, self.time_base);
             pipeline.window = Some((from, end));
             while !pipeline.past_window && self.input.read(&mut pkt)? {
-                if pkt.stream() != self.video {
-                    continue;
+                if pkt.stream() == self.video {
+                    self.video_packet(Some(&pkt), &mut frame, &mut pipeline, &mut summary, out)?;
                 }
+            }
+            if !pipeline.past_window {
+                self.video_packet(None, &mut frame, &mut pipeline, &mut summary, out)?;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Decode a video packet (`None`: the end — drain the decoder and the pipeline) and send
+    /// the pictures it gives.
+    fn video_packet(
+        &mut self,
+        pkt: Option<&Packet>,
+        frame: &mut Frame,
+        pipeline: &mut FramePipeline,
+        summary: &mut Summary,
+        out: &mut Out<impl Write>,
+    ) -> Result<(), Fail> {
+        match pkt {
+            Some(pkt) => {
                 summary.packets += 1;
-                if let Err(e) = self.decoder.send(Some(&pkt)) {
+                if let Err(e) = self.decoder.send(Some(pkt)) {
                     if !e.is_invalid_data() {
                         return Err(e.into());
                     }
                     summary.rejected_packets += 1;
                 }
-                drain(
-                    &mut self.decoder,
-                    &mut frame,
-                    &mut pipeline,
-                    &mut summary,
-                    out,
-                )?;
+                drain(&mut self.decoder, frame, pipeline, summary, out)
             }
-            if !pipeline.past_window {
+            None => {
                 self.decoder.send(None)?;
-                drain(
-                    &mut self.decoder,
-                    &mut frame,
-                    &mut pipeline,
-                    &mut summary,
-                    out,
-                )?;
-                pipeline.finish(&mut frame, &mut summary, out)?;
+                drain(&mut self.decoder, frame, pipeline, summary, out)?;
+                pipeline.finish(frame, summary, out)
             }
         }
-        Ok(summary)
     }
 }
 
