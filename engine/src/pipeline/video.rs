@@ -79,23 +79,7 @@ impl Processor {
             audio: audio.is_some(),
             windows: Vec::new(),
         })?;
-        let input = transcode::Input {
-            timescale: TIMESCALE,
-            matrix: src.matrix,
-            width: work_w,
-            height: work_h,
-            rotation: src.rotation,
-            fps: src.fps,
-            base_fps: src.video.base_fps,
-            frames: src.frames,
-            duration_s: src.duration_s,
-            audio_samples: src.header.audio.as_ref().map_or(0, |a| {
-                (src.duration_s * f64::from(a.rate) / f64::from(a.frame_samples.max(1))).ceil()
-                    as u64
-                    + 16
-            }),
-            audio: audio.map(|(entry, timescale)| transcode::AudioTrack { timescale, entry }),
-        };
+        let input = transcode_input(&src, (work_w, work_h), audio);
         let out = run.timings.time("transcode", || {
             transcode::run(
                 &input,
@@ -317,6 +301,30 @@ impl Written {
             bitrate_bps,
             ..self
         }
+    }
+}
+
+/// What the transcode needs to know of the source, its pictures delivered at `work` size.
+fn transcode_input(
+    src: &Source,
+    (width, height): (u32, u32),
+    audio: Option<(shiguredo_mp4::boxes::SampleEntry, u32)>,
+) -> transcode::Input {
+    transcode::Input {
+        timescale: TIMESCALE,
+        matrix: src.matrix,
+        width,
+        height,
+        rotation: src.rotation,
+        fps: src.fps,
+        base_fps: src.video.base_fps,
+        frames: src.frames,
+        duration_s: src.duration_s,
+        audio_samples: src.header.audio.as_ref().map_or(0, |a| {
+            (src.duration_s * f64::from(a.rate) / f64::from(a.frame_samples.max(1))).ceil() as u64
+                + 16
+        }),
+        audio: audio.map(|(entry, timescale)| transcode::AudioTrack { timescale, entry }),
     }
 }
 
