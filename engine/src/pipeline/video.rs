@@ -330,8 +330,10 @@ fn transcode_input(
 
 /// Content-aware AV1 rungs: a probe encode of a sample of the source (a second decoder
 /// child) tells hard content from easy. A probe that fails for a reason other than a stop or
-/// the machine leaves those rungs at a capped quality target and says so (the note
-/// returned): the job goes on.
+/// the machine (memory, disk, a process that cannot start) leaves those rungs at a capped
+/// quality target and says so (the note returned): the job goes on, and the full decode that
+/// follows judges the source. (A seek that crashes or stalls the child is the probe's own
+/// failure: retrying the job would meet it again.)
 fn probe_rates(
     job: &Job<'_>,
     src: &Source,
@@ -363,7 +365,11 @@ fn probe_rates(
         rate_probe::choose(&mut session, rungs, s, sample_s, &|| job.control.check())
     };
     match probe() {
-        Err(e) if matches!(e, JobError::Canceled(_)) || e.class() == ErrorClass::Transient => {
+        Err(e)
+            if matches!(e, JobError::Canceled(_))
+                || (e.class() == ErrorClass::Transient
+                    && !matches!(e, JobError::DecoderCrashed(_) | JobError::DecodeTimeout(_))) =>
+        {
             Err(e)
         }
         Err(e) => {
